@@ -1,0 +1,122 @@
+"""Parity of the exported streaming encoder against the PyTorch reference.
+
+For each test utterance: fbank + CMVN (runtime/features.py), then
+  * streaming: the runtime's EncoderStream on onnxruntime, frames fed in uneven pieces, flushed at the end;
+  * reference: the PyTorch model on the whole utterance with the equivalent chunk mask
+    (chunk = 16 frames, left context = 4 chunks unless `reference_left_chunks` overrides it).
+The report gives the largest absolute differences of phoneme log-probs and adaptor embeddings.
+Utterance lengths are chosen so that none is a multiple of the chunk and the first chunks run with
+partly filled caches; setting `reference_left_chunks` to another value is the negative control.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nim4_edge.export.checkpoint import Checkpoint
+from nim4_edge.runtime.audio import load_audio
+from nim4_edge.runtime.features import compute_fbank
+
+DEFAULT_DURATIONS_S = (0.37, 1.13, 2.9, 7.3)
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    tolerance: float = 1e-4  # largest allowed absolute difference, log-probs and embeddings alike
+    durations_s: tuple[float, ...] = DEFAULT_DURATIONS_S  # synthetic utterances to stream
+    wavs: tuple[Path, ...] = ()  # real recordings to stream as well (PCM WAV, any rate)
+    reference_left_chunks: int | None = None  # None: the bundle's own left context
+    seed: int = 0
+    num_threads: int = 0
+    max_piece_frames: int = 40  # frames are fed in random pieces of 1..this many
+
+
+def synthetic_utterance(seconds: float, sample_rate_hz: int, seed: int) -> np.ndarray:
+    """A speech-like test signal: voiced segments (harmonics of a gliding f0, syllable-rate envelope),
+    noise bursts like fricatives, and pauses. float32 in [-1, 1]."""
+    rng = np.random.default_rng(seed)
+    n = int(round(seconds * sample_rate_hz))
+    t = np.arange(n) / sample_rate_hz
+    f0 = 120 + 40 * np.sin(2 * np.pi * 0.7 * t + rng.uniform(0, 6.28))
+    phase = 2 * np.pi * np.cumsum(f0) / sample_rate_hz
+    voiced = sum(np.sin(h * phase) / h for h in range(1, 12))
+    envelope = np.clip(np.sin(2 * np.pi * 4.0 * t + rng.uniform(0, 6.28)), 0, None)
+    noise = rng.standard_normal(n) * (rng.uniform(size=n // 800 + 1).repeat(800)[:n] > 0.7)
+    signal = 0.25 * voiced * envelope + 0.05 * noise
+    return (0.5 * signal / max(1e-9, np.abs(signal).max())).astype(np.float32)
+
+
+def verify_bundle(checkpoint: Checkpoint, bundle_path: Path, options: VerifyOptions) -> dict:
+    import torch
+
+    from nim4_edge.runtime.bundle import Bundle
+    from nim4_edge.runtime.encoder import EncoderSession, EncoderStream
+
+    bundle = Bundle.load(bundle_path, verify_hashes=True)
+    manifest = bundle.manifest
+    model = checkpoint.load_acoustic_model()
+    geometry = manifest.streaming
+    left_chunks = geometry.left_chunks if options.reference_left_chunks is None else options.reference_left_chunks
+    stream = EncoderStream(EncoderSession(bundle, num_threads=options.num_threads))
+    rng = np.random.default_rng(options.seed)
+
+    utterances = [(f"synthetic {s:g} s", synthetic_utterance(s, manifest.fbank.sample_rate_hz, options.seed + i))
+                  for i, s in enumerate(options.durations_s)]
+    utterances += [(str(p), load_audio(p, manifest.fbank.sample_rate_hz)) for p in options.wavs]
+
+    results = []
+    for name, samples in utterances:
+        frames = manifest.cmvn.apply(compute_fbank(samples, manifest.fbank))
+        stream.reset()
+        chunks = []
+        start = 0
+        while start < len(frames):
+            piece = int(rng.integers(1, options.max_piece_frames + 1))
+            chunks += stream.accept_frames(frames[start : start + piece])
+            start += piece
+        chunks += stream.flush()
+        with torch.no_grad():
+            ref = model(
+                torch.from_numpy(frames)[None],
+                torch.tensor([len(frames)]),
+                geometry.chunk_frames,
+                left_chunks,
+            )
+        ref_lp = ref.phoneme_log_probs[0].numpy()
+        ref_emb = ref.embeddings[0].numpy()
+        if chunks:
+            got_lp = np.concatenate([c.phoneme_log_probs for c in chunks])
+            got_emb = np.concatenate([c.embeddings for c in chunks])
+        else:
+            got_lp, got_emb = ref_lp[:0], ref_emb[:0]
+        if got_lp.shape != ref_lp.shape or got_emb.shape != ref_emb.shape:
+            raise AssertionError(
+                f"{name}: streaming produced {got_lp.shape}/{got_emb.shape}, reference {ref_lp.shape}/{ref_emb.shape}"
+            )
+        results.append(
+            {
+                "utterance": name,
+                "seconds": round(len(samples) / manifest.fbank.sample_rate_hz, 3),
+                "fbank_frames": len(frames),
+                "encoder_frames": int(ref_lp.shape[0]),
+                "chunks": len(chunks),
+                "max_abs_diff_phoneme_log_probs": float(np.abs(got_lp - ref_lp).max()) if got_lp.size else 0.0,
+                "max_abs_diff_embeddings": float(np.abs(got_emb - ref_emb).max()) if got_emb.size else 0.0,
+            }
+        )
+    worst_lp = max(r["max_abs_diff_phoneme_log_probs"] for r in results)
+    worst_emb = max(r["max_abs_diff_embeddings"] for r in results)
+    return {
+        "bundle": str(bundle_path),
+        "chunk_frames": geometry.chunk_frames,
+        "stream_left_chunks": geometry.left_chunks,
+        "reference_left_chunks": left_chunks,
+        "tolerance": options.tolerance,
+        "max_abs_diff_phoneme_log_probs": worst_lp,
+        "max_abs_diff_embeddings": worst_emb,
+        "passed": bool(worst_lp <= options.tolerance and worst_emb <= options.tolerance),
+        "utterances": results,
+    }

@@ -1,0 +1,207 @@
+"""The bundle: the runtime's only input. `manifest.json` is the single source of geometry.
+
+    BUNDLE/
+      manifest.json     format + version, fbank options, CMVN, chunk geometry, encoder graph I/O and
+                        cache shapes, phoneme inventory, decoder facts, sha256 and size of every file
+      encoder.onnx      the streaming step (export/streaming.py), + encoder.onnx.data above 2 GB
+
+The runtime reads chunk sizes, cache shapes and rates from here, never from file names, and refuses a
+bundle whose files do not match the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nim4_edge.runtime.errors import BundleError
+from nim4_edge.runtime.features import Cmvn, FbankOptions
+from nim4_edge.runtime.geometry import ChunkGeometry
+from nim4_edge.runtime.phonemes import PhonemeInventory
+
+BUNDLE_FORMAT = "nim4-bundle"
+BUNDLE_FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # numpy dtype name: "float32", "int64"
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "TensorSpec":
+        return cls(str(data["name"]), tuple(int(d) for d in data["shape"]), str(data["dtype"]))
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """The exported encoder step: its file, dimensions and exact I/O."""
+
+    file: str
+    precision: str  # "fp32" from export; quant/ adds others
+    d_model: int
+    num_layers: int
+    num_heads: int
+    head_dim: int
+    conv_kernel: int
+    embedding_dim: int  # adaptor output = decoder hidden size
+    num_phonemes: int
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    def input(self, name: str) -> TensorSpec:
+        return next(t for t in self.inputs if t.name == name)
+
+    def output(self, name: str) -> TensorSpec:
+        return next(t for t in self.outputs if t.name == name)
+
+    def to_json(self) -> dict:
+        data = {k: v for k, v in self.__dict__.items() if k not in ("inputs", "outputs")}
+        data["inputs"] = [t.to_json() for t in self.inputs]
+        data["outputs"] = [t.to_json() for t in self.outputs]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> "EncoderSpec":
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k not in ("inputs", "outputs")}
+        return cls(
+            **fields,
+            inputs=tuple(TensorSpec.from_json(t) for t in data["inputs"]),
+            outputs=tuple(TensorSpec.from_json(t) for t in data["outputs"]),
+        )
+
+
+@dataclass(frozen=True)
+class Manifest:
+    fbank: FbankOptions
+    cmvn: Cmvn
+    streaming: ChunkGeometry
+    phonemes: PhonemeInventory
+    encoder: EncoderSpec
+    decoder: dict  # facts of the decoder: {"hidden_size": D, ...}; the GGUF export adds the rest
+    files: dict[str, dict] = field(default_factory=dict)  # name -> {"sha256": hex, "bytes": n}
+    created_by: str = ""
+    source: dict = field(default_factory=dict)  # what it was exported from (for people, not code)
+
+    def to_json(self) -> dict:
+        return {
+            "format": BUNDLE_FORMAT,
+            "format_version": BUNDLE_FORMAT_VERSION,
+            "created_by": self.created_by,
+            "source": self.source,
+            "fbank": self.fbank.to_json(),
+            "cmvn": self.cmvn.to_json(),
+            "streaming": self.streaming.to_json(),
+            "phonemes": self.phonemes.to_json(),
+            "encoder": self.encoder.to_json(),
+            "decoder": self.decoder,
+            "files": self.files,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Manifest":
+        if data.get("format") != BUNDLE_FORMAT:
+            raise ValueError(f"'format' is {data.get('format')!r}, expected {BUNDLE_FORMAT!r}")
+        if data.get("format_version") != BUNDLE_FORMAT_VERSION:
+            raise ValueError(
+                f"format_version {data.get('format_version')} is not supported by this nim4-edge "
+                f"(reads {BUNDLE_FORMAT_VERSION}); re-export the bundle"
+            )
+        return cls(
+            fbank=FbankOptions.from_json(data["fbank"]),
+            cmvn=Cmvn.from_json(data["cmvn"]),
+            streaming=ChunkGeometry.from_json(data["streaming"]),
+            phonemes=PhonemeInventory.from_json(data["phonemes"]),
+            encoder=EncoderSpec.from_json(data["encoder"]),
+            decoder=dict(data["decoder"]),
+            files=dict(data.get("files", {})),
+            created_by=str(data.get("created_by", "")),
+            source=dict(data.get("source", {})),
+        )
+
+    def check_consistency(self) -> None:
+        """Cross-field checks: the parts must describe the same model."""
+        enc = self.encoder
+        if self.cmvn.dim != self.fbank.num_mel_bins:
+            raise ValueError(f"cmvn has {self.cmvn.dim} bins but fbank has {self.fbank.num_mel_bins}")
+        if enc.num_phonemes != len(self.phonemes):
+            raise ValueError(f"encoder has {enc.num_phonemes} phoneme outputs, inventory has {len(self.phonemes)}")
+        if enc.embedding_dim != self.decoder.get("hidden_size"):
+            raise ValueError(
+                f"encoder embedding_dim {enc.embedding_dim} != decoder hidden_size {self.decoder.get('hidden_size')}"
+            )
+        g = self.streaming
+        expected = {
+            "features": (1, g.fbank_frames_per_chunk, self.fbank.num_mel_bins),
+            "key_cache": (enc.num_layers, 1, enc.num_heads, g.left_context_frames, enc.head_dim),
+            "conv_cache": (enc.num_layers, 1, enc.d_model, enc.conv_kernel - 1),
+        }
+        for name, shape in expected.items():
+            if enc.input(name).shape != shape:
+                raise ValueError(f"encoder input {name} has shape {list(enc.input(name).shape)}, geometry implies {list(shape)}")
+        if enc.output("phoneme_log_probs").shape != (1, g.chunk_frames, enc.num_phonemes):
+            raise ValueError("encoder output phoneme_log_probs does not match chunk_frames x num_phonemes")
+        if enc.output("embeddings").shape != (1, g.embeddings_per_chunk, enc.embedding_dim):
+            raise ValueError("encoder output embeddings does not match embeddings_per_chunk x embedding_dim")
+
+
+def sha256_file(path: Path, block_bytes: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(block_bytes):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def describe_file(path: Path) -> dict:
+    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    manifest: Manifest
+
+    @classmethod
+    def load(cls, path: Path, verify_hashes: bool = False) -> "Bundle":
+        """Read and check a bundle. Sizes are always checked; sha256 too when `verify_hashes`
+        (hashing a multi-GB decoder takes seconds, so it is a choice at start-up)."""
+        path = Path(path)
+        manifest_path = path / MANIFEST_FILE
+        if not manifest_path.is_file():
+            raise BundleError(f"{path}: not a bundle (no {MANIFEST_FILE}); create one with `nim4-edge export`")
+        try:
+            data = json.loads(manifest_path.read_text(encoding="utf-8"))
+            manifest = Manifest.from_json(data)
+            manifest.check_consistency()
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise BundleError(f"{manifest_path}: not readable JSON ({e}); re-export the bundle") from None
+        except (ValueError, TypeError, KeyError, StopIteration) as e:
+            raise BundleError(f"{manifest_path}: {type(e).__name__}: {e}; re-export the bundle") from None
+        bundle = cls(path, manifest)
+        bundle.check_files(verify_hashes)
+        return bundle
+
+    def check_files(self, verify_hashes: bool) -> None:
+        listed = self.manifest.files
+        if self.manifest.encoder.file not in listed:
+            raise BundleError(f"{self.path / MANIFEST_FILE}: encoder file {self.manifest.encoder.file} is not listed in 'files'")
+        for name, facts in listed.items():
+            file = self.path / name
+            if not file.is_file():
+                raise BundleError(f"{file}: missing from the bundle; re-export it")
+            size = file.stat().st_size
+            if size != facts["bytes"]:
+                raise BundleError(f"{file}: {size} bytes, manifest says {facts['bytes']} (truncated or replaced); re-export")
+            if verify_hashes and sha256_file(file) != facts["sha256"]:
+                raise BundleError(f"{file}: sha256 differs from the manifest (modified or corrupt); re-export")
+
+    def file(self, name: str) -> Path:
+        return self.path / name

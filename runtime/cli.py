@@ -1,0 +1,171 @@
+"""`nim4-edge`: the command line. Library code raises; only this module prints and exits.
+
+Exit codes: 0 success, 1 a check ran and failed (e.g. verification out of tolerance), 2 bad input
+(one line on stderr naming the problem and the fix), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from nim4_edge.runtime import __version__
+from nim4_edge.runtime.errors import Nim4Error
+
+EXIT_CHECK_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+EXPORT_EXTRA_HINT = "pip install 'nim4-edge[export]'"
+
+
+def _export_module(name: str):
+    """Import an export-time module; they need torch, which the on-device install does not have."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"nim4_edge.export.{name}")
+    except ModuleNotFoundError as e:
+        if e.name and e.name.split(".")[0] in {"torch", "transformers", "safetensors", "onnx", "onnxscript", "tokenizers"}:
+            raise Nim4Error(f"this command needs the export toolchain ({e.name} is not installed): {EXPORT_EXTRA_HINT}") from None
+        raise
+
+
+def _print_json(data: dict) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def cmd_init(args) -> int:
+    checkpoint = _export_module("checkpoint")
+    path = checkpoint.init_checkpoint(args.output, args.preset, args.seed, overwrite=args.overwrite)
+    print(f"wrote {args.preset} checkpoint (seed {args.seed}) to {path}")
+    return 0
+
+
+def _verify_options(args):
+    verify = _export_module("verify")
+    return verify.VerifyOptions(
+        tolerance=args.tolerance,
+        wavs=tuple(Path(p) for p in args.wav),
+        reference_left_chunks=args.reference_left_chunks,
+        num_threads=args.threads,
+    )
+
+
+def cmd_export(args) -> int:
+    onnx_export = _export_module("onnx_export")
+    options = _verify_options(args) if args.verify else None
+    try:
+        report = onnx_export.export_bundle(args.checkpoint, args.output, overwrite=args.overwrite, verify=args.verify, verify_options=options)
+    except onnx_export.VerificationFailed as e:
+        _print_json(e.report)
+        print(f"nim4-edge: {e}", file=sys.stderr)
+        return EXIT_CHECK_FAILED
+    if report is not None:
+        _print_json(report)
+    print(f"wrote bundle {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_verify(args) -> int:
+    checkpoint = _export_module("checkpoint")
+    verify = _export_module("verify")
+    report = verify.verify_bundle(checkpoint.read_checkpoint(args.checkpoint), args.bundle, _verify_options(args))
+    _print_json(report)
+    if not report["passed"]:
+        print(
+            f"nim4-edge: parity FAILED: largest differences {report['max_abs_diff_phoneme_log_probs']:.3g} / "
+            f"{report['max_abs_diff_embeddings']:.3g} exceed {report['tolerance']:g}",
+            file=sys.stderr,
+        )
+        return EXIT_CHECK_FAILED
+    return 0
+
+
+def cmd_bench_encoder(args) -> int:
+    bench = _export_module("bench_encoder")
+    report = bench.bench_encoder(args.checkpoint, args.bundle, repeats=args.repeats, warmup=args.warmup, num_threads=args.threads)
+    _print_json(report)
+    print(bench.table(report), file=sys.stderr)
+    return 0
+
+
+def _add_verify_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tolerance", type=float, default=1e-4, help="largest allowed |difference| (default 1e-4)")
+    p.add_argument("--wav", action="append", default=[], metavar="FILE",
+                   help="also stream this PCM WAV file, resampled to the model rate (repeatable); synthetic utterances are always used")
+    p.add_argument("--reference-left-chunks", type=int, default=None, metavar="N",
+                   help="compare against a reference with N left chunks instead of the bundle's own "
+                        "(a negative control: any other N must fail)")
+    p.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0 = all cores)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nim4-edge",
+        description="Streaming LLM speech recognition on Jetson Orin and CPUs (NIM4-ASR architecture).",
+        epilog="Typical flow: nim4-edge init --preset tiny -o ckpt && nim4-edge export ckpt -o bundle --verify",
+    )
+    parser.add_argument("--version", action="version", version=f"nim4-edge {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("init", help="write a random-weight checkpoint of the tiny or full NIM4 shape",
+                       description="Write a random-weight checkpoint (config, acoustic safetensors, HF Qwen3 "
+                                   "folder with tokenizer, phoneme inventory, CMVN). 'full' is ~600M encoder + "
+                                   "Qwen3-1.7B: ~6 GB on disk, a few minutes on 2 cores.")
+    p.add_argument("--preset", choices=("tiny", "full"), default="tiny", help="model size (default tiny)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="checkpoint directory to create")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing directory")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("export", help="export a checkpoint to a bundle (ONNX encoder step + manifest)",
+                       description="Export CHECKPOINT to a bundle directory. With --verify the streaming ONNX "
+                                   "graph is checked against the PyTorch reference before the bundle is kept.")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("-o", "--output", type=Path, required=True, help="bundle directory to create")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
+    p.add_argument("--verify", action="store_true", help="run the parity check; keep the bundle only if it passes")
+    _add_verify_flags(p)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("verify", help="stream utterances through a bundle and compare with the PyTorch reference",
+                       description="Prints a JSON report of the largest differences; exit 1 if over tolerance.")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("bundle", type=Path)
+    _add_verify_flags(p)
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("bench", help="benchmarks (JSON on stdout, a table on stderr)")
+    bench = p.add_subparsers(dest="bench", required=True, metavar="WHAT")
+    b = bench.add_parser("encoder", help="per-chunk encoder latency: onnxruntime vs PyTorch eager, same weights",
+                         description="Median per-chunk latency over interleaved repeats, the ratio, parameters and memory.")
+    b.add_argument("--checkpoint", type=Path, required=True)
+    b.add_argument("--bundle", type=Path, required=True)
+    b.add_argument("--repeats", type=int, default=20, help="timed repeats per backend (default 20)")
+    b.add_argument("--warmup", type=int, default=3, help="untimed repeats first (default 3)")
+    b.add_argument("--threads", type=int, default=2, help="threads for both backends (default 2)")
+    b.set_defaults(func=cmd_bench_encoder)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Our progress lines at INFO; other libraries (onnxscript's optimizer, torch) only from WARNING up.
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("nim4_edge").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        return args.func(args)
+    except Nim4Error as e:
+        print(f"nim4-edge: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("nim4-edge: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
