@@ -1,8 +1,8 @@
-"""`nim4-edge export`: checkpoint -> bundle (manifest.json + the streaming encoder step as ONNX).
+"""The encoder step (export/streaming.py) to ONNX.
 
-The graph is exported with torch.onnx's dynamo exporter at fixed shapes. Chunk geometry and model
-dims go into the ONNX metadata too, so a graph found on its own still says what it is. Everything is
-written to a temporary directory and renamed into place only after (optional) verification passed.
+The graph is exported with torch.onnx's dynamo exporter (the one torch recommends) at fixed shapes.
+Chunk geometry and model dims go into the ONNX metadata too, so a graph found on its own still says
+what it is.
 """
 
 from __future__ import annotations
@@ -13,11 +13,8 @@ import time
 import warnings
 from pathlib import Path
 
-from nim4_edge.export.checkpoint import Checkpoint, read_checkpoint
-from nim4_edge.runtime import __version__
-from nim4_edge.runtime.atomic import atomic_directory
-from nim4_edge.runtime.bundle import MANIFEST_FILE, EncoderSpec, Manifest, TensorSpec, describe_file
-from nim4_edge.runtime.errors import Nim4Error
+from nim4_edge.export.checkpoint import Checkpoint
+from nim4_edge.runtime.bundle import EncoderSpec, TensorSpec, describe_file
 
 log = logging.getLogger(__name__)
 
@@ -27,41 +24,8 @@ OPSET = 18
 EXTERNAL_DATA_THRESHOLD_BYTES = 1_500_000_000
 
 
-class VerificationFailed(Nim4Error):
-    def __init__(self, report: dict):
-        self.report = report
-        super().__init__(
-            f"streaming ONNX differs from the PyTorch reference by more than {report['tolerance']:g} "
-            f"(phoneme log-probs {report['max_abs_diff_phoneme_log_probs']:.3g}, "
-            f"embeddings {report['max_abs_diff_embeddings']:.3g}); no bundle was written"
-        )
-
-
-def export_bundle(
-    checkpoint_path: Path,
-    bundle_path: Path,
-    overwrite: bool = False,
-    verify: bool = False,
-    verify_options=None,
-) -> dict | None:
-    """Export a checkpoint to a bundle. Returns the verification report when `verify`."""
-    checkpoint = read_checkpoint(checkpoint_path)
-    report = None
-    with atomic_directory(Path(bundle_path), overwrite=overwrite) as tmp:
-        manifest = write_encoder(checkpoint, tmp)
-        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest.to_json(), indent=1) + "\n", encoding="utf-8")
-        if verify:
-            from nim4_edge.export.verify import VerifyOptions, verify_bundle
-
-            report = verify_bundle(checkpoint, tmp, verify_options or VerifyOptions())
-            report["bundle"] = str(bundle_path)
-            if not report["passed"]:
-                raise VerificationFailed(report)
-    return report
-
-
-def write_encoder(checkpoint: Checkpoint, out_dir: Path) -> Manifest:
-    """Export the encoder step into `out_dir` and return the bundle manifest describing it."""
+def write_encoder(checkpoint: Checkpoint, out_dir: Path) -> tuple[EncoderSpec, dict]:
+    """Export the encoder step into `out_dir`. Returns its manifest entry and {file: facts}."""
     import onnx
     import torch
 
@@ -114,29 +78,20 @@ def write_encoder(checkpoint: Checkpoint, out_dir: Path) -> Manifest:
 
     files = {p.name: describe_file(p) for p in sorted(out_dir.iterdir()) if p.name.startswith(ENCODER_FILE)}
     enc = cfg.encoder
-    return Manifest(
-        fbank=cfg.fbank,
-        cmvn=checkpoint.cmvn,
-        streaming=cfg.streaming,
-        phonemes=checkpoint.phonemes,
-        encoder=EncoderSpec(
-            file=ENCODER_FILE,
-            precision="fp32",
-            d_model=enc.d_model,
-            num_layers=enc.num_layers,
-            num_heads=enc.num_heads,
-            head_dim=enc.head_dim,
-            conv_kernel=enc.conv_kernel,
-            embedding_dim=cfg.adaptor.output_dim,
-            num_phonemes=cfg.phoneme_head.num_phonemes,
-            inputs=inputs,
-            outputs=outputs,
-        ),
-        decoder={"hidden_size": checkpoint.decoder_config["hidden_size"]},
-        files=files,
-        created_by=f"nim4-edge {__version__}",
-        source={"checkpoint": str(checkpoint.path.resolve()), "acoustic_parameters": num_params},
+    spec = EncoderSpec(
+        file=ENCODER_FILE,
+        precision="fp32",
+        d_model=enc.d_model,
+        num_layers=enc.num_layers,
+        num_heads=enc.num_heads,
+        head_dim=enc.head_dim,
+        conv_kernel=enc.conv_kernel,
+        embedding_dim=cfg.adaptor.output_dim,
+        num_phonemes=cfg.phoneme_head.num_phonemes,
+        inputs=inputs,
+        outputs=outputs,
     )
+    return spec, files
 
 
 def _spec(name: str, tensor) -> TensorSpec:

@@ -1,5 +1,6 @@
-"""Parity of the exported streaming encoder against the PyTorch reference.
+"""Parity of an exported bundle against the PyTorch reference: encoder and decoder.
 
+Encoder:
 For each test utterance: fbank + CMVN (runtime/features.py), then
   * streaming: the runtime's EncoderStream on onnxruntime, frames fed in uneven pieces, flushed at the end;
   * reference: the PyTorch model on the whole utterance with the equivalent chunk mask
@@ -7,6 +8,11 @@ For each test utterance: fbank + CMVN (runtime/features.py), then
 The report gives the largest absolute differences of phoneme log-probs and adaptor embeddings.
 Utterance lengths are chosen so that none is a multiple of the chunk and the first chunks run with
 partly filled caches; setting `reference_left_chunks` to another value is the negative control.
+
+Decoder: transformers' Qwen3 and the llama.cpp session on the same sequence (prompt prefix tokens,
+speech-like embedding rows, suffix tokens with hotwords): the largest logit difference at every
+position, and whether 32 greedy tokens agree. llama.cpp runs with an F32 KV cache and no flash
+attention, the settings under which it matches transformers (FACTS.md).
 """
 
 from __future__ import annotations
@@ -21,6 +27,10 @@ from nim4_edge.runtime.audio import load_audio
 from nim4_edge.runtime.features import compute_fbank
 
 DEFAULT_DURATIONS_S = (0.37, 1.13, 2.9, 7.3)
+# Largest allowed logit difference per GGUF type: f32 must match; f16 weights and f16 activations in
+# llama.cpp's CPU matmuls give ~1e-2 (bf16 gives 5e-2, FACTS.md).
+DECODER_TOLERANCE = {"f32": 1e-3, "f16": 5e-2}
+GREEDY_TOKENS = 32
 
 
 @dataclass(frozen=True)
@@ -32,6 +42,8 @@ class VerifyOptions:
     seed: int = 0
     num_threads: int = 0
     max_piece_frames: int = 40  # frames are fed in random pieces of 1..this many
+    decoder: bool = True  # also check the decoder GGUF against transformers
+    speech_rows: int = 10  # embedding rows in the decoder check
 
 
 def synthetic_utterance(seconds: float, sample_rate_hz: int, seed: int) -> np.ndarray:
@@ -50,12 +62,22 @@ def synthetic_utterance(seconds: float, sample_rate_hz: int, seed: int) -> np.nd
 
 
 def verify_bundle(checkpoint: Checkpoint, bundle_path: Path, options: VerifyOptions) -> dict:
-    import torch
-
+    """Both checks; `passed` only if each passed."""
     from nim4_edge.runtime.bundle import Bundle
-    from nim4_edge.runtime.encoder import EncoderSession, EncoderStream
 
     bundle = Bundle.load(bundle_path, verify_hashes=True)
+    report = {"bundle": str(bundle_path), "encoder": verify_encoder(checkpoint, bundle, options)}
+    if options.decoder:
+        report["decoder"] = verify_decoder(checkpoint, bundle, options)
+    report["passed"] = all(part["passed"] for key, part in report.items() if key in ("encoder", "decoder"))
+    return report
+
+
+def verify_encoder(checkpoint: Checkpoint, bundle, options: VerifyOptions) -> dict:
+    import torch
+
+    from nim4_edge.runtime.encoder import EncoderSession, EncoderStream
+
     manifest = bundle.manifest
     model = checkpoint.load_acoustic_model()
     geometry = manifest.streaming
@@ -110,7 +132,6 @@ def verify_bundle(checkpoint: Checkpoint, bundle_path: Path, options: VerifyOpti
     worst_lp = max(r["max_abs_diff_phoneme_log_probs"] for r in results)
     worst_emb = max(r["max_abs_diff_embeddings"] for r in results)
     return {
-        "bundle": str(bundle_path),
         "chunk_frames": geometry.chunk_frames,
         "stream_left_chunks": geometry.left_chunks,
         "reference_left_chunks": left_chunks,
@@ -119,4 +140,68 @@ def verify_bundle(checkpoint: Checkpoint, bundle_path: Path, options: VerifyOpti
         "max_abs_diff_embeddings": worst_emb,
         "passed": bool(worst_lp <= options.tolerance and worst_emb <= options.tolerance),
         "utterances": results,
+    }
+
+
+def verify_decoder(checkpoint: Checkpoint, bundle, options: VerifyOptions, variant: str | None = None) -> dict:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from nim4_edge.export.gguf_convert import PROBE_HOTWORDS
+    from nim4_edge.runtime.decoder import DecoderSession, DecoderSettings
+
+    spec = bundle.manifest.decoder
+    variant = variant or spec.default_variant
+    tolerance = DECODER_TOLERANCE.get(variant)
+    if tolerance is None:
+        raise ValueError(f"decoder variant {variant} is quantized; compare it with `nim4-edge quantize` agreement instead")
+    # F32 KV and no flash attention: the settings under which llama.cpp matches transformers;
+    # the token cap is exactly GREEDY_TOKENS so both sides stop at the same length.
+    settings = DecoderSettings(kv_cache_type="f32", flash_attn=False, n_ctx=512,
+                               min_new_tokens=GREEDY_TOKENS, max_tokens_per_second=0.0)
+    session = DecoderSession(bundle.decoder_file(variant), spec, settings)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(checkpoint.decoder_dir), dtype=torch.float32).eval()
+        embed = model.get_input_embeddings()
+        rng = np.random.default_rng(options.seed)
+        scale = float(embed.weight.detach().std())
+        speech = (rng.standard_normal((options.speech_rows, spec.hidden_size)) * scale).astype(np.float32)
+        prefix_ids = session.prefix_ids
+        suffix_ids = session.tokenize(spec.prompt.suffix(list(PROBE_HOTWORDS)))
+
+        got = session.score([prefix_ids, speech, suffix_ids])
+        with torch.no_grad():
+            inputs = torch.cat([embed(torch.tensor([prefix_ids])), torch.from_numpy(speech)[None], embed(torch.tensor([suffix_ids]))], dim=1)
+            out = model(inputs_embeds=inputs, use_cache=True)
+        want = out.logits[0].numpy()
+        diff = np.abs(got - want).max(axis=1)  # per position
+        n_prefix, n_speech = len(prefix_ids), len(speech)
+        text_positions = np.r_[0:n_prefix, n_prefix + n_speech : len(diff)]
+
+        # Greedy continuation: transformers with its KV cache vs the session's final().
+        hf_tokens, past, logits = [], out.past_key_values, out.logits[0, -1]
+        with torch.no_grad():
+            for _ in range(GREEDY_TOKENS):
+                token = int(torch.argmax(logits))
+                if token == spec.token_ids["im_end"]:
+                    break
+                hf_tokens.append(token)
+                step = model(input_ids=torch.tensor([[token]]), past_key_values=past, use_cache=True)
+                past, logits = step.past_key_values, step.logits[0, -1]
+        session.start_utterance()
+        session.append(speech)
+        result = session.final(list(PROBE_HOTWORDS))
+    finally:
+        session.close()
+    max_text = float(diff[text_positions].max())
+    identical = result.token_ids == hf_tokens
+    return {
+        "variant": variant,
+        "tolerance": tolerance,
+        "positions": int(len(diff)),
+        "max_abs_logit_diff_text_positions": max_text,
+        "max_abs_logit_diff_speech_positions": float(diff[n_prefix : n_prefix + n_speech].max()),
+        "greedy_tokens": len(hf_tokens),
+        "greedy_identical": identical,
+        "passed": bool(max_text <= tolerance and (identical or variant != "f32")),
     }

@@ -4,6 +4,7 @@
       manifest.json     format + version, fbank options, CMVN, chunk geometry, encoder graph I/O and
                         cache shapes, phoneme inventory, decoder facts, sha256 and size of every file
       encoder.onnx      the streaming step (export/streaming.py), + encoder.onnx.data above 2 GB
+      decoder-*.gguf    the Qwen3 decoder for llama.cpp: the exported precision and any quantized variants
 
 The runtime reads chunk sizes, cache shapes and rates from here, never from file names, and refuses a
 bundle whose files do not match the manifest.
@@ -20,6 +21,7 @@ from nim4_edge.runtime.errors import BundleError
 from nim4_edge.runtime.features import Cmvn, FbankOptions
 from nim4_edge.runtime.geometry import ChunkGeometry
 from nim4_edge.runtime.phonemes import PhonemeInventory
+from nim4_edge.runtime.prompt import PromptTemplate
 
 BUNDLE_FORMAT = "nim4-bundle"
 BUNDLE_FORMAT_VERSION = 1
@@ -79,13 +81,48 @@ class EncoderSpec:
 
 
 @dataclass(frozen=True)
+class DecoderSpec:
+    """The Qwen3 decoder: its GGUF variants, dims, special tokens and prompt."""
+
+    architecture: str  # GGUF general.architecture, "qwen3"
+    hidden_size: int  # embedding width = adaptor output
+    vocab_size: int  # embedding rows (tokenizer padded with unused entries)
+    num_layers: int
+    context_length: int  # positions the model was configured for
+    token_ids: dict  # {"im_start": id, "im_end": id, "endoftext": id}
+    prompt: PromptTemplate
+    # A text and the ids the source (HF) tokenizer gives it; llama.cpp's tokenizer must agree.
+    tokenizer_probe: dict  # {"text": str, "ids": [int]}
+    variants: dict  # quant type ("f32", "f16", "Q4_K_M", ...) -> GGUF file name in the bundle
+    default_variant: str
+
+    def file_for(self, variant: str | None = None) -> str:
+        name = variant or self.default_variant
+        if name not in self.variants:
+            raise ValueError(f"decoder variant {name!r} is not in the bundle (has {sorted(self.variants)}); "
+                             f"add it with `nim4-edge quantize BUNDLE --decoder {name}`")
+        return self.variants[name]
+
+    def to_json(self) -> dict:
+        data = dict(self.__dict__)
+        data["prompt"] = self.prompt.to_json()
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> "DecoderSpec":
+        fields = {k: data[k] for k in cls.__dataclass_fields__}
+        fields["prompt"] = PromptTemplate.from_json(data["prompt"])
+        return cls(**fields)
+
+
+@dataclass(frozen=True)
 class Manifest:
     fbank: FbankOptions
     cmvn: Cmvn
     streaming: ChunkGeometry
     phonemes: PhonemeInventory
     encoder: EncoderSpec
-    decoder: dict  # facts of the decoder: {"hidden_size": D, ...}; the GGUF export adds the rest
+    decoder: DecoderSpec
     files: dict[str, dict] = field(default_factory=dict)  # name -> {"sha256": hex, "bytes": n}
     created_by: str = ""
     source: dict = field(default_factory=dict)  # what it was exported from (for people, not code)
@@ -101,7 +138,7 @@ class Manifest:
             "streaming": self.streaming.to_json(),
             "phonemes": self.phonemes.to_json(),
             "encoder": self.encoder.to_json(),
-            "decoder": self.decoder,
+            "decoder": self.decoder.to_json(),
             "files": self.files,
         }
 
@@ -120,7 +157,7 @@ class Manifest:
             streaming=ChunkGeometry.from_json(data["streaming"]),
             phonemes=PhonemeInventory.from_json(data["phonemes"]),
             encoder=EncoderSpec.from_json(data["encoder"]),
-            decoder=dict(data["decoder"]),
+            decoder=DecoderSpec.from_json(data["decoder"]),
             files=dict(data.get("files", {})),
             created_by=str(data.get("created_by", "")),
             source=dict(data.get("source", {})),
@@ -133,10 +170,13 @@ class Manifest:
             raise ValueError(f"cmvn has {self.cmvn.dim} bins but fbank has {self.fbank.num_mel_bins}")
         if enc.num_phonemes != len(self.phonemes):
             raise ValueError(f"encoder has {enc.num_phonemes} phoneme outputs, inventory has {len(self.phonemes)}")
-        if enc.embedding_dim != self.decoder.get("hidden_size"):
-            raise ValueError(
-                f"encoder embedding_dim {enc.embedding_dim} != decoder hidden_size {self.decoder.get('hidden_size')}"
-            )
+        if enc.embedding_dim != self.decoder.hidden_size:
+            raise ValueError(f"encoder embedding_dim {enc.embedding_dim} != decoder hidden_size {self.decoder.hidden_size}")
+        if self.decoder.default_variant not in self.decoder.variants:
+            raise ValueError(f"decoder default_variant {self.decoder.default_variant!r} is not among its variants")
+        for variant, file in self.decoder.variants.items():
+            if file not in self.files:
+                raise ValueError(f"decoder variant {variant} file {file} is not listed in 'files'")
         g = self.streaming
         expected = {
             "features": (1, g.fbank_frames_per_chunk, self.fbank.num_mel_bins),
@@ -150,6 +190,11 @@ class Manifest:
             raise ValueError("encoder output phoneme_log_probs does not match chunk_frames x num_phonemes")
         if enc.output("embeddings").shape != (1, g.embeddings_per_chunk, enc.embedding_dim):
             raise ValueError("encoder output embeddings does not match embeddings_per_chunk x embedding_dim")
+
+
+def decoder_file_name(variant: str) -> str:
+    """Bundle file name of a decoder variant: decoder-f32.gguf, decoder-q4_k_m.gguf, ..."""
+    return f"decoder-{variant.lower()}.gguf"
 
 
 def sha256_file(path: Path, block_bytes: int = 1 << 20) -> str:
@@ -205,3 +250,9 @@ class Bundle:
 
     def file(self, name: str) -> Path:
         return self.path / name
+
+    def decoder_file(self, variant: str | None = None) -> Path:
+        try:
+            return self.path / self.manifest.decoder.file_for(variant)
+        except ValueError as e:
+            raise BundleError(f"{self.path}: {e}") from None

@@ -51,15 +51,17 @@ def _verify_options(args):
         wavs=tuple(Path(p) for p in args.wav),
         reference_left_chunks=args.reference_left_chunks,
         num_threads=args.threads,
+        decoder=not args.encoder_only,
     )
 
 
 def cmd_export(args) -> int:
-    onnx_export = _export_module("onnx_export")
+    bundle_export = _export_module("bundle_export")
     options = _verify_options(args) if args.verify else None
     try:
-        report = onnx_export.export_bundle(args.checkpoint, args.output, overwrite=args.overwrite, verify=args.verify, verify_options=options)
-    except onnx_export.VerificationFailed as e:
+        report = bundle_export.export_bundle(args.checkpoint, args.output, overwrite=args.overwrite, verify=args.verify,
+                                             verify_options=options, decoder_type=args.decoder_type)
+    except bundle_export.VerificationFailed as e:
         _print_json(e.report)
         print(f"nim4-edge: {e}", file=sys.stderr)
         return EXIT_CHECK_FAILED
@@ -75,12 +77,18 @@ def cmd_verify(args) -> int:
     report = verify.verify_bundle(checkpoint.read_checkpoint(args.checkpoint), args.bundle, _verify_options(args))
     _print_json(report)
     if not report["passed"]:
-        print(
-            f"nim4-edge: parity FAILED: largest differences {report['max_abs_diff_phoneme_log_probs']:.3g} / "
-            f"{report['max_abs_diff_embeddings']:.3g} exceed {report['tolerance']:g}",
-            file=sys.stderr,
-        )
+        failed = [part for part in ("encoder", "decoder") if part in report and not report[part]["passed"]]
+        print(f"nim4-edge: parity FAILED for the {' and '.join(failed)}: differences exceed the tolerance", file=sys.stderr)
         return EXIT_CHECK_FAILED
+    return 0
+
+
+def cmd_quantize(args) -> int:
+    from nim4_edge.quant import gguf_quant
+
+    report = gguf_quant.quantize_bundle(args.bundle, gguf_quant.parse_levels(args.decoder), make_default=args.make_default,
+                                        agreement=not args.no_agreement, threads=args.threads)
+    _print_json(report)
     return 0
 
 
@@ -100,6 +108,7 @@ def _add_verify_flags(p: argparse.ArgumentParser) -> None:
                    help="compare against a reference with N left chunks instead of the bundle's own "
                         "(a negative control: any other N must fail)")
     p.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0 = all cores)")
+    p.add_argument("--encoder-only", action="store_true", help="skip the decoder check (transformers vs llama.cpp)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,12 +137,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", type=Path)
     p.add_argument("-o", "--output", type=Path, required=True, help="bundle directory to create")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
-    p.add_argument("--verify", action="store_true", help="run the parity check; keep the bundle only if it passes")
+    p.add_argument("--verify", action="store_true", help="run the parity checks; keep the bundle only if they pass")
+    p.add_argument("--decoder-type", choices=("f32", "f16"), default=None,
+                   help="GGUF precision of the decoder (default: f32 for float32 weights, f16 for bf16/f16)")
     _add_verify_flags(p)
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("quantize", help="add quantized decoder GGUFs (Q8_0, Q4_K_M, ...) to a bundle",
+                       description="Quantize the bundle's f32/f16 decoder with llama.cpp, record each level in the "
+                                   "manifest, and report how often each level's greedy output agrees with it.")
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--decoder", required=True, metavar="LEVELS", help="comma-separated: Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q4_0")
+    p.add_argument("--make-default", metavar="LEVEL", help="make this variant the bundle's default decoder")
+    p.add_argument("--no-agreement", action="store_true", help="skip the greedy agreement check")
+    p.add_argument("--threads", type=int, default=0, help="threads (0 = all cores)")
+    p.set_defaults(func=cmd_quantize)
+
     p = sub.add_parser("verify", help="stream utterances through a bundle and compare with the PyTorch reference",
-                       description="Prints a JSON report of the largest differences; exit 1 if over tolerance.")
+                       description="Encoder: streaming ONNX vs the PyTorch reference with the chunk mask. Decoder: "
+                                   "llama.cpp vs transformers logits and 32 greedy tokens. JSON report; exit 1 if off.")
     p.add_argument("checkpoint", type=Path)
     p.add_argument("bundle", type=Path)
     _add_verify_flags(p)

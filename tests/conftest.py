@@ -18,7 +18,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_checkpoint, tmp_path_factory) -> Path:
-    from nim4_edge.export.onnx_export import export_bundle
+    from nim4_edge.export.bundle_export import export_bundle
 
     path = tmp_path_factory.mktemp("bundle") / "tiny"
     export_bundle(tiny_checkpoint, path)

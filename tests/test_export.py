@@ -25,9 +25,10 @@ def test_init_export_verify_cli_within_tolerance(tmp_path, capsys):
     code, report, err = _run_json(capsys, ["export", str(ckpt), "-o", str(bundle), "--verify"])
     assert code == 0
     assert report["passed"] is True
-    assert report["max_abs_diff_phoneme_log_probs"] <= 1e-4
-    assert report["max_abs_diff_embeddings"] <= 1e-4
-    utts = report["utterances"]
+    enc = report["encoder"]
+    assert enc["max_abs_diff_phoneme_log_probs"] <= 1e-4
+    assert enc["max_abs_diff_embeddings"] <= 1e-4
+    utts = enc["utterances"]
     # lengths not a multiple of the chunk, a single partial chunk, and more chunks than the left context
     assert all(u["encoder_frames"] % 16 for u in utts)
     assert min(u["chunks"] for u in utts) == 1
@@ -36,10 +37,11 @@ def test_init_export_verify_cli_within_tolerance(tmp_path, capsys):
 
 
 def test_negative_control_other_left_context_fails(tiny_checkpoint, tiny_bundle, capsys):
-    code, report, err = _run_json(capsys, ["verify", str(tiny_checkpoint), str(tiny_bundle), "--reference-left-chunks", "1"])
+    code, report, err = _run_json(capsys, ["verify", str(tiny_checkpoint), str(tiny_bundle), "--encoder-only",
+                                           "--reference-left-chunks", "1"])
     assert code == 1
-    assert report["passed"] is False
-    assert max(report["max_abs_diff_phoneme_log_probs"], report["max_abs_diff_embeddings"]) > 1e-4
+    assert report["passed"] is False and report["encoder"]["passed"] is False
+    assert max(report["encoder"]["max_abs_diff_phoneme_log_probs"], report["encoder"]["max_abs_diff_embeddings"]) > 1e-4
     assert "FAILED" in err
 
 
@@ -50,9 +52,9 @@ def test_verify_with_a_real_recording(tiny_checkpoint, tiny_bundle, capsys):
     wavs = sorted(fsdd.glob("*.wav"))[:1] if fsdd.is_dir() else []
     if not wavs:
         pytest.skip("shared/data/fsdd is not next to this checkout")
-    code, report, err = _run_json(capsys, ["verify", str(tiny_checkpoint), str(tiny_bundle), "--wav", str(wavs[0])])
+    code, report, err = _run_json(capsys, ["verify", str(tiny_checkpoint), str(tiny_bundle), "--encoder-only", "--wav", str(wavs[0])])
     assert code == 0, report
-    assert report["utterances"][-1]["utterance"] == str(wavs[0])
+    assert report["encoder"]["utterances"][-1]["utterance"] == str(wavs[0])
 
 
 def test_manifest_and_onnx_metadata_describe_fixed_geometry(tiny_bundle):
@@ -64,7 +66,7 @@ def test_manifest_and_onnx_metadata_describe_fixed_geometry(tiny_bundle):
     enc = manifest.encoder
     assert enc.input("key_cache").shape == (enc.num_layers, 1, enc.num_heads, 64, enc.head_dim)
     assert enc.input("conv_cache").shape == (enc.num_layers, 1, enc.d_model, 32)
-    assert enc.output("embeddings").shape == (1, 4, manifest.decoder["hidden_size"])
+    assert enc.output("embeddings").shape == (1, 4, manifest.decoder.hidden_size)
     assert manifest.phonemes.symbols[0] == "<blk>"
 
     model = onnx.load(str(tiny_bundle / enc.file))

@@ -1,0 +1,397 @@
+"""The Qwen3 decoder on llama.cpp (llama-cpp-python's low-level API), fed with speech embeddings.
+
+Sequences in the one llama.cpp context (a unified KV cache, so copies share cells instead of data):
+
+    seq 0  the static prompt prefix, decoded once when the session opens
+    seq 1  the current utterance: a copy of seq 0, then speech embeddings appended chunk by chunk
+    seq 2  a scratch branch: partial results and scoring; emptied after each use
+
+`final()` appends the suffix (with the retrieved hotwords) to seq 1 and decodes greedily to
+`<|im_end|>`, at most `min_new_tokens + max_tokens_per_second * audio seconds` tokens (hallucination
+guard), then clears seq 1 for the next utterance.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nim4_edge.runtime.bundle import DecoderSpec
+from nim4_edge.runtime.errors import BundleError, Nim4Error
+
+log = logging.getLogger(__name__)
+
+PREFIX_SEQ, UTTERANCE_SEQ, BRANCH_SEQ = 0, 1, 2
+KV_TYPES = {"f32": 0, "f16": 1, "q8_0": 8}  # ggml_type ids
+
+
+class DecoderError(Nim4Error):
+    """Bad input to the decoder session (wrong embedding width, context overflow, ...)."""
+
+
+@dataclass(frozen=True)
+class DecoderSettings:
+    """How llama.cpp runs the decoder. The devices/ profiles fill these in per platform."""
+
+    n_threads: int = 0  # threads for single-token decoding; 0 = all cores
+    n_threads_batch: int = 0  # threads for prefill (prefix, embeddings, suffix); 0 = all cores
+    n_gpu_layers: int = 0  # layers offloaded to the GPU (needs a CUDA build of llama.cpp)
+    n_ctx: int = 2048  # KV cells shared by prefix, utterance and branch (~40 + 6.25/s audio + text)
+    n_batch: int = 512  # largest decode call; longer inputs are split
+    kv_cache_type: str = "f16"  # "f32" gives bit-level parity with transformers (FACTS.md); f16 halves memory
+    flash_attn: bool = False  # llama.cpp flash attention (faster on GPU; parity only without it)
+    max_tokens_per_second: float = 8.0  # new-token cap per second of audio (speech is < 5 tokens/s)
+    min_new_tokens: int = 8  # cap floor for very short utterances
+
+    def __post_init__(self) -> None:
+        if self.kv_cache_type not in KV_TYPES:
+            raise ValueError(f"kv_cache_type {self.kv_cache_type!r}: choose one of {sorted(KV_TYPES)}")
+        if self.n_ctx < 64 or self.n_batch < 1:
+            raise ValueError("n_ctx must be >= 64 and n_batch >= 1")
+
+    def token_cap(self, audio_seconds: float) -> int:
+        return self.min_new_tokens + math.ceil(self.max_tokens_per_second * max(0.0, audio_seconds))
+
+
+@dataclass
+class DecodeResult:
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+    stopped_by: str = "eos"  # "eos" (<|im_end|>) or "cap" (the hallucination guard)
+    prefill_ms: float = 0.0  # suffix prefill
+    decode_ms: float = 0.0  # greedy token loop
+
+
+class IncrementalDetokenizer:
+    """Token ids -> text pieces that never end in half a UTF-8 character.
+
+    Byte-level BPE splits a CJK character (3 bytes) over several tokens; the incremental UTF-8 decoder
+    holds back an incomplete tail until the rest arrives. Invalid bytes become U+FFFD instead of raising.
+    """
+
+    def __init__(self, token_bytes):
+        self._token_bytes = token_bytes
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def push(self, token: int) -> str:
+        return self._utf8.decode(self._token_bytes(token))
+
+    def flush(self) -> str:
+        return self._utf8.decode(b"", final=True)
+
+
+def _quiet_llama_logs() -> None:
+    """llama-cpp-python prints llama.cpp's load logs to stderr unless told otherwise."""
+    try:
+        from llama_cpp import _logger
+
+        _logger.set_verbose(False)
+    except (ImportError, AttributeError):
+        pass
+
+
+class DecoderSession:
+    """One loaded GGUF + llama.cpp context; one utterance at a time (a Recognizer owns one per stream)."""
+
+    def __init__(self, gguf_path: Path, spec: DecoderSpec, settings: DecoderSettings = DecoderSettings()):
+        try:
+            import llama_cpp
+        except ImportError as e:
+            raise Nim4Error("the decoder needs llama-cpp-python: pip install llama-cpp-python") from e
+        _quiet_llama_logs()
+        self.lib = llama_cpp
+        self.spec = spec
+        self.settings = settings
+        gguf_path = Path(gguf_path)
+        if not gguf_path.is_file():
+            raise BundleError(f"{gguf_path}: decoder GGUF missing")
+        llama_cpp.llama_backend_init()
+        model_params = llama_cpp.llama_model_default_params()
+        model_params.n_gpu_layers = settings.n_gpu_layers
+        self.model = llama_cpp.llama_model_load_from_file(str(gguf_path).encode(), model_params)
+        if not self.model:
+            raise BundleError(f"{gguf_path}: llama.cpp cannot load it (not a GGUF, truncated, or an unknown architecture)")
+        self._ctx = None
+        try:
+            self.vocab = llama_cpp.llama_model_get_vocab(self.model)
+            self._check_model(gguf_path)
+            self._ctx = self._new_context()
+            self.memory = llama_cpp.llama_get_memory(self._ctx)
+            self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+            self.n_embd = llama_cpp.llama_model_n_embd(self.model)
+            self._token_batch = llama_cpp.llama_batch_init(settings.n_batch, 0, 1)
+            self._embd_batch = llama_cpp.llama_batch_init(settings.n_batch, self.n_embd, 1)
+            self._check_tokenizer()
+            self.prefix_ids = self.tokenize(spec.prompt.prefix)
+            if len(self.prefix_ids) + 64 > settings.n_ctx:
+                raise DecoderError(f"the prompt prefix ({len(self.prefix_ids)} tokens) leaves no room in n_ctx={settings.n_ctx}")
+            self._decode_tokens(self.prefix_ids, PREFIX_SEQ, 0, logits="none")
+        except BaseException:
+            self.close()
+            raise
+        self.position = len(self.prefix_ids)  # next position in the utterance sequence
+        self._utterance_open = False
+
+    # --- set-up checks --------------------------------------------------------------------------
+
+    def _meta(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(256)
+        n = self.lib.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
+        return buf.value.decode() if n >= 0 else None
+
+    def _check_model(self, path: Path) -> None:
+        lib, spec = self.lib, self.spec
+        arch = self._meta("general.architecture")
+        if arch != spec.architecture:
+            raise BundleError(f"{path}: GGUF architecture is {arch!r}, the manifest expects {spec.architecture!r}")
+        n_embd = lib.llama_model_n_embd(self.model)
+        if n_embd != spec.hidden_size:
+            raise BundleError(f"{path}: GGUF embedding width {n_embd}, manifest hidden_size {spec.hidden_size}")
+        n_vocab = lib.llama_vocab_n_tokens(self.vocab)
+        if n_vocab != spec.vocab_size:
+            raise BundleError(f"{path}: GGUF vocabulary has {n_vocab} tokens, manifest vocab_size {spec.vocab_size}")
+
+    def _check_tokenizer(self) -> None:
+        probe = self.spec.tokenizer_probe
+        got = self.tokenize(probe["text"])
+        if got != list(probe["ids"]):
+            raise BundleError(
+                f"llama.cpp tokenizes the probe text into {got[:12]}..., the source tokenizer into {probe['ids'][:12]}...: "
+                "the GGUF's tokenizer disagrees with the manifest; re-export the bundle"
+            )
+
+    def _new_context(self):
+        lib, s = self.lib, self.settings
+        params = lib.llama_context_default_params()
+        params.n_ctx = s.n_ctx
+        params.n_batch = s.n_batch
+        params.n_ubatch = s.n_batch
+        params.n_seq_max = 3
+        params.kv_unified = True  # sequence copies share cells (the prefix is stored once)
+        params.n_threads = s.n_threads or os.cpu_count() or 1
+        params.n_threads_batch = s.n_threads_batch or os.cpu_count() or 1
+        params.type_k = KV_TYPES[s.kv_cache_type]
+        params.type_v = KV_TYPES[s.kv_cache_type]
+        params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if s.flash_attn else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        params.no_perf = True
+        ctx = lib.llama_init_from_model(self.model, params)
+        if not ctx:
+            raise DecoderError(f"llama.cpp could not create a context of {s.n_ctx} cells (out of memory?)")
+        return ctx
+
+    # --- tokens ---------------------------------------------------------------------------------
+
+    def tokenize(self, text: str) -> list[int]:
+        """Text -> token ids; special tokens like <|im_start|> are parsed, no BOS is added."""
+        data = text.encode("utf-8")
+        capacity = len(data) + 16
+        buf = (self.lib.llama_token * capacity)()
+        n = self.lib.llama_tokenize(self.vocab, data, len(data), buf, capacity, False, True)
+        if n < 0:
+            raise DecoderError(f"text of {len(data)} bytes needs {-n} tokens; tokenizer buffer too small")
+        return list(buf[:n])
+
+    def token_bytes(self, token: int) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = self.lib.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = self.lib.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+        return buf.raw[:n]
+
+    # --- low-level decode -----------------------------------------------------------------------
+
+    def _check_room(self, position: int, count: int) -> None:
+        if position + count > self.settings.n_ctx:
+            raise DecoderError(
+                f"context full: position {position} + {count} new rows > n_ctx {self.settings.n_ctx}; "
+                "raise DecoderSettings.n_ctx or shorten the maximum utterance length"
+            )
+
+    def _run(self, batch, count: int) -> None:
+        batch.n_tokens = count
+        rc = self.lib.llama_decode(self._ctx, batch)
+        if rc != 0:
+            raise DecoderError(f"llama_decode failed with code {rc} (1 = no KV slot: context full)")
+
+    def _fill_common(self, batch, i: int, pos: int, seq: int, want_logits: bool) -> None:
+        batch.pos[i] = pos
+        batch.n_seq_id[i] = 1
+        batch.seq_id[i][0] = seq
+        batch.logits[i] = want_logits
+
+    def _decode_tokens(self, tokens: Sequence[int], seq: int, pos: int, logits: str) -> np.ndarray | None:
+        """Decode `tokens` at positions pos.. in `seq`. `logits`: "none", "last" (then read with
+        _read_last_logits) or "all" (returned, (n, V))."""
+        self._check_room(pos, len(tokens))
+        batch, step = self._token_batch, self.settings.n_batch
+        rows = []
+        for start in range(0, len(tokens), step):
+            piece = tokens[start : start + step]
+            for i, tok in enumerate(piece):
+                if not 0 <= tok < self.n_vocab:
+                    raise DecoderError(f"token id {tok} outside the vocabulary of {self.n_vocab}")
+                batch.token[i] = tok
+                last = start + i == len(tokens) - 1
+                self._fill_common(batch, i, pos + start + i, seq, logits == "all" or (last and logits == "last"))
+            self._run(batch, len(piece))
+            if logits == "all":
+                rows += [self._logits_row(i) for i in range(len(piece))]
+        return np.stack(rows) if logits == "all" else None
+
+    def _decode_embeddings(self, embeddings: np.ndarray, seq: int, pos: int, logits: str) -> np.ndarray | None:
+        embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+        if embeddings.ndim != 2 or embeddings.shape[1] != self.n_embd:
+            raise DecoderError(
+                f"speech embeddings have shape {tuple(embeddings.shape)}, the decoder takes (n, {self.n_embd})"
+            )
+        if not np.isfinite(embeddings).all():
+            raise DecoderError("speech embeddings contain NaN or Inf")
+        self._check_room(pos, len(embeddings))
+        batch, step = self._embd_batch, self.settings.n_batch
+        rows = []
+        for start in range(0, len(embeddings), step):
+            piece = embeddings[start : start + step]
+            ctypes.memmove(batch.embd, piece.ctypes.data, piece.nbytes)
+            for i in range(len(piece)):
+                last = start + i == len(embeddings) - 1
+                self._fill_common(batch, i, pos + start + i, seq, logits == "all" or (last and logits == "last"))
+            self._run(batch, len(piece))
+            if logits == "all":
+                rows += [self._logits_row(i) for i in range(len(piece))]
+        return np.stack(rows) if logits == "all" else None
+
+    def _logits_row(self, i: int) -> np.ndarray:
+        ptr = self.lib.llama_get_logits_ith(self._ctx, i)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
+
+    def _read_last_logits(self) -> np.ndarray:
+        return self._logits_row(-1)
+
+    # --- utterance API --------------------------------------------------------------------------
+
+    def start_utterance(self) -> None:
+        """Begin an utterance as a copy of the cached prefix (no re-decode)."""
+        self.lib.llama_memory_seq_rm(self.memory, UTTERANCE_SEQ, -1, -1)
+        self.lib.llama_memory_seq_rm(self.memory, BRANCH_SEQ, -1, -1)
+        self.lib.llama_memory_seq_cp(self.memory, PREFIX_SEQ, UTTERANCE_SEQ, -1, -1)
+        self.position = len(self.prefix_ids)
+        self._utterance_open = True
+
+    def _require_utterance(self) -> None:
+        if not self._utterance_open:
+            self.start_utterance()
+
+    def append(self, embeddings: np.ndarray, all_logits: bool = False) -> np.ndarray | None:
+        """Append speech embedding rows (n, D) to the utterance (chunked prefill). No logits are
+        computed unless `all_logits` (then (n, V) is returned: parity checks)."""
+        self._require_utterance()
+        if len(embeddings) == 0:
+            return np.zeros((0, self.n_vocab), np.float32) if all_logits else None
+        logits = self._decode_embeddings(embeddings, UTTERANCE_SEQ, self.position, "all" if all_logits else "none")
+        self.position += len(embeddings)
+        return logits
+
+    def append_tokens(self, tokens: Sequence[int], all_logits: bool = False) -> np.ndarray | None:
+        self._require_utterance()
+        if len(tokens) == 0:
+            return np.zeros((0, self.n_vocab), np.float32) if all_logits else None
+        logits = self._decode_tokens(tokens, UTTERANCE_SEQ, self.position, "all" if all_logits else "none")
+        self.position += len(tokens)
+        return logits
+
+    def _greedy(self, seq: int, pos: int, suffix: list[int], cap: int) -> DecodeResult:
+        t0 = time.perf_counter()
+        self._decode_tokens(suffix, seq, pos, logits="last")
+        pos += len(suffix)
+        logits = self._read_last_logits()
+        prefill_ms = (time.perf_counter() - t0) * 1000
+        t0 = time.perf_counter()
+        detokenizer = IncrementalDetokenizer(self.token_bytes)
+        pieces, ids, stopped_by = [], [], "cap"
+        for _ in range(cap):
+            token = int(np.argmax(logits))
+            if token == self.spec.token_ids["im_end"] or self.lib.llama_vocab_is_eog(self.vocab, token):
+                stopped_by = "eos"
+                break
+            ids.append(token)
+            pieces.append(detokenizer.push(token))
+            self._decode_tokens([token], seq, pos, logits="last")
+            pos += 1
+            logits = self._read_last_logits()
+        pieces.append(detokenizer.flush())
+        return DecodeResult("".join(pieces), ids, stopped_by, prefill_ms, (time.perf_counter() - t0) * 1000)
+
+    def partial(self, hotwords: Sequence[str] = (), audio_seconds: float | None = None) -> DecodeResult:
+        """Greedy text so far, decoded on a branch; the utterance sequence is left untouched."""
+        self._require_utterance()
+        self.lib.llama_memory_seq_rm(self.memory, BRANCH_SEQ, -1, -1)
+        self.lib.llama_memory_seq_cp(self.memory, UTTERANCE_SEQ, BRANCH_SEQ, -1, -1)
+        seconds = audio_seconds if audio_seconds is not None else self._speech_seconds()
+        try:
+            return self._greedy(BRANCH_SEQ, self.position, self.tokenize(self.spec.prompt.suffix(list(hotwords))),
+                                self.settings.token_cap(seconds))
+        finally:
+            self.lib.llama_memory_seq_rm(self.memory, BRANCH_SEQ, -1, -1)
+
+    def final(self, hotwords: Sequence[str] = (), audio_seconds: float | None = None) -> DecodeResult:
+        """Append the suffix with `hotwords`, decode greedily to <|im_end|>, end the utterance."""
+        self._require_utterance()
+        seconds = audio_seconds if audio_seconds is not None else self._speech_seconds()
+        try:
+            return self._greedy(UTTERANCE_SEQ, self.position, self.tokenize(self.spec.prompt.suffix(list(hotwords))),
+                                self.settings.token_cap(seconds))
+        finally:
+            self.lib.llama_memory_seq_rm(self.memory, UTTERANCE_SEQ, -1, -1)
+            self._utterance_open = False
+            self.position = len(self.prefix_ids)
+
+    def _speech_seconds(self) -> float:
+        # 4 embeddings per 640 ms chunk: 0.16 s per embedding row at NIM4's 6.25 Hz.
+        return (self.position - len(self.prefix_ids)) * 0.16
+
+    # --- diagnostics ----------------------------------------------------------------------------
+
+    def score(self, pieces: Sequence[np.ndarray | Sequence[int]]) -> np.ndarray:
+        """Logits at every position of a sequence built from token-id lists and embedding arrays,
+        decoded from position 0 on the scratch branch (parity checks). Returns (n, V)."""
+        self.lib.llama_memory_seq_rm(self.memory, BRANCH_SEQ, -1, -1)
+        rows, pos = [], 0
+        try:
+            for piece in pieces:
+                if isinstance(piece, np.ndarray) and piece.dtype.kind == "f":
+                    rows.append(self._decode_embeddings(piece, BRANCH_SEQ, pos, logits="all"))
+                else:
+                    rows.append(self._decode_tokens(list(piece), BRANCH_SEQ, pos, logits="all"))
+                pos += len(piece)
+        finally:
+            self.lib.llama_memory_seq_rm(self.memory, BRANCH_SEQ, -1, -1)
+        return np.concatenate(rows)
+
+    def close(self) -> None:
+        lib = self.lib
+        for name in ("_token_batch", "_embd_batch"):
+            batch = self.__dict__.pop(name, None)
+            if batch is not None:
+                lib.llama_batch_free(batch)
+        if getattr(self, "_ctx", None):
+            lib.llama_free(self._ctx)
+            self._ctx = None
+        if getattr(self, "model", None):
+            lib.llama_model_free(self.model)
+            self.model = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,63 @@
+"""The decoder prompt (NIM4-ASR paper template) split around `<speech>`, and the hotword hints.
+
+    <|im_start|>system
+    You are a Multilingual Speech Recognition Model.<|im_end|>
+    <|im_start|>user
+    Transcribe the speech into text <speech>.
+    Contextual hints: {context}.<|im_end|>
+    <|im_start|>assistant
+
+Everything before `<speech>` is the static prefix, decoded once and cached. The speech embeddings go
+where `<speech>` stands; the suffix follows at the end of the utterance.
+
+Our decisions (the paper does not state them), recorded in the manifest so training and runtime agree:
+hotwords are joined with ", "; with no hotword the whole "Contextual hints" line is left out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+SPEECH_PLACEHOLDER = "<speech>"
+CONTEXT_PLACEHOLDER = "{context}"
+
+PAPER_TEMPLATE = (
+    "<|im_start|>system\nYou are a Multilingual Speech Recognition Model.<|im_end|>\n"
+    "<|im_start|>user\nTranscribe the speech into text <speech>.\n"
+    "Contextual hints: {context}.<|im_end|>\n<|im_start|>assistant\n"
+)
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    prefix: str  # text before the speech embeddings (static, cached)
+    suffix_with_hotwords: str  # text after them; CONTEXT_PLACEHOLDER marks where hotwords go
+    suffix_without_hotwords: str  # text after them when nothing was retrieved
+    hotword_separator: str = ", "
+
+    def __post_init__(self) -> None:
+        if CONTEXT_PLACEHOLDER not in self.suffix_with_hotwords:
+            raise ValueError(f"suffix_with_hotwords must contain {CONTEXT_PLACEHOLDER}")
+
+    @classmethod
+    def from_paper(cls) -> "PromptTemplate":
+        prefix, suffix = PAPER_TEMPLATE.split(SPEECH_PLACEHOLDER)
+        hints_line = "\nContextual hints: {context}."
+        return cls(prefix=prefix, suffix_with_hotwords=suffix, suffix_without_hotwords=suffix.replace(hints_line, ""))
+
+    def suffix(self, hotwords: tuple[str, ...] | list[str] = ()) -> str:
+        if not hotwords:
+            return self.suffix_without_hotwords
+        # str.replace, not str.format: a hotword may contain braces.
+        return self.suffix_with_hotwords.replace(CONTEXT_PLACEHOLDER, self.hotword_separator.join(hotwords))
+
+    def full_text(self, speech_text: str, hotwords: tuple[str, ...] | list[str] = ()) -> str:
+        """The prompt with text in place of the speech (for text-only training and diagnostics)."""
+        return self.prefix + speech_text + self.suffix(hotwords)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "PromptTemplate":
+        return cls(**data)
