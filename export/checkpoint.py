@@ -163,15 +163,16 @@ def _check_acoustic_tensors(checkpoint: Checkpoint) -> None:
         raise CheckpointError(f"{file}: unexpected tensor {unexpected[0]!r} (not part of the configured model)")
 
 
-def init_checkpoint(path: Path, preset_name: str, seed: int, overwrite: bool = False) -> Path:
-    """Write a random-weight checkpoint of the given preset's shape. Returns the directory."""
+def init_checkpoint(path: Path, preset_name: str, seed: int, overwrite: bool = False, decoder_shape: str | None = None) -> Path:
+    """Write a random-weight checkpoint of the given preset's shape (optionally another decoder
+    shape, see config.DECODER_SHAPES). Returns the directory."""
     import torch
     from safetensors.torch import save_file
 
     from nim4_edge.export.model import Nim4AcousticModel, count_parameters
 
     inventory = PhonemeInventory.default()
-    chosen = preset(preset_name, len(inventory))
+    chosen = preset(preset_name, len(inventory), decoder_shape)
     with atomic_directory(Path(path), overwrite=overwrite) as tmp:
         t0 = time.perf_counter()
         torch.manual_seed(seed)

@@ -6,7 +6,7 @@ encoder and a Qwen3-1.7B decoder. `tiny` has the same structure at a size that b
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from nim4_edge.runtime.features import FbankOptions
 from nim4_edge.runtime.geometry import ChunkGeometry
@@ -142,8 +142,31 @@ class Preset:
     decoder: DecoderConfig
 
 
-def preset(name: str, num_phonemes: int) -> Preset:
-    """`tiny`: for tests and quick trials. `full`: NIM4-ASR sizes (~600M encoder, Qwen3-1.7B)."""
+# Published Qwen3 shapes (their HF config.json files), for decoder speed and memory at real size.
+DECODER_SHAPES = {
+    "qwen3-1.7b": DecoderConfig(),
+    "qwen3-0.6b": DecoderConfig(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
+                                num_attention_heads=16, num_key_value_heads=8, head_dim=128),
+}
+
+
+def preset(name: str, num_phonemes: int, decoder_shape: str | None = None) -> Preset:
+    """`tiny`: for tests and quick trials. `full`: NIM4-ASR sizes (~600M encoder, Qwen3-1.7B).
+
+    `decoder_shape` (a DECODER_SHAPES key) swaps in another decoder; the adaptor follows its width.
+    """
+    chosen = _preset(name, num_phonemes)
+    if decoder_shape is None:
+        return chosen
+    if decoder_shape not in DECODER_SHAPES:
+        raise ValueError(f"unknown decoder shape {decoder_shape!r}; choose from {sorted(DECODER_SHAPES)}")
+    decoder = DECODER_SHAPES[decoder_shape]
+    adaptor = AdaptorConfig(downsample=chosen.model.adaptor.downsample, hidden_dim=decoder.hidden_size,
+                            output_dim=decoder.hidden_size)
+    return Preset(replace(chosen.model, adaptor=adaptor), decoder)
+
+
+def _preset(name: str, num_phonemes: int) -> Preset:
     if name == "full":
         decoder = DecoderConfig()
         model = Nim4Config(

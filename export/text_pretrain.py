@@ -76,7 +76,7 @@ def pretrain_decoder_on_text(decoder_dir: Path, texts: list[str], steps: int = 3
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if step % 50 == 0:
             log.info("step %d loss %.3f", step, losses[-1])
     model.save_pretrained(str(decoder_dir))

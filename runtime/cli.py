@@ -39,8 +39,10 @@ def _print_json(data: dict) -> None:
 
 def cmd_init(args) -> int:
     checkpoint = _export_module("checkpoint")
-    path = checkpoint.init_checkpoint(args.output, args.preset, args.seed, overwrite=args.overwrite)
-    print(f"wrote {args.preset} checkpoint (seed {args.seed}) to {path}")
+    path = checkpoint.init_checkpoint(args.output, args.preset, args.seed, overwrite=args.overwrite,
+                                      decoder_shape=args.decoder_shape)
+    shape = f" with a {args.decoder_shape} decoder" if args.decoder_shape else ""
+    print(f"wrote {args.preset} checkpoint{shape} (seed {args.seed}) to {path}")
     return 0
 
 
@@ -100,6 +102,17 @@ def cmd_bench_encoder(args) -> int:
     return 0
 
 
+def cmd_bench_decoder(args) -> int:
+    from nim4_edge.quant import bench_decoder
+
+    variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
+    report = bench_decoder.bench_decoder(args.bundle, variants, tokens=args.tokens, rows=args.rows,
+                                         repeats=args.repeats, threads=args.threads)
+    _print_json(report)
+    print(bench_decoder.table(report), file=sys.stderr)
+    return 0
+
+
 def _add_verify_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest allowed |difference| (default 1e-4)")
     p.add_argument("--wav", action="append", default=[], metavar="FILE",
@@ -127,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Qwen3-1.7B: ~6 GB on disk, a few minutes on 2 cores.")
     p.add_argument("--preset", choices=("tiny", "full"), default="tiny", help="model size (default tiny)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--decoder-shape", choices=("qwen3-0.6b", "qwen3-1.7b"), default=None,
+                   help="replace the preset's decoder with a published Qwen3 shape (e.g. tiny encoder + "
+                        "real-size decoder, for decoder speed tests)")
     p.add_argument("-o", "--output", type=Path, required=True, help="checkpoint directory to create")
     p.add_argument("--overwrite", action="store_true", help="replace an existing directory")
     p.set_defaults(func=cmd_init)
@@ -171,6 +187,18 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--warmup", type=int, default=3, help="untimed repeats first (default 3)")
     b.add_argument("--threads", type=int, default=2, help="threads for both backends (default 2)")
     b.set_defaults(func=cmd_bench_encoder)
+    b = bench.add_parser("decoder", help="decode tokens/s and prefill rows/s: session vs bare llama_decode loop",
+                         description="Per decoder variant of BUNDLE: greedy decode tokens/s and 4-row embedding "
+                                     "prefill rows/s through the session and through a bare llama_decode loop on "
+                                     "the same file (the ratio is the session's overhead), and the memory-"
+                                     "bandwidth bound (copy bandwidth / weight bytes).")
+    b.add_argument("--bundle", type=Path, required=True)
+    b.add_argument("--variants", help="comma-separated decoder variants (default: all in the bundle)")
+    b.add_argument("--tokens", type=int, default=32, help="greedy tokens per repeat (default 32)")
+    b.add_argument("--rows", type=int, default=32, help="embedding rows prefilled per repeat (default 32)")
+    b.add_argument("--repeats", type=int, default=3, help="repeats; medians are reported (default 3)")
+    b.add_argument("--threads", type=int, default=2, help="llama.cpp threads (default 2)")
+    b.set_defaults(func=cmd_bench_decoder)
     return parser
 
 

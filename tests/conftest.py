@@ -38,3 +38,17 @@ def bundle_copy(tiny_bundle, tmp_path) -> Path:
     dst = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def trained_bundle(tiny_checkpoint, tmp_path_factory) -> Path:
+    """The tiny checkpoint with its decoder briefly trained on text (~20 s), exported to a bundle."""
+    from nim4_edge.export.bundle_export import export_bundle
+    from nim4_edge.export.text_pretrain import example_commands, pretrain_decoder_on_text
+
+    ckpt = tmp_path_factory.mktemp("trained") / "ckpt"
+    shutil.copytree(tiny_checkpoint, ckpt)
+    pretrain_decoder_on_text(ckpt / "decoder", example_commands(400), steps=200)
+    path = ckpt.parent / "bundle"
+    export_bundle(ckpt, path)
+    return path
