@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nim4_edge.runtime.atomic import write_text_atomic
+from nim4_edge.runtime.atomic import set_default_permissions, write_text_atomic
 from nim4_edge.runtime.bundle import MANIFEST_FILE, Bundle, decoder_file_name, describe_file
 from nim4_edge.runtime.errors import Nim4Error
 
@@ -75,6 +75,7 @@ def quantize_file(src: Path, dst: Path, level: str, threads: int = 0) -> None:
         rc = llama_cpp.llama_model_quantize(str(src).encode(), tmp.encode(), params)
         if rc != 0:
             raise Nim4Error(f"llama.cpp failed to quantize {src} to {level} (code {rc})")
+        set_default_permissions(Path(tmp))
         os.replace(tmp, dst)
     finally:
         if os.path.exists(tmp):

@@ -13,6 +13,17 @@ from pathlib import Path
 from nim4_edge.runtime.errors import Nim4Error
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def set_default_permissions(path: Path) -> None:
+    """mkstemp/mkdtemp create 0600/0700 entries; give them the mode an ordinary new file would get."""
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_directory(target: Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield an empty temporary directory; on success it becomes `target`, on error it is removed.
@@ -25,9 +36,7 @@ def atomic_directory(target: Path, overwrite: bool = False) -> Iterator[Path]:
         raise Nim4Error(f"{target} already exists; choose another path or pass --overwrite")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; the result is an ordinary directory
+    set_default_permissions(tmp)
     try:
         yield tmp
         if target.exists():
@@ -49,6 +58,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        set_default_permissions(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
