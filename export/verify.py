@@ -159,7 +159,7 @@ def verify_decoder(checkpoint: Checkpoint, bundle, options: VerifyOptions, varia
     # the token cap is exactly GREEDY_TOKENS so both sides stop at the same length.
     settings = DecoderSettings(kv_cache_type="f32", flash_attn=False, n_ctx=512,
                                min_new_tokens=GREEDY_TOKENS, max_tokens_per_second=0.0)
-    session = DecoderSession(bundle.decoder_file(variant), spec, settings)
+    session = DecoderSession.open(bundle.decoder_file(variant), spec, settings)
     try:
         model = AutoModelForCausalLM.from_pretrained(str(checkpoint.decoder_dir), dtype=torch.float32).eval()
         embed = model.get_input_embeddings()

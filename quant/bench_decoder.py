@@ -108,9 +108,9 @@ def bench_decoder(bundle_path, variants: list[str] | None = None, tokens: int = 
     results = []
     for variant in variants:
         path = bundle.decoder_file(variant)
-        session = DecoderSession(path, spec, settings)
+        session = DecoderSession.open(path, spec, settings)
         bare = BareLoop(path, settings.n_ctx, threads, KV_TYPES[settings.kv_cache_type])
-        weight_bytes = int(session.lib.llama_model_size(session.model))
+        weight_bytes = session.decoder_model.weight_bytes()
         s_decode, b_decode, s_prefill, b_prefill = [], [], [], []
 
         def run_session():

@@ -131,7 +131,7 @@ def greedy_agreement(bundle: Bundle, reference: str, variants: list[str], prompt
                                min_new_tokens=max_new_tokens, max_tokens_per_second=0.0)
 
     def run(variant: str):
-        session = DecoderSession(bundle.decoder_file(variant), spec, settings)
+        session = DecoderSession.open(bundle.decoder_file(variant), spec, settings)
         try:
             outputs = []
             for text in prompts:

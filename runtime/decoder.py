@@ -99,10 +99,11 @@ def _quiet_llama_logs() -> None:
         pass
 
 
-class DecoderSession:
-    """One loaded GGUF + llama.cpp context; one utterance at a time (a Recognizer owns one per stream)."""
+class DecoderModel:
+    """A loaded GGUF, checked against the manifest. Shared by every stream's DecoderSession (llama.cpp
+    contexts of one model share its weights)."""
 
-    def __init__(self, gguf_path: Path, spec: DecoderSpec, settings: DecoderSettings = DecoderSettings()):
+    def __init__(self, gguf_path: Path, spec: DecoderSpec, n_gpu_layers: int = 0):
         try:
             import llama_cpp
         except ImportError as e:
@@ -110,85 +111,48 @@ class DecoderSession:
         _quiet_llama_logs()
         self.lib = llama_cpp
         self.spec = spec
-        self.settings = settings
-        gguf_path = Path(gguf_path)
-        if not gguf_path.is_file():
-            raise BundleError(f"{gguf_path}: decoder GGUF missing")
+        self.path = Path(gguf_path)
+        if not self.path.is_file():
+            raise BundleError(f"{self.path}: decoder GGUF missing")
         llama_cpp.llama_backend_init()
-        model_params = llama_cpp.llama_model_default_params()
-        model_params.n_gpu_layers = settings.n_gpu_layers
-        self.model = llama_cpp.llama_model_load_from_file(str(gguf_path).encode(), model_params)
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = n_gpu_layers
+        self.model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), params)
         if not self.model:
-            raise BundleError(f"{gguf_path}: llama.cpp cannot load it (not a GGUF, truncated, or an unknown architecture)")
-        self._ctx = None
+            raise BundleError(f"{self.path}: llama.cpp cannot load it (not a GGUF, truncated, or an unknown architecture)")
         try:
             self.vocab = llama_cpp.llama_model_get_vocab(self.model)
-            self._check_model(gguf_path)
-            self._ctx = self._new_context()
-            self.memory = llama_cpp.llama_get_memory(self._ctx)
             self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
             self.n_embd = llama_cpp.llama_model_n_embd(self.model)
-            self._token_batch = llama_cpp.llama_batch_init(settings.n_batch, 0, 1)
-            self._embd_batch = llama_cpp.llama_batch_init(settings.n_batch, self.n_embd, 1)
+            self._check_model()
             self._check_tokenizer()
-            self.prefix_ids = self.tokenize(spec.prompt.prefix)
-            if len(self.prefix_ids) + 64 > settings.n_ctx:
-                raise DecoderError(f"the prompt prefix ({len(self.prefix_ids)} tokens) leaves no room in n_ctx={settings.n_ctx}")
-            self._decode_tokens(self.prefix_ids, PREFIX_SEQ, 0, logits="none")
         except BaseException:
             self.close()
             raise
-        self.position = len(self.prefix_ids)  # next position in the utterance sequence
-        self._utterance_open = False
-
-    # --- set-up checks --------------------------------------------------------------------------
 
     def _meta(self, key: str) -> str | None:
         buf = ctypes.create_string_buffer(256)
         n = self.lib.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
         return buf.value.decode() if n >= 0 else None
 
-    def _check_model(self, path: Path) -> None:
-        lib, spec = self.lib, self.spec
+    def _check_model(self) -> None:
+        spec, path = self.spec, self.path
         arch = self._meta("general.architecture")
         if arch != spec.architecture:
             raise BundleError(f"{path}: GGUF architecture is {arch!r}, the manifest expects {spec.architecture!r}")
-        n_embd = lib.llama_model_n_embd(self.model)
-        if n_embd != spec.hidden_size:
-            raise BundleError(f"{path}: GGUF embedding width {n_embd}, manifest hidden_size {spec.hidden_size}")
-        n_vocab = lib.llama_vocab_n_tokens(self.vocab)
-        if n_vocab != spec.vocab_size:
-            raise BundleError(f"{path}: GGUF vocabulary has {n_vocab} tokens, manifest vocab_size {spec.vocab_size}")
+        if self.n_embd != spec.hidden_size:
+            raise BundleError(f"{path}: GGUF embedding width {self.n_embd}, manifest hidden_size {spec.hidden_size}")
+        if self.n_vocab != spec.vocab_size:
+            raise BundleError(f"{path}: GGUF vocabulary has {self.n_vocab} tokens, manifest vocab_size {spec.vocab_size}")
 
     def _check_tokenizer(self) -> None:
         probe = self.spec.tokenizer_probe
         got = self.tokenize(probe["text"])
         if got != list(probe["ids"]):
             raise BundleError(
-                f"llama.cpp tokenizes the probe text into {got[:12]}..., the source tokenizer into {probe['ids'][:12]}...: "
-                "the GGUF's tokenizer disagrees with the manifest; re-export the bundle"
+                f"{self.path}: llama.cpp tokenizes the probe text into {got[:12]}..., the source tokenizer into "
+                f"{probe['ids'][:12]}...: the GGUF's tokenizer disagrees with the manifest; re-export the bundle"
             )
-
-    def _new_context(self):
-        lib, s = self.lib, self.settings
-        params = lib.llama_context_default_params()
-        params.n_ctx = s.n_ctx
-        params.n_batch = s.n_batch
-        params.n_ubatch = s.n_batch
-        params.n_seq_max = 3
-        params.kv_unified = True  # sequence copies share cells (the prefix is stored once)
-        params.n_threads = s.n_threads or os.cpu_count() or 1
-        params.n_threads_batch = s.n_threads_batch or os.cpu_count() or 1
-        params.type_k = KV_TYPES[s.kv_cache_type]
-        params.type_v = KV_TYPES[s.kv_cache_type]
-        params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if s.flash_attn else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        params.no_perf = True
-        ctx = lib.llama_init_from_model(self.model, params)
-        if not ctx:
-            raise DecoderError(f"llama.cpp could not create a context of {s.n_ctx} cells (out of memory?)")
-        return ctx
-
-    # --- tokens ---------------------------------------------------------------------------------
 
     def tokenize(self, text: str) -> list[int]:
         """Text -> token ids; special tokens like <|im_start|> are parsed, no BOS is added."""
@@ -207,6 +171,84 @@ class DecoderSession:
             buf = ctypes.create_string_buffer(-n)
             n = self.lib.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
         return buf.raw[:n]
+
+    def weight_bytes(self) -> int:
+        return int(self.lib.llama_model_size(self.model))
+
+    def close(self) -> None:
+        if getattr(self, "model", None):
+            self.lib.llama_model_free(self.model)
+            self.model = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class DecoderSession:
+    """A llama.cpp context over a DecoderModel; one utterance at a time (one session per stream)."""
+
+    def __init__(self, model: DecoderModel, settings: DecoderSettings = DecoderSettings()):
+        self.decoder_model = model
+        self.lib = model.lib
+        self.spec = model.spec
+        self.settings = settings
+        self.vocab, self.n_vocab, self.n_embd = model.vocab, model.n_vocab, model.n_embd
+        self._owns_model = False
+        self._ctx = None
+        try:
+            self._ctx = self._new_context()
+            self.memory = self.lib.llama_get_memory(self._ctx)
+            self._token_batch = self.lib.llama_batch_init(settings.n_batch, 0, 1)
+            self._embd_batch = self.lib.llama_batch_init(settings.n_batch, self.n_embd, 1)
+            self.prefix_ids = self.tokenize(self.spec.prompt.prefix)
+            if len(self.prefix_ids) + 64 > settings.n_ctx:
+                raise DecoderError(f"the prompt prefix ({len(self.prefix_ids)} tokens) leaves no room in n_ctx={settings.n_ctx}")
+            self._decode_tokens(self.prefix_ids, PREFIX_SEQ, 0, logits="none")
+        except BaseException:
+            self.close()
+            raise
+        self.position = len(self.prefix_ids)  # next position in the utterance sequence
+        self._utterance_open = False
+
+    @classmethod
+    def open(cls, gguf_path: Path, spec: DecoderSpec, settings: DecoderSettings = DecoderSettings()) -> "DecoderSession":
+        """A session with a model of its own (tools and tests; a Recognizer shares one model)."""
+        model = DecoderModel(gguf_path, spec, settings.n_gpu_layers)
+        try:
+            session = cls(model, settings)
+        except BaseException:
+            model.close()
+            raise
+        session._owns_model = True
+        return session
+
+    def _new_context(self):
+        lib, s = self.lib, self.settings
+        params = lib.llama_context_default_params()
+        params.n_ctx = s.n_ctx
+        params.n_batch = s.n_batch
+        params.n_ubatch = s.n_batch
+        params.n_seq_max = 3
+        params.kv_unified = True  # sequence copies share cells (the prefix is stored once)
+        params.n_threads = s.n_threads or os.cpu_count() or 1
+        params.n_threads_batch = s.n_threads_batch or os.cpu_count() or 1
+        params.type_k = KV_TYPES[s.kv_cache_type]
+        params.type_v = KV_TYPES[s.kv_cache_type]
+        params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if s.flash_attn else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        params.no_perf = True
+        ctx = lib.llama_init_from_model(self.decoder_model.model, params)
+        if not ctx:
+            raise DecoderError(f"llama.cpp could not create a context of {s.n_ctx} cells (out of memory?)")
+        return ctx
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.decoder_model.tokenize(text)
+
+    def token_bytes(self, token: int) -> bytes:
+        return self.decoder_model.token_bytes(token)
 
     # --- low-level decode -----------------------------------------------------------------------
 
@@ -386,9 +428,9 @@ class DecoderSession:
         if getattr(self, "_ctx", None):
             lib.llama_free(self._ctx)
             self._ctx = None
-        if getattr(self, "model", None):
-            lib.llama_model_free(self.model)
-            self.model = None
+        if getattr(self, "_owns_model", False):
+            self.decoder_model.close()
+            self._owns_model = False
 
     def __del__(self):
         try:

@@ -19,7 +19,7 @@ PARITY = DecoderSettings(kv_cache_type="f32", n_ctx=512)
 
 def _session(bundle_path, settings=PARITY, variant=None):
     bundle = Bundle.load(bundle_path)
-    return DecoderSession(bundle.decoder_file(variant), bundle.manifest.decoder, settings)
+    return DecoderSession.open(bundle.decoder_file(variant), bundle.manifest.decoder, settings)
 
 
 def _speech(session, rows, seed=0):
@@ -172,7 +172,7 @@ def test_truncated_gguf_is_refused(tiny_bundle, tmp_path):
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(bundle.decoder_file().read_bytes()[:5000])
     with pytest.raises(BundleError, match="cannot load"):
-        DecoderSession(broken, bundle.manifest.decoder, PARITY)
+        DecoderSession.open(broken, bundle.manifest.decoder, PARITY)
 
 
 def test_quantized_levels_agree_with_f32_on_a_trained_decoder(trained_bundle, tmp_path):
