@@ -128,11 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nim4-edge",
         description="Streaming LLM speech recognition on Jetson Orin and CPUs (NIM4-ASR architecture).",
-        epilog="Typical flow: nim4-edge init --preset tiny -o ckpt && nim4-edge export ckpt -o bundle --verify",
+        epilog="Typical flow: nim4-edge init --preset tiny -o ckpt && nim4-edge export ckpt -o bundle --verify "
+               "&& nim4-edge listen --bundle bundle --wav speech.wav",
     )
     parser.add_argument("--version", action="version", version=f"nim4-edge {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    from nim4_edge.runtime import cli_listen
+
+    cli_listen.add_commands(sub)
 
     p = sub.add_parser("init", help="write a random-weight checkpoint of the tiny or full NIM4 shape",
                        description="Write a random-weight checkpoint (config, acoustic safetensors, HF Qwen3 "

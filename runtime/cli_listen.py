@@ -1,0 +1,201 @@
+"""The `listen` and `transcribe` commands (part of the CLI: this module prints)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from nim4_edge.runtime.decoder import DecoderSettings
+from nim4_edge.runtime.endpoint import EndpointConfig
+from nim4_edge.runtime.errors import Nim4Error
+from nim4_edge.runtime.recognizer import Event, Recognizer, RecognizerConfig
+from nim4_edge.runtime.vad import VadConfig
+
+BUNDLE_ENV = "NIM4_EDGE_BUNDLE"
+# Where the shipped demo bundle lives once the demo-model issue adds it.
+DEMO_BUNDLE = Path(__file__).resolve().parent / "demo_bundle"
+
+
+def resolve_bundle(given: Path | None) -> Path:
+    if given is not None:
+        return given
+    if os.environ.get(BUNDLE_ENV):
+        return Path(os.environ[BUNDLE_ENV])
+    if (DEMO_BUNDLE / "manifest.json").is_file():
+        return DEMO_BUNDLE
+    raise Nim4Error(f"no --bundle given, no ${BUNDLE_ENV}, and this install ships no demo bundle yet; "
+                    "pass --bundle DIR (make one: nim4-edge init -o C && nim4-edge export C -o DIR)")
+
+
+def add_recognizer_flags(p) -> None:
+    p.add_argument("--bundle", type=Path, help=f"bundle directory (default: ${BUNDLE_ENV}, else the shipped demo model)")
+    p.add_argument("--decoder-variant", help="decoder GGUF variant, e.g. Q4_K_M (default: the bundle's default)")
+    p.add_argument("--json", action="store_true", help="one JSON object per event on stdout")
+    p.add_argument("--vad", choices=("webrtc",), default="webrtc", help="voice activity detector (default webrtc)")
+    p.add_argument("--trailing-silence-ms", type=int, default=EndpointConfig.trailing_silence_ms,
+                   help=f"silence that ends an utterance (default {EndpointConfig.trailing_silence_ms})")
+    p.add_argument("--max-utterance-ms", type=int, default=EndpointConfig.max_utterance_ms,
+                   help=f"longest utterance before a forced endpoint (default {EndpointConfig.max_utterance_ms})")
+    p.add_argument("--partial-every", type=int, default=1, metavar="CHUNKS",
+                   help="a partial result every N 640 ms chunks; 0 = finals only (default 1)")
+    p.add_argument("--threads", type=int, default=0, help="threads for encoder and decoder (0 = all cores)")
+
+
+def build_recognizer(args) -> Recognizer:
+    try:
+        config = RecognizerConfig(
+            bundle=resolve_bundle(args.bundle),
+            decoder_variant=args.decoder_variant,
+            decoder=DecoderSettings(n_threads=args.threads, n_threads_batch=args.threads),
+            vad=VadConfig(kind=args.vad),
+            endpoint=EndpointConfig(trailing_silence_ms=args.trailing_silence_ms, max_utterance_ms=args.max_utterance_ms),
+            partial_every_chunks=args.partial_every,
+            encoder_threads=args.threads,
+        )
+    except ValueError as e:
+        raise Nim4Error(str(e)) from None
+    return Recognizer(config)
+
+
+class EventPrinter:
+    """--json: one object per line. A terminal: the partial line is rewritten in place and finals
+    stay. Otherwise (a pipe): finals only, one per line."""
+
+    def __init__(self, as_json: bool, prefix: dict | None = None):
+        self.as_json = as_json
+        self.prefix = prefix or {}
+        self.tty = sys.stdout.isatty()
+        self._partial_shown = False
+
+    @staticmethod
+    def _display(text: str) -> str:
+        return "".join(ch if ch.isprintable() else " " for ch in text).strip()
+
+    def __call__(self, event: Event) -> None:
+        if self.as_json:
+            print(json.dumps(self.prefix | event.to_json(), ensure_ascii=False), flush=True)
+            return
+        text = self._display(event.text)
+        if self.tty:
+            width = shutil.get_terminal_size((100, 20)).columns - 1
+            if event.kind == "partial":
+                sys.stdout.write("\r\033[K" + text[-width:])
+                self._partial_shown = True
+            else:
+                sys.stdout.write("\r\033[K" + text + "\n")
+                self._partial_shown = False
+            sys.stdout.flush()
+        elif event.kind == "final":
+            label = f"{self.prefix['file']}: " if "file" in self.prefix else ""
+            print(f"{label}{text}", flush=True)
+
+
+def run_stream(recognizer: Recognizer, blocks, printer: EventPrinter) -> dict:
+    """Feed blocks into one stream until they end (or Ctrl-C); returns the stream's statistics."""
+    stream = recognizer.create_stream()
+    finals = 0
+    try:
+        try:
+            for samples, rate in blocks:
+                for event in stream.accept_waveform(samples, rate):
+                    finals += event.kind == "final"
+                    printer(event)
+        except KeyboardInterrupt:
+            pass  # end of listening: still finish the open utterance
+        for event in stream.input_finished():
+            finals += event.kind == "final"
+            printer(event)
+    finally:
+        stream.close()
+    return {"finals": finals, "input": stream.input_stats.to_json(), "failed_utterances": len(stream.errors)}
+
+
+def _report_input(stats: dict, name: str) -> None:
+    inp = stats["input"]
+    if inp["non_finite"]:
+        print(f"nim4-edge: warning: {name}: {inp['non_finite']} NaN/Inf samples were replaced by silence", file=sys.stderr)
+    if inp["samples"] and inp["clipped"] > 0.001 * inp["samples"]:
+        print(f"nim4-edge: warning: {name}: {100 * inp['clipped'] / inp['samples']:.1f}% of samples clipped; "
+              "lower the input gain", file=sys.stderr)
+    if stats["failed_utterances"]:
+        print(f"nim4-edge: warning: {name}: {stats['failed_utterances']} utterance(s) could not be decoded "
+              "(see the log above)", file=sys.stderr)
+
+
+def cmd_listen(args) -> int:
+    from nim4_edge.runtime import sources
+
+    if args.list_devices:
+        devices = sources.list_input_devices()
+        if args.json:
+            print(json.dumps(devices, indent=2, ensure_ascii=False))
+        elif not devices:
+            print(f"no input devices found; {sources.NO_MIC_HINT}")
+        for dev in devices if not args.json else []:
+            print(f"{dev['index']:3d}  {dev['name']}  ({dev['channels']} ch, {dev['default_sample_rate_hz']} Hz)")
+        return 0
+    recognizer = build_recognizer(args)
+    mic = None
+    try:
+        if args.wav:
+            blocks, name = sources.wav_blocks(args.wav, realtime=args.realtime), str(args.wav)
+        elif args.stdin:
+            blocks, name = sources.stdin_blocks(args.stdin_rate), "stdin"
+        else:
+            mic = sources.Microphone(args.input_device)
+            print(f"listening on {mic.device_name!r} ({mic.sample_rate_hz} Hz); Ctrl-C to stop", file=sys.stderr)
+            blocks, name = mic, mic.device_name
+        stats = run_stream(recognizer, blocks, EventPrinter(args.json))
+        _report_input(stats, name)
+        if mic is not None and (mic.dropped_samples or mic.status_flags):
+            print(f"nim4-edge: warning: {mic.dropped_samples} samples lost to buffer overflow, "
+                  f"{mic.status_flags} device overflow reports; the machine could not keep up", file=sys.stderr)
+    finally:
+        if mic is not None:
+            mic.close()
+        recognizer.close()
+    return 0
+
+
+def cmd_transcribe(args) -> int:
+    from nim4_edge.runtime import sources
+
+    recognizer = build_recognizer(args)
+    failed = 0
+    try:
+        for path in args.files:
+            try:
+                stats = run_stream(recognizer, sources.wav_blocks(path, block_ms=1000), EventPrinter(args.json, {"file": str(path)}))
+                _report_input(stats, str(path))
+            except Nim4Error as e:  # one bad file does not stop the others
+                print(f"nim4-edge: {e}", file=sys.stderr)
+                failed += 1
+    finally:
+        recognizer.close()
+    return 2 if failed else 0
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("listen", help="stream from a microphone, a WAV file or stdin; print partial and final text",
+                       description="Real-time recognition with VAD endpointing. On a terminal the partial line "
+                                   "updates in place and finals print on their own line; --json prints one event "
+                                   "per line. Without a microphone use --wav FILE [--realtime] or --stdin.")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--input-device", metavar="N", help="microphone index or name (see --list-devices)")
+    source.add_argument("--wav", type=Path, metavar="FILE", help="read a WAV file instead of a microphone")
+    source.add_argument("--stdin", action="store_true", help="read raw 16-bit little-endian mono PCM from stdin")
+    p.add_argument("--realtime", action="store_true", help="with --wav: play the file at real-time pace")
+    p.add_argument("--stdin-rate", type=int, default=16000, help="sample rate of --stdin audio (default 16000)")
+    p.add_argument("--list-devices", action="store_true", help="list input devices and exit")
+    add_recognizer_flags(p)
+    p.set_defaults(func=cmd_listen)
+
+    p = sub.add_parser("transcribe", help="transcribe whole WAV files (as fast as the machine allows)",
+                       description="Each file is streamed through the same pipeline as `listen` (VAD, endpoints, "
+                                   "streaming encoder); prints 'FILE: text' per utterance, or JSON with --json.")
+    p.add_argument("files", type=Path, nargs="+", metavar="FILE")
+    add_recognizer_flags(p)
+    p.set_defaults(func=cmd_transcribe)
