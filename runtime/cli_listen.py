@@ -163,6 +163,7 @@ def cmd_listen(args) -> int:
 def cmd_transcribe(args) -> int:
     from nim4_edge.runtime import sources
 
+    args.partial_every = 0  # whole files: only finals are printed, so partial decodes would be wasted
     recognizer = build_recognizer(args)
     failed = 0
     try:
@@ -198,4 +199,5 @@ def add_commands(sub) -> None:
                                    "streaming encoder); prints 'FILE: text' per utterance, or JSON with --json.")
     p.add_argument("files", type=Path, nargs="+", metavar="FILE")
     add_recognizer_flags(p)
+    p.set_defaults(partial_every=0)
     p.set_defaults(func=cmd_transcribe)
