@@ -12,7 +12,7 @@ from nim4_edge.runtime.decoder import DecoderSettings
 from nim4_edge.runtime.endpoint import EndpointConfig
 from nim4_edge.runtime.errors import Nim4Error
 from nim4_edge.runtime.recognizer import Event, Recognizer, RecognizerConfig
-from nim4_edge.runtime.vad import VadConfig
+from nim4_edge.runtime.vad import VAD_KINDS, VadConfig
 
 BUNDLE_ENV = "NIM4_EDGE_BUNDLE"
 # Where the shipped demo bundle lives once the demo-model issue adds it.
@@ -34,7 +34,8 @@ def add_recognizer_flags(p) -> None:
     p.add_argument("--bundle", type=Path, help=f"bundle directory (default: ${BUNDLE_ENV}, else the shipped demo model)")
     p.add_argument("--decoder-variant", help="decoder GGUF variant, e.g. Q4_K_M (default: the bundle's default)")
     p.add_argument("--json", action="store_true", help="one JSON object per event on stdout")
-    p.add_argument("--vad", choices=("webrtc",), default="webrtc", help="voice activity detector (default webrtc)")
+    p.add_argument("--vad", choices=sorted(VAD_KINDS), default=VadConfig.kind,
+                   help=f"voice activity detector (default {VadConfig.kind}; README 'VAD' has the measurements)")
     p.add_argument("--trailing-silence-ms", type=int, default=EndpointConfig.trailing_silence_ms,
                    help=f"silence that ends an utterance (default {EndpointConfig.trailing_silence_ms})")
     p.add_argument("--max-utterance-ms", type=int, default=EndpointConfig.max_utterance_ms,

@@ -88,6 +88,33 @@ def compute_fbank(samples: np.ndarray, options: FbankOptions) -> np.ndarray:
     return np.stack([fbank.get_frame(i) for i in range(n)]).astype(np.float32, copy=False)
 
 
+class OnlineFbank:
+    """Streaming fbank: samples in (any block size), the frames they completed out (raw log-mel).
+
+    Frames equal compute_fbank's on the same audio: with snip_edges a frame depends only on its own
+    25 ms window.
+    """
+
+    def __init__(self, options: FbankOptions):
+        import kaldi_native_fbank as knf
+
+        self.options = options
+        self._fbank = knf.OnlineFbank(options.to_knf())
+        self._next = 0  # next frame index (kaldi-native-fbank keeps indices absolute after pop)
+
+    def accept(self, samples: np.ndarray) -> np.ndarray:
+        """samples: float32 (n,) in [-1, 1] at options.sample_rate_hz -> (frames, num_mel_bins)."""
+        self._fbank.accept_waveform(float(self.options.sample_rate_hz), samples * np.float32(self.options.waveform_scale))
+        ready = self._fbank.num_frames_ready
+        if ready <= self._next:
+            return np.zeros((0, self.options.num_mel_bins), np.float32)
+        # np.stack copies: get_frame returns views into a buffer that pop() frees
+        frames = np.stack([self._fbank.get_frame(i) for i in range(self._next, ready)])
+        self._fbank.pop(ready - self._next)
+        self._next = ready
+        return frames
+
+
 @dataclass(frozen=True)
 class Cmvn:
     """Global CMVN: ``(x - mean) * inv_std`` per mel bin, statistics gathered over training data."""

@@ -31,7 +31,8 @@ from nim4_edge.runtime.decoder import DecoderError, DecoderModel, DecoderSession
 from nim4_edge.runtime.encoder import EncoderSession, EncoderStream
 from nim4_edge.runtime.endpoint import EndpointConfig, Endpointer
 from nim4_edge.runtime.errors import Nim4Error
-from nim4_edge.runtime.vad import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE_HZ, VadConfig, make_vad
+from nim4_edge.runtime.features import OnlineFbank
+from nim4_edge.runtime.vad import FRAME_SAMPLES, SAMPLE_RATE_HZ, VadConfig, make_vad
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class Event:
     phonemes: list[str] = field(default_factory=list)  # greedy CTC phonemes so far
     timings: dict = field(default_factory=dict)  # encoder_ms, prefill_ms, decode_ms (+ final_latency_ms)
     stopped_by: str = ""  # final only: "eos" or "cap"
+    chunks: int = 0  # encoder chunks (640 ms) of the utterance so far
 
     def to_json(self) -> dict:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()} | {
@@ -98,20 +100,14 @@ class Recognizer:
 
 
 class _Utterance:
-    """State of one utterance: fbank, encoder caches, phonemes, the decoder's sequence."""
+    """State of one utterance: encoder caches, greedy phonemes, the decoder's sequence."""
 
     def __init__(self, stream: "Stream", index: int, start_frame: int):
-        import kaldi_native_fbank as knf
-
         self.stream = stream
         self.index = index
-        self.start_frame = start_frame
-        self.num_frames = 0  # 10 ms frames of audio fed
+        self.start_frame = start_frame  # index of its first fbank frame in the stream
+        self.num_frames = 0  # fbank frames fed
         manifest = stream.recognizer.bundle.manifest
-        self.fbank_options = manifest.fbank
-        self.cmvn = manifest.cmvn
-        self.fbank = knf.OnlineFbank(manifest.fbank.to_knf())
-        self.fbank_read = 0  # next fbank frame index to take (indices stay absolute after pop)
         self.encoder = EncoderStream(stream.recognizer.encoder)
         self.blank = manifest.phonemes.blank_id
         self.symbols = manifest.phonemes.symbols
@@ -121,27 +117,26 @@ class _Utterance:
         self.timings = {"encoder_ms": 0.0, "prefill_ms": 0.0, "decode_ms": 0.0}
         stream.decoder.start_utterance()
 
-    def _time_s(self, frames: int) -> float:
-        return (self.start_frame + frames) * FRAME_MS / 1000
+    @property
+    def start_s(self) -> float:
+        return self.start_frame * FRAME_SAMPLES / SAMPLE_RATE_HZ
 
-    def feed(self, samples: np.ndarray) -> list[Event]:
-        self.num_frames += len(samples) // FRAME_SAMPLES
-        self.fbank.accept_waveform(float(self.fbank_options.sample_rate_hz), samples * np.float32(self.fbank_options.waveform_scale))
+    @property
+    def end_s(self) -> float:
+        """End of the audio the fed frames cover (the last 25 ms window ends 15 ms past its shift)."""
+        if not self.num_frames:
+            return self.start_s
+        window = self.stream.recognizer.bundle.manifest.fbank.frame_length_samples
+        return ((self.start_frame + self.num_frames - 1) * FRAME_SAMPLES + window) / SAMPLE_RATE_HZ
+
+    def feed(self, frames: np.ndarray) -> list[Event]:
+        """frames: (n, F) CMVN'd fbank frames of this utterance, in order."""
+        self.num_frames += len(frames)
         events = []
-        for chunk in self.encoder.accept_frames(self._new_fbank_frames()):
+        for chunk in self.encoder.accept_frames(frames):
             self._consume(chunk)
             events += self._maybe_partial()
         return events
-
-    def _new_fbank_frames(self) -> np.ndarray:
-        """CMVN'd fbank frames that became ready since the last call, (n, F)."""
-        ready = self.fbank.num_frames_ready
-        if ready <= self.fbank_read:
-            return np.zeros((0, self.cmvn.dim), np.float32)
-        frames = np.stack([self.fbank.get_frame(i) for i in range(self.fbank_read, ready)])
-        self.fbank.pop(ready - self.fbank_read)
-        self.fbank_read = ready
-        return self.cmvn.apply(frames)
 
     def _consume(self, chunk) -> None:
         """One encoder chunk: greedy CTC phonemes (repeats merged across chunk edges), embeddings
@@ -173,19 +168,18 @@ class _Utterance:
         return list(retriever.retrieve(self.phonemes)) if retriever else []
 
     def _event(self, kind: str, result, **extra) -> Event:
-        return Event(kind, result.text, self.index, self._time_s(0), self._time_s(self.num_frames),
-                     self._hotwords(), self.phonemes, dict(self.timings), **extra)
+        return Event(kind, result.text, self.index, self.start_s, self.end_s, self._hotwords(), self.phonemes,
+                     dict(self.timings), chunks=self.chunks, **extra)
 
     def finish(self, endpoint_time: float) -> list[Event]:
-        """The endpoint: flush fbank and encoder exactly, decode the final text."""
-        self.fbank.input_finished()
-        for chunk in self.encoder.accept_frames(self._new_fbank_frames()) + self.encoder.flush():
-            self._consume(chunk)  # no partials: the final comes next
+        """The endpoint: flush the encoder exactly (last, partly filled chunk), decode the final text."""
+        for chunk in self.encoder.flush():
+            self._consume(chunk)  # no partial: the final comes next
         if self.stream.decoder.position == len(self.stream.decoder.prefix_ids):
             self.stream.decoder.final()  # nothing to decode (shorter than one encoder frame): close it
             return []
         hotwords = self._hotwords()
-        result = self.stream.decoder.final(hotwords, audio_seconds=self.num_frames * FRAME_MS / 1000)
+        result = self.stream.decoder.final(hotwords, audio_seconds=self.end_s - self.start_s)
         self.timings["prefill_ms"] += result.prefill_ms
         self.timings["decode_ms"] += result.decode_ms
         self.timings["final_latency_ms"] = (time.perf_counter() - endpoint_time) * 1000
@@ -193,21 +187,30 @@ class _Utterance:
 
 
 class Stream:
-    """One audio stream (a microphone, a file). Utterances are found by the VAD and endpointer."""
+    """One audio stream (a microphone, a file). One fbank over all of it feeds both the VAD and the
+    utterances (an utterance's frames are exactly the fbank of its audio segment: frames only depend
+    on their own 25 ms window). Utterances are found by the VAD and the endpointer."""
 
     def __init__(self, recognizer: Recognizer):
         self.recognizer = recognizer
         config = recognizer.config
+        manifest = recognizer.bundle.manifest
+        self.cmvn = manifest.cmvn
         self.vad = make_vad(config.vad)
+        expected = getattr(self.vad, "fbank", None)
+        if expected is not None and expected != manifest.fbank.to_json():
+            raise Nim4Error(f"the learned VAD was trained on fbank {expected}, this bundle computes {manifest.fbank.to_json()}; "
+                            "use --vad webrtc")
         self.endpointer = Endpointer(config.endpoint)
         self.decoder = DecoderSession(recognizer.decoder_model, config.decoder)
         self.input_stats = InputStats()
+        self.timings = {"fbank_ms": 0.0, "vad_ms": 0.0}  # cumulative, for benchmarks
         self.errors: list[str] = []  # utterances that failed (the stream went on)
         self._resampler: StreamResampler | None = None
-        self._pending = np.zeros(0, np.float32)  # < 1 frame of 16 kHz samples
+        self._fbank = OnlineFbank(manifest.fbank)
         history = config.endpoint.frames(config.endpoint.pre_roll_ms + config.endpoint.min_speech_ms) + 1
         self._history: collections.deque[np.ndarray] = collections.deque(maxlen=history)
-        self._frame_index = 0  # 10 ms frames seen by the VAD
+        self._frame_index = 0  # fbank frames seen
         self._utterance: _Utterance | None = None
         self._utterances = 0
 
@@ -215,52 +218,59 @@ class Stream:
         """Feed mono float samples in [-1, 1] at `sample_rate`. Returns the events they completed."""
         if sample_rate <= 0:
             raise Nim4Error(f"sample rate must be positive, got {sample_rate}")
+        events = []
         if self._resampler is None or self._resampler.in_rate_hz != sample_rate:
             if self._resampler is not None:
                 log.warning("sample rate changed from %d to %d Hz mid-stream; resampler restarted",
                             self._resampler.in_rate_hz, sample_rate)
-                tail = self._resampler.process(np.zeros(0, np.float32), last=True)
-                self._pending = np.concatenate([self._pending, tail])
+                events += self._process(self._resampler.process(np.zeros(0, np.float32), last=True))
             self._resampler = StreamResampler(sample_rate, SAMPLE_RATE_HZ)
-        audio = self._resampler.process(clean_samples(samples, self.input_stats))
-        return self._frames(audio)
+        return events + self._process(self._resampler.process(clean_samples(samples, self.input_stats)))
 
     def input_finished(self) -> list[Event]:
         """End of input: run the resampler's tail and close an open utterance."""
         events = []
         if self._resampler is not None:
-            events += self._frames(self._resampler.process(np.zeros(0, np.float32), last=True))
+            events += self._process(self._resampler.process(np.zeros(0, np.float32), last=True))
             self._resampler = None
         if self._utterance is not None:
             events += self._end_utterance()
         return events
 
-    def _frames(self, audio: np.ndarray) -> list[Event]:
-        if len(self._pending):
-            audio = np.concatenate([self._pending, audio])
-        n = len(audio) // FRAME_SAMPLES
-        self._pending = audio[n * FRAME_SAMPLES :].copy()
+    def _process(self, audio: np.ndarray) -> list[Event]:
+        """16 kHz samples -> fbank frames -> VAD decisions -> endpointer -> utterance."""
+        t0 = time.perf_counter()
+        raw = self._fbank.accept(audio)
+        t1 = time.perf_counter()
+        decisions = self.vad.decide(raw, audio)
+        t2 = time.perf_counter()
+        self.timings["fbank_ms"] += (t1 - t0) * 1000
+        self.timings["vad_ms"] += (t2 - t1) * 1000
+        frames = self.cmvn.apply(raw)
         events: list[Event] = []
-        for i in range(n):
-            frame = audio[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES]
-            events += self._frame(frame)
+        to_feed: list[np.ndarray] = []
+        for frame, is_speech in zip(frames, decisions.tolist()):
+            self._history.append(frame)
+            self._frame_index += 1
+            action, back = self.endpointer.step(is_speech)
+            if action == "start":
+                back = min(back, len(self._history))
+                self._utterance = _Utterance(self, self._utterances, self._frame_index - back)
+                self._utterances += 1
+                to_feed = list(self._history)[-back:]
+            elif self._utterance is not None:
+                to_feed.append(frame)
+                if action == "end":
+                    events += self._feed(to_feed)
+                    to_feed = []
+                    events += self._end_utterance()
+        if to_feed and self._utterance is not None:
+            events += self._feed(to_feed)
         return events
 
-    def _frame(self, frame: np.ndarray) -> list[Event]:
-        self._history.append(frame)
-        self._frame_index += 1
-        action, back = self.endpointer.step(self.vad.is_speech(frame))
-        events: list[Event] = []
-        if action == "start":
-            back = min(back, len(self._history))
-            self._utterance = _Utterance(self, self._utterances, self._frame_index - back)
-            self._utterances += 1
-            events += self._guarded(lambda: self._utterance.feed(np.concatenate(list(self._history)[-back:])))
-        elif self._utterance is not None:
-            events += self._guarded(lambda: self._utterance.feed(frame))
-            if action == "end":
-                events += self._end_utterance()
-        return events
+    def _feed(self, frames: list[np.ndarray]) -> list[Event]:
+        utterance = self._utterance
+        return self._guarded(lambda: utterance.feed(np.stack(frames))) if utterance is not None else []
 
     def _end_utterance(self) -> list[Event]:
         utterance, self._utterance = self._utterance, None
