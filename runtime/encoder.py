@@ -50,6 +50,9 @@ class EncoderSession:
         options = ort.SessionOptions()
         options.intra_op_num_threads = num_threads  # 0 = onnxruntime's choice (all cores)
         options.inter_op_num_threads = 1
+        # Idle onnxruntime threads spin by default, stealing the cores that VAD, fbank and llama.cpp
+        # need between encoder steps (one step per 640 ms): let them sleep.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         path = bundle.file(self.spec.file)
         try:
             self.session = ort.InferenceSession(
