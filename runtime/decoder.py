@@ -271,24 +271,33 @@ class DecoderSession:
         batch.seq_id[i][0] = seq
         batch.logits[i] = want_logits
 
-    def _decode_tokens(self, tokens: Sequence[int], seq: int, pos: int, logits: str) -> np.ndarray | None:
-        """Decode `tokens` at positions pos.. in `seq`. `logits`: "none", "last" (then read with
-        _read_last_logits) or "all" (returned, (n, V))."""
-        self._check_room(pos, len(tokens))
-        batch, step = self._token_batch, self.settings.n_batch
+    def _decode(self, count: int, batch, fill, seq: int, pos: int, logits: str) -> np.ndarray | None:
+        """Decode `count` rows at positions pos.. in `seq`, at most n_batch per llama_decode call.
+        `fill(batch, start, n)` puts rows start..start+n into the batch. `logits`: "none", "last"
+        (then read with _read_last_logits) or "all" (returned, (count, V))."""
+        self._check_room(pos, count)
         rows = []
-        for start in range(0, len(tokens), step):
-            piece = tokens[start : start + step]
-            for i, tok in enumerate(piece):
-                if not 0 <= tok < self.n_vocab:
-                    raise DecoderError(f"token id {tok} outside the vocabulary of {self.n_vocab}")
-                batch.token[i] = tok
-                last = start + i == len(tokens) - 1
+        for start in range(0, count, self.settings.n_batch):
+            n = min(self.settings.n_batch, count - start)
+            fill(batch, start, n)
+            for i in range(n):
+                last = start + i == count - 1
                 self._fill_common(batch, i, pos + start + i, seq, logits == "all" or (last and logits == "last"))
-            self._run(batch, len(piece))
+            self._run(batch, n)
             if logits == "all":
-                rows += [self._logits_row(i) for i in range(len(piece))]
+                rows += [self._logits_row(i) for i in range(n)]
         return np.stack(rows) if logits == "all" else None
+
+    def _decode_tokens(self, tokens: Sequence[int], seq: int, pos: int, logits: str) -> np.ndarray | None:
+        bad = [t for t in tokens if not 0 <= t < self.n_vocab]
+        if bad:
+            raise DecoderError(f"token id {bad[0]} outside the vocabulary of {self.n_vocab}")
+
+        def fill(batch, start: int, n: int) -> None:
+            for i in range(n):
+                batch.token[i] = tokens[start + i]
+
+        return self._decode(len(tokens), self._token_batch, fill, seq, pos, logits)
 
     def _decode_embeddings(self, embeddings: np.ndarray, seq: int, pos: int, logits: str) -> np.ndarray | None:
         embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
@@ -298,19 +307,12 @@ class DecoderSession:
             )
         if not np.isfinite(embeddings).all():
             raise DecoderError("speech embeddings contain NaN or Inf")
-        self._check_room(pos, len(embeddings))
-        batch, step = self._embd_batch, self.settings.n_batch
-        rows = []
-        for start in range(0, len(embeddings), step):
-            piece = embeddings[start : start + step]
+
+        def fill(batch, start: int, n: int) -> None:
+            piece = embeddings[start : start + n]
             ctypes.memmove(batch.embd, piece.ctypes.data, piece.nbytes)
-            for i in range(len(piece)):
-                last = start + i == len(embeddings) - 1
-                self._fill_common(batch, i, pos + start + i, seq, logits == "all" or (last and logits == "last"))
-            self._run(batch, len(piece))
-            if logits == "all":
-                rows += [self._logits_row(i) for i in range(len(piece))]
-        return np.stack(rows) if logits == "all" else None
+
+        return self._decode(len(embeddings), self._embd_batch, fill, seq, pos, logits)
 
     def _logits_row(self, i: int) -> np.ndarray:
         ptr = self.lib.llama_get_logits_ith(self._ctx, i)
