@@ -53,11 +53,17 @@ def atomic_directory(target: Path, overwrite: bool = False) -> Iterator[Path]:
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write a text file through a temporary file in the same directory, then rename."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write a file through a temporary file in the same directory, then rename."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         set_default_permissions(Path(tmp))
         os.replace(tmp, path)
     except BaseException:

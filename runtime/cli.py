@@ -155,9 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    from nim4_edge.runtime import cli_listen
+    from nim4_edge.runtime import cli_hotwords, cli_listen
 
     cli_listen.add_commands(sub)
+    cli_hotwords.add_commands(sub)
 
     p = sub.add_parser("init", help="write a random-weight checkpoint of the tiny or full NIM4 shape",
                        description="Write a random-weight checkpoint (config, acoustic safetensors, HF Qwen3 "

@@ -43,6 +43,7 @@ def add_recognizer_flags(p) -> None:
     p.add_argument("--partial-every", type=int, default=1, metavar="CHUNKS",
                    help="a partial result every N 640 ms chunks; 0 = finals only (default 1)")
     p.add_argument("--threads", type=int, default=0, help="threads for encoder and decoder (0 = all cores)")
+    p.add_argument("--hotwords", type=Path, metavar="DB", help="hotword database (nim4-edge hotwords build)")
 
 
 def build_recognizer(args) -> Recognizer:
@@ -55,6 +56,7 @@ def build_recognizer(args) -> Recognizer:
             endpoint=EndpointConfig(trailing_silence_ms=args.trailing_silence_ms, max_utterance_ms=args.max_utterance_ms),
             partial_every_chunks=args.partial_every,
             encoder_threads=args.threads,
+            hotwords=args.hotwords,
         )
     except ValueError as e:
         raise Nim4Error(str(e)) from None

@@ -212,6 +212,7 @@ class DecoderSession:
             raise
         self.position = len(self.prefix_ids)  # next position in the utterance sequence
         self._utterance_open = False
+        self.last_suffix = ""  # the suffix text of the last partial/final (hotword hints included)
 
     @classmethod
     def open(cls, gguf_path: Path, spec: DecoderSpec, settings: DecoderSettings = DecoderSettings()) -> "DecoderSession":
@@ -353,6 +354,10 @@ class DecoderSession:
         self.position += len(tokens)
         return logits
 
+    def _suffix_ids(self, hotwords: Sequence[str]) -> list[int]:
+        self.last_suffix = self.spec.prompt.suffix(list(hotwords))
+        return self.tokenize(self.last_suffix)
+
     def _greedy(self, seq: int, pos: int, suffix: list[int], cap: int) -> DecodeResult:
         t0 = time.perf_counter()
         self._decode_tokens(suffix, seq, pos, logits="last")
@@ -382,8 +387,7 @@ class DecoderSession:
         self.lib.llama_memory_seq_cp(self.memory, UTTERANCE_SEQ, BRANCH_SEQ, -1, -1)
         seconds = audio_seconds if audio_seconds is not None else self._speech_seconds()
         try:
-            return self._greedy(BRANCH_SEQ, self.position, self.tokenize(self.spec.prompt.suffix(list(hotwords))),
-                                self.settings.token_cap(seconds))
+            return self._greedy(BRANCH_SEQ, self.position, self._suffix_ids(hotwords), self.settings.token_cap(seconds))
         finally:
             self.lib.llama_memory_seq_rm(self.memory, BRANCH_SEQ, -1, -1)
 
@@ -392,8 +396,7 @@ class DecoderSession:
         self._require_utterance()
         seconds = audio_seconds if audio_seconds is not None else self._speech_seconds()
         try:
-            return self._greedy(UTTERANCE_SEQ, self.position, self.tokenize(self.spec.prompt.suffix(list(hotwords))),
-                                self.settings.token_cap(seconds))
+            return self._greedy(UTTERANCE_SEQ, self.position, self._suffix_ids(hotwords), self.settings.token_cap(seconds))
         finally:
             self.lib.llama_memory_seq_rm(self.memory, UTTERANCE_SEQ, -1, -1)
             self._utterance_open = False

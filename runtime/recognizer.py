@@ -21,7 +21,6 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
@@ -32,15 +31,11 @@ from nim4_edge.runtime.encoder import EncoderSession, EncoderStream
 from nim4_edge.runtime.endpoint import EndpointConfig, Endpointer
 from nim4_edge.runtime.errors import Nim4Error
 from nim4_edge.runtime.features import OnlineFbank
+from nim4_edge.runtime.hotwords import HotwordDatabase, HotwordRetriever, RetrievalConfig
+from nim4_edge.runtime.lexicon import Lexicon
 from nim4_edge.runtime.vad import FRAME_SAMPLES, SAMPLE_RATE_HZ, VadConfig, make_vad
 
 log = logging.getLogger(__name__)
-
-
-class HotwordRetriever(Protocol):
-    """The seam for hotword retrieval (issue 5): greedy CTC phonemes in, words for the prompt out."""
-
-    def retrieve(self, phonemes: list[str]) -> list[str]: ...
 
 
 @dataclass(frozen=True)
@@ -53,6 +48,8 @@ class RecognizerConfig:
     partial_every_chunks: int = 1  # a partial result every N encoder chunks (640 ms each); 0 = none
     encoder_threads: int = 0  # onnxruntime intra-op threads; 0 = all cores
     verify_bundle_hashes: bool = False  # sha256 every file at start-up (seconds for a 1 GB decoder)
+    hotwords: Path | None = None  # hotword database (nim4-edge hotwords build); shared by all streams
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
 
     def __post_init__(self) -> None:
         if self.partial_every_chunks < 0:
@@ -81,7 +78,7 @@ class Event:
 class Recognizer:
     """Owns what streams share: the bundle, the ONNX encoder session, the decoder weights."""
 
-    def __init__(self, config: RecognizerConfig, hotwords: HotwordRetriever | None = None):
+    def __init__(self, config: RecognizerConfig):
         from threadpoolctl import threadpool_limits
 
         # numpy's BLAS would start threads for the VAD's small matrices; waking them costs more than
@@ -96,7 +93,9 @@ class Recognizer:
         self.encoder = EncoderSession(self.bundle, num_threads=config.encoder_threads)
         self.decoder_model = DecoderModel(self.bundle.decoder_file(config.decoder_variant), manifest.decoder,
                                           config.decoder.n_gpu_layers)
-        self.hotwords = hotwords
+        self.lexicon = Lexicon(manifest.phonemes)
+        self.hotword_database = (HotwordDatabase.load(config.hotwords, expected_inventory=manifest.phonemes)
+                                 if config.hotwords else None)
 
     def create_stream(self) -> "Stream":
         return Stream(self)
@@ -122,6 +121,7 @@ class _Utterance:
         self._prev_label = self.blank
         self.chunks = 0
         self.timings = {"encoder_ms": 0.0, "prefill_ms": 0.0, "decode_ms": 0.0}
+        self.retrieval = stream.hotwords.session()  # scans only the phonemes each chunk adds
         stream.decoder.start_utterance()
 
     @property
@@ -150,10 +150,13 @@ class _Utterance:
         appended to the decoder."""
         self.chunks += 1
         self.timings["encoder_ms"] += chunk.compute_ms
+        new = []
         for label in np.argmax(chunk.phoneme_log_probs, axis=1).tolist():
             if label != self._prev_label and label != self.blank:
-                self.phoneme_ids.append(label)
+                new.append(label)
             self._prev_label = label
+        self.phoneme_ids += new
+        self.retrieval.extend_code(self.stream.recognizer.lexicon.encode_ids(new))
         t0 = time.perf_counter()
         self.stream.decoder.append(chunk.embeddings)
         self.timings["prefill_ms"] += (time.perf_counter() - t0) * 1000
@@ -171,8 +174,7 @@ class _Utterance:
         return [self.symbols[i] for i in self.phoneme_ids]
 
     def _hotwords(self) -> list[str]:
-        retriever = self.stream.recognizer.hotwords
-        return list(retriever.retrieve(self.phonemes)) if retriever else []
+        return self.retrieval.words()
 
     def _event(self, kind: str, result, **extra) -> Event:
         return Event(kind, result.text, self.index, self.start_s, self.end_s, self._hotwords(), self.phonemes,
@@ -209,6 +211,8 @@ class Stream:
             raise Nim4Error(f"the learned VAD was trained on fbank {expected}, this bundle computes {manifest.fbank.to_json()}; "
                             "use --vad webrtc")
         self.endpointer = Endpointer(config.endpoint)
+        # This stream's hotwords: the shared database plus additions/removals of its own (contacts).
+        self.hotwords = HotwordRetriever(recognizer.hotword_database, recognizer.lexicon, config.retrieval)
         self.decoder = DecoderSession(recognizer.decoder_model, config.decoder)
         self.input_stats = InputStats()
         self.timings = {"fbank_ms": 0.0, "vad_ms": 0.0}  # cumulative, for benchmarks

@@ -1,0 +1,118 @@
+"""The `hotwords build` and `hotwords query` commands (part of the CLI: this module prints)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from nim4_edge.runtime.errors import Nim4Error
+from nim4_edge.runtime.hotwords import HotwordDatabase, HotwordError, HotwordRetriever, RetrievalConfig, parse_hotword_lines
+from nim4_edge.runtime.lexicon import Lexicon, LexiconError
+from nim4_edge.runtime.phonemes import PhonemeInventory
+
+
+def _inventory(bundle: Path | None) -> PhonemeInventory:
+    if bundle is None:
+        return PhonemeInventory.default()
+    from nim4_edge.runtime.bundle import Bundle
+
+    return Bundle.load(bundle).manifest.phonemes
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise HotwordError(f"{path}: no such file") from None
+    try:
+        return raw.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise HotwordError(f"{path}: line {line} is not valid UTF-8; save the list as UTF-8") from None
+
+
+def cmd_build(args) -> int:
+    lines = _read_lines(args.file)
+    entries, problems = parse_hotword_lines(lines)
+    lexicon = Lexicon(_inventory(args.bundle))
+    pronounced = []
+    t0, last = time.perf_counter(), 0.0
+    for i, (number, entry) in enumerate(entries, 1):
+        try:
+            pronounced.append((entry, lexicon.phonemes(entry.word)))
+        except LexiconError as e:
+            problems.append((number, str(e)))
+        now = time.perf_counter()
+        if sys.stderr.isatty() and now - last > 0.2:
+            print(f"\rpronouncing {i}/{len(entries)}", end="", file=sys.stderr)
+            last = now
+    if sys.stderr.isatty():
+        print("\r\033[K", end="", file=sys.stderr)
+    for number, problem in sorted(problems)[:20]:
+        print(f"nim4-edge: {args.file}:{number}: {problem}", file=sys.stderr)
+    if len(problems) > 20:
+        print(f"nim4-edge: ... and {len(problems) - 20} more skipped lines", file=sys.stderr)
+    if problems and args.strict:
+        raise Nim4Error(f"{len(problems)} bad line(s) in {args.file} and --strict was given; nothing written")
+    if not pronounced:
+        raise HotwordError(f"{args.file}: no usable entries (one word or name per line, optional TAB weight TAB category)")
+    database = HotwordDatabase.build(pronounced, lexicon.inventory, lexicon.encode)
+    database.save(args.output)
+    print(f"wrote {args.output}: {len(database)} entries, {len(database.keys)} pronunciations, "
+          f"{len(problems)} line(s) skipped, {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return 0
+
+
+def cmd_query(args) -> int:
+    database = HotwordDatabase.load(args.database)
+    lexicon = Lexicon(database.inventory)
+    retriever = HotwordRetriever(database, lexicon, RetrievalConfig(top_k=args.top_k, min_phonemes=args.min_phonemes))
+    phonemes = args.phonemes.split() if args.phonemes is not None else lexicon.phonemes(args.text)
+    unknown = [p for p in phonemes if p not in lexicon._ids]
+    if unknown:
+        raise Nim4Error(f"phoneme {unknown[0]!r} is not in inventory {database.inventory.version}")
+    session = retriever.session()
+    session.extend(phonemes)
+    report = {
+        "phonemes": " ".join(phonemes),
+        "retrieved": session.words(),
+        "matches": [
+            {"span": [m.start, m.end], "phonemes": " ".join(phonemes[m.start : m.end]), "words": words,
+             "weight": weight, "kept": not why, "why_not": why}
+            for m, words, weight, why in session.candidates()
+        ],
+    }
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+        return 0
+    print(f"phonemes:  {report['phonemes']}")
+    print(f"retrieved: {', '.join(report['retrieved']) or '(nothing)'}")
+    for m in report["matches"]:
+        status = "kept" if m["kept"] else f"dropped: {m['why_not']}"
+        print(f"  [{m['span'][0]}:{m['span'][1]}] {m['phonemes']} -> {', '.join(m['words'])}  ({status})")
+    return 0
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("hotwords", help="build and query hotword databases (entity names for the prompt)")
+    hw = p.add_subparsers(dest="hotwords", required=True, metavar="WHAT")
+    b = hw.add_parser("build", help="build a database from a UTF-8 list",
+                      description="One entry per line: WORD[<TAB>WEIGHT[<TAB>CATEGORY]]; '#' starts a comment. "
+                                  "Lines that cannot be used are reported with their numbers and skipped "
+                                  "(--strict: nothing is written). Entries that sound alike form one group.")
+    b.add_argument("file", type=Path)
+    b.add_argument("-o", "--output", type=Path, required=True, help="database file to write")
+    b.add_argument("--bundle", type=Path, help="take the phoneme inventory from this bundle (default: v1)")
+    b.add_argument("--strict", action="store_true", help="fail on any bad line")
+    b.set_defaults(func=cmd_build)
+    q = hw.add_parser("query", help="show what a text or phoneme string would retrieve, and why")
+    q.add_argument("database", type=Path)
+    src = q.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", help="text to pronounce with the lexicon, as if it had been spoken")
+    src.add_argument("--phonemes", help="space-separated phonemes, e.g. the 'phonemes' of a listen --json event")
+    q.add_argument("--top-k", type=int, default=RetrievalConfig.top_k)
+    q.add_argument("--min-phonemes", type=int, default=RetrievalConfig.min_phonemes)
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_query)

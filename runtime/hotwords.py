@@ -1,0 +1,337 @@
+"""Hotword retrieval: a phoneme-keyed Aho-Corasick database, scanned over the greedy CTC phonemes.
+
+    entries ("惠新西街", weight, category) --lexicon--> phoneme key --> automaton (key -> key id)
+    key id -> homophone group (every entry with that pronunciation: 惠新西街, 彗新西街)
+
+Retrieval per utterance (`RetrievalSession`): the phoneme string grows chunk by chunk and only the
+new part (plus the longest key minus one) is scanned; matches inside a longer match are dropped
+(NIO inside NIO House); keys shorter than `min_phonemes` (two-syllable names cause most false matches
+at a million entries, FACTS.md) count only if they are per-stream additions; the top K by length,
+then weight, go into the prompt. Per-stream additions and removals sit on top of the shared base.
+
+The file never runs code when loaded: arrays and text in checksummed sections, and the automaton as
+a pickle read by an unpickler that can construct nothing but `ahocorasick.Automaton`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import pickle
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nim4_edge.runtime.errors import Nim4Error
+from nim4_edge.runtime.lexicon import Lexicon
+from nim4_edge.runtime.phonemes import PhonemeInventory
+
+MAGIC = b"NIM4HOTW"
+FORMAT_VERSION = 1
+
+
+class HotwordError(Nim4Error):
+    """A hotword file or database that cannot be used."""
+
+
+@dataclass(frozen=True)
+class HotwordEntry:
+    word: str
+    weight: float = 1.0
+    category: str = ""
+
+
+def inventory_fingerprint(inventory: PhonemeInventory) -> str:
+    return hashlib.sha256("\n".join(inventory.symbols).encode()).hexdigest()
+
+
+class _AutomatonOnly(pickle.Unpickler):
+    """Unpickles an ahocorasick.Automaton and refuses every other global (no code from the file)."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) == ("ahocorasick", "Automaton"):
+            import ahocorasick
+
+            return ahocorasick.Automaton
+        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a hotword database")
+
+
+def _build_automaton(keys: list[str]):
+    import ahocorasick
+
+    automaton = ahocorasick.Automaton()
+    for key_id, key in enumerate(keys):
+        automaton.add_word(key, key_id)
+    if keys:
+        automaton.make_automaton()
+    return automaton
+
+
+class HotwordDatabase:
+    """Entries grouped by phoneme key, and the automaton over the keys."""
+
+    def __init__(self, inventory: PhonemeInventory, words: list[str], weights: np.ndarray, categories: list[str],
+                 keys: list[str], group_offsets: np.ndarray, group_entries: np.ndarray, automaton=None):
+        self.inventory = inventory
+        self.words, self.weights, self.categories = words, weights, categories
+        self.keys = keys  # key id -> code-point string
+        self.key_lengths = np.fromiter((len(k) for k in keys), dtype=np.int32, count=len(keys))
+        self.group_offsets, self.group_entries = group_offsets, group_entries  # CSR: key id -> entry ids
+        self.automaton = automaton if automaton is not None else _build_automaton(keys)
+        self.max_key_length = int(self.key_lengths.max()) if len(keys) else 0
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    @classmethod
+    def build(cls, entries: Iterable[tuple[HotwordEntry, list[str]]], inventory: PhonemeInventory,
+              encode) -> "HotwordDatabase":
+        """entries: (entry, phonemes) pairs; `encode`: phonemes -> code-point key."""
+        words, weights, categories, key_of = [], [], [], []
+        key_ids: dict[str, int] = {}
+        keys: list[str] = []
+        for entry, phonemes in entries:
+            key = encode(phonemes)
+            if key not in key_ids:
+                key_ids[key] = len(keys)
+                keys.append(key)
+            words.append(entry.word)
+            weights.append(entry.weight)
+            categories.append(entry.category)
+            key_of.append(key_ids[key])
+        key_of_arr = np.asarray(key_of, dtype=np.int32)
+        order = np.lexsort((-np.asarray(weights, dtype=np.float32), key_of_arr))  # by key, heaviest first
+        counts = np.bincount(key_of_arr, minlength=len(keys))
+        offsets = np.zeros(len(keys) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        return cls(inventory, words, np.asarray(weights, dtype=np.float32), categories, keys, offsets,
+                   order.astype(np.int32))
+
+    def group(self, key_id: int) -> np.ndarray:
+        """Entry ids of one pronunciation, heaviest first."""
+        return self.group_entries[self.group_offsets[key_id] : self.group_offsets[key_id + 1]]
+
+    # --- file format ----------------------------------------------------------------------------
+
+    def save(self, path: Path) -> None:
+        """Write through a temporary file and rename (nothing half-written)."""
+        from nim4_edge.runtime.atomic import write_bytes_atomic
+
+        sections = {
+            "words": "\n".join(self.words).encode("utf-8"),
+            "categories": "\n".join(self.categories).encode("utf-8"),
+            "weights": self.weights.astype("<f4").tobytes(),
+            "keys": "\n".join(self.keys).encode("utf-8"),
+            "group_offsets": self.group_offsets.astype("<i8").tobytes(),
+            "group_entries": self.group_entries.astype("<i4").tobytes(),
+            "automaton": pickle.dumps(self.automaton, protocol=5),
+        }
+        layout, offset = {}, 0
+        for name, data in sections.items():
+            layout[name] = {"offset": offset, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            offset += len(data)
+        header = json.dumps({
+            "format_version": FORMAT_VERSION,
+            "inventory": {"version": self.inventory.version, "sha256": inventory_fingerprint(self.inventory),
+                          "symbols": list(self.inventory.symbols)},
+            "entries": len(self.words),
+            "keys": len(self.keys),
+            "sections": layout,
+        }, ensure_ascii=False).encode("utf-8")
+        blob = MAGIC + struct.pack("<II", FORMAT_VERSION, len(header)) + header + b"".join(sections.values())
+        write_bytes_atomic(Path(path), blob)
+
+    @classmethod
+    def load(cls, path: Path, expected_inventory: PhonemeInventory | None = None) -> "HotwordDatabase":
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise HotwordError(f"{path}: no such hotword database (build one: nim4-edge hotwords build LIST -o {path})") from None
+        if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 8:
+            raise HotwordError(f"{path}: not a nim4-edge hotword database")
+        version, header_bytes = struct.unpack("<II", data[len(MAGIC) : len(MAGIC) + 8])
+        if version != FORMAT_VERSION:
+            raise HotwordError(f"{path}: database format {version}, this nim4-edge reads {FORMAT_VERSION}; rebuild it")
+        start = len(MAGIC) + 8
+        try:
+            header = json.loads(data[start : start + header_bytes])
+            inventory = PhonemeInventory(header["inventory"]["version"], tuple(header["inventory"]["symbols"]))
+        except (ValueError, KeyError, TypeError):
+            raise HotwordError(f"{path}: corrupt header (truncated or tampered); rebuild the database") from None
+        if expected_inventory is not None and inventory_fingerprint(inventory) != inventory_fingerprint(expected_inventory):
+            raise HotwordError(f"{path}: built with phoneme inventory {inventory.version} ({header['inventory']['sha256'][:12]}), "
+                               f"the bundle uses {expected_inventory.version} ({inventory_fingerprint(expected_inventory)[:12]}); "
+                               "rebuild it with --bundle")
+        body = start + header_bytes
+        sections = {}
+        for name, where in header["sections"].items():
+            chunk = data[body + where["offset"] : body + where["offset"] + where["bytes"]]
+            if len(chunk) != where["bytes"] or hashlib.sha256(chunk).hexdigest() != where["sha256"]:
+                raise HotwordError(f"{path}: section {name!r} is truncated or was modified; rebuild the database")
+            sections[name] = chunk
+        split = lambda b: b.decode("utf-8").split("\n") if b else []  # noqa: E731
+        try:
+            automaton = _AutomatonOnly(io.BytesIO(sections["automaton"])).load()
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
+            raise HotwordError(f"{path}: automaton section rejected ({e})") from None
+        words = split(sections["words"])
+        categories = split(sections["categories"]) or [""] * len(words)
+        if len(categories) != len(words):
+            categories = [""] * len(words)
+        return cls(inventory, words, np.frombuffer(sections["weights"], "<f4"), categories,
+                   split(sections["keys"]), np.frombuffer(sections["group_offsets"], "<i8"),
+                   np.frombuffer(sections["group_entries"], "<i4"), automaton)
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    top_k: int = 10  # words put into the prompt at most
+    min_phonemes: int = 5  # shorter keys (two-syllable names: 4 phonemes) need to be per-stream additions
+    max_group: int = 5  # homophones of one key put into the prompt at most (heaviest first)
+
+
+@dataclass
+class Match:
+    start: int  # phoneme index in the utterance
+    end: int  # exclusive
+    key_id: int
+    source: str  # "base" or "stream"
+
+
+class HotwordRetriever:
+    """One stream's view: the shared base database plus this stream's additions and removals."""
+
+    def __init__(self, database: HotwordDatabase | None, lexicon: Lexicon, config: RetrievalConfig = RetrievalConfig()):
+        self.base = database
+        self.lexicon = lexicon
+        self.config = config
+        self.removed: set[str] = set()
+        self._added: dict[str, HotwordEntry] = {}
+        self._added_keys: list[str] = []
+        self._added_groups: list[list[str]] = []
+        self._added_automaton = None
+
+    def add(self, entries: Iterable[HotwordEntry]) -> None:
+        """Per-stream additions (e.g. the driver's contacts); the base stays untouched."""
+        for entry in entries:
+            self.lexicon.phonemes(entry.word)  # raises for words with no pronunciation
+            self._added[entry.word] = entry
+            self.removed.discard(entry.word)
+        self._rebuild_additions()
+
+    def remove(self, words: Iterable[str]) -> None:
+        for word in words:
+            self.removed.add(word)
+            self._added.pop(word, None)
+        self._rebuild_additions()
+
+    def _rebuild_additions(self) -> None:
+        groups: dict[str, list[str]] = {}
+        for entry in sorted(self._added.values(), key=lambda e: -e.weight):
+            groups.setdefault(self.lexicon.encode(self.lexicon.phonemes(entry.word)), []).append(entry.word)
+        self._added_keys = list(groups)
+        self._added_groups = list(groups.values())
+        self._added_automaton = _build_automaton(self._added_keys) if groups else None
+
+    def session(self) -> "RetrievalSession":
+        return RetrievalSession(self)
+
+    def retrieve(self, phonemes: list[str]) -> list[str]:
+        """Whole-utterance retrieval (a session fed once)."""
+        session = self.session()
+        session.extend(phonemes)
+        return session.words()
+
+
+@dataclass
+class RetrievalSession:
+    """One utterance: phonemes arrive chunk by chunk; each call scans only what is new."""
+
+    retriever: HotwordRetriever
+    code: str = ""
+    matches: list[Match] = field(default_factory=list)
+
+    def extend(self, phonemes: list[str]) -> None:
+        self.extend_code(self.retriever.lexicon.encode(phonemes))
+
+    def extend_code(self, code: str) -> None:
+        """Append phonemes in code-point form (Lexicon.encode / encode_ids) and scan what is new."""
+        if not code:
+            return
+        old = len(self.code)
+        self.code += code
+        for source, automaton, lengths, longest in self._automata():
+            overlap = max(0, old - (longest - 1))  # a key ending in the new part starts here at the earliest
+            for end_index, key_id in automaton.iter(self.code, overlap):
+                end = end_index + 1
+                if end > old:  # ends in the new part: not found before
+                    self.matches.append(Match(end - lengths[key_id], end, key_id, source))
+
+    def _automata(self):
+        r = self.retriever
+        if r.base is not None and len(r.base.keys):
+            yield "base", r.base.automaton, r.base.key_lengths, r.base.max_key_length
+        if r._added_automaton is not None:
+            lengths = [len(k) for k in r._added_keys]
+            yield "stream", r._added_automaton, lengths, max(lengths)
+
+    def candidates(self) -> list[tuple[Match, list[str], float, str]]:
+        """(match, words, weight, why) for every match, best first; `why` is "" for kept ones."""
+        r, cfg = self.retriever, self.retriever.config
+        spans = [(m.start, m.end) for m in self.matches]
+        out = []
+        for m in self.matches:
+            inside = any(s <= m.start and m.end <= e and (e - s) > (m.end - m.start) for s, e in spans)
+            if m.source == "base":
+                ids = r.base.group(m.key_id)
+                words = [r.base.words[i] for i in ids if r.base.words[i] not in r.removed][: cfg.max_group]
+                weight = float(r.base.weights[ids[0]]) if len(ids) else 0.0
+            else:
+                words = r._added_groups[m.key_id][: cfg.max_group]
+                weight = max(r._added[w].weight for w in words)
+            why = ("inside a longer match" if inside else
+                   f"shorter than {cfg.min_phonemes} phonemes" if m.source == "base" and m.end - m.start < cfg.min_phonemes else
+                   "removed for this stream" if not words else "")
+            out.append((m, words, weight, why))
+        out.sort(key=lambda c: (c[3] != "", -(c[0].end - c[0].start), -c[2], c[0].start))
+        return out
+
+    def words(self) -> list[str]:
+        chosen: list[str] = []
+        for _, words, _, why in self.candidates():
+            if why:
+                continue
+            for word in words:
+                if word not in chosen and len(chosen) < self.retriever.config.top_k:
+                    chosen.append(word)
+        return chosen
+
+
+def parse_hotword_lines(lines: Iterable[str]) -> tuple[list[tuple[int, HotwordEntry]], list[tuple[int, str]]]:
+    """`word[<TAB>weight[<TAB>category]]` per line; '#' comments and blank lines are skipped.
+    Returns (line number, entry) pairs and (line number, problem) for lines that were skipped."""
+    entries, problems, seen = [], [], set()
+    for number, raw in enumerate(lines, 1):
+        line = raw.rstrip("\r\n")
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.split("\t")
+        word = parts[0].strip()
+        weight = 1.0
+        if len(parts) > 1 and parts[1].strip():
+            try:
+                weight = float(parts[1])
+            except ValueError:
+                problems.append((number, f"weight {parts[1]!r} is not a number"))
+                continue
+        if word in seen:
+            problems.append((number, f"duplicate entry {word!r} (first one kept)"))
+            continue
+        seen.add(word)
+        entries.append((number, HotwordEntry(word, weight, parts[2].strip() if len(parts) > 2 else "")))
+    return entries, problems

