@@ -58,7 +58,7 @@ def cmd_build(args) -> int:
         raise Nim4Error(f"{len(problems)} bad line(s) in {args.file} and --strict was given; nothing written")
     if not pronounced:
         raise HotwordError(f"{args.file}: no usable entries (one word or name per line, optional TAB weight TAB category)")
-    database = HotwordDatabase.build(pronounced, lexicon.inventory, lexicon.encode)
+    database = HotwordDatabase.build(pronounced, lexicon)
     database.save(args.output)
     print(f"wrote {args.output}: {len(database)} entries, {len(database.keys)} pronunciations, "
           f"{len(problems)} line(s) skipped, {time.perf_counter() - t0:.1f} s", file=sys.stderr)
@@ -68,7 +68,7 @@ def cmd_build(args) -> int:
 def cmd_query(args) -> int:
     database = HotwordDatabase.load(args.database)
     lexicon = Lexicon(database.inventory)
-    retriever = HotwordRetriever(database, lexicon, RetrievalConfig(top_k=args.top_k, min_phonemes=args.min_phonemes))
+    retriever = HotwordRetriever(database, lexicon, RetrievalConfig(top_k=args.top_k, min_syllables=args.min_syllables))
     phonemes = args.phonemes.split() if args.phonemes is not None else lexicon.phonemes(args.text)
     unknown = [p for p in phonemes if p not in lexicon._ids]
     if unknown:
@@ -113,6 +113,6 @@ def add_commands(sub) -> None:
     src.add_argument("--text", help="text to pronounce with the lexicon, as if it had been spoken")
     src.add_argument("--phonemes", help="space-separated phonemes, e.g. the 'phonemes' of a listen --json event")
     q.add_argument("--top-k", type=int, default=RetrievalConfig.top_k)
-    q.add_argument("--min-phonemes", type=int, default=RetrievalConfig.min_phonemes)
+    q.add_argument("--min-syllables", type=int, default=RetrievalConfig.min_syllables)
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_query)

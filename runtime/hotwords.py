@@ -5,9 +5,9 @@
 
 Retrieval per utterance (`RetrievalSession`): the phoneme string grows chunk by chunk and only the
 new part (plus the longest key minus one) is scanned; matches inside a longer match are dropped
-(NIO inside NIO House); keys shorter than `min_phonemes` (two-syllable names cause most false matches
-at a million entries, FACTS.md) count only if they are per-stream additions; the top K by length,
-then weight, go into the prompt. Per-stream additions and removals sit on top of the shared base.
+(NIO inside NIO House); keys of fewer than `min_syllables` syllables (two-syllable names cause most
+false matches at a million entries, FACTS.md) count only if they are per-stream additions; the top K
+by length, then weight, go into the prompt. Per-stream additions and removals sit on top of the shared base.
 
 The file never runs code when loaded: arrays and text in checksummed sections, and the automaton as
 a pickle read by an unpickler that can construct nothing but `ahocorasick.Automaton`.
@@ -75,8 +75,10 @@ class HotwordDatabase:
     """Entries grouped by phoneme key, and the automaton over the keys."""
 
     def __init__(self, inventory: PhonemeInventory, words: list[str], weights: np.ndarray, categories: list[str],
-                 keys: list[str], group_offsets: np.ndarray, group_entries: np.ndarray, automaton=None):
+                 keys: list[str], key_syllables: np.ndarray, group_offsets: np.ndarray, group_entries: np.ndarray,
+                 automaton=None):
         self.inventory = inventory
+        self.key_syllables = key_syllables  # key id -> syllable count
         self.words, self.weights, self.categories = words, weights, categories
         self.keys = keys  # key id -> code-point string
         self.key_lengths = np.fromiter((len(k) for k in keys), dtype=np.int32, count=len(keys))
@@ -88,10 +90,10 @@ class HotwordDatabase:
         return len(self.words)
 
     @classmethod
-    def build(cls, entries: Iterable[tuple[HotwordEntry, list[str]]], inventory: PhonemeInventory,
-              encode) -> "HotwordDatabase":
-        """entries: (entry, phonemes) pairs; `encode`: phonemes -> code-point key."""
-        words, weights, categories, key_of = [], [], [], []
+    def build(cls, entries: Iterable[tuple[HotwordEntry, list[str]]], lexicon: Lexicon) -> "HotwordDatabase":
+        """entries: (entry, phonemes) pairs, phonemes of `lexicon`'s inventory."""
+        encode = lexicon.encode
+        words, weights, categories, key_of, syllables = [], [], [], [], []
         key_ids: dict[str, int] = {}
         keys: list[str] = []
         for entry, phonemes in entries:
@@ -99,6 +101,7 @@ class HotwordDatabase:
             if key not in key_ids:
                 key_ids[key] = len(keys)
                 keys.append(key)
+                syllables.append(lexicon.syllables(phonemes))
             words.append(entry.word)
             weights.append(entry.weight)
             categories.append(entry.category)
@@ -108,8 +111,8 @@ class HotwordDatabase:
         counts = np.bincount(key_of_arr, minlength=len(keys))
         offsets = np.zeros(len(keys) + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
-        return cls(inventory, words, np.asarray(weights, dtype=np.float32), categories, keys, offsets,
-                   order.astype(np.int32))
+        return cls(lexicon.inventory, words, np.asarray(weights, dtype=np.float32), categories, keys,
+                   np.asarray(syllables, dtype=np.int16), offsets, order.astype(np.int32))
 
     def group(self, key_id: int) -> np.ndarray:
         """Entry ids of one pronunciation, heaviest first."""
@@ -126,6 +129,7 @@ class HotwordDatabase:
             "categories": "\n".join(self.categories).encode("utf-8"),
             "weights": self.weights.astype("<f4").tobytes(),
             "keys": "\n".join(self.keys).encode("utf-8"),
+            "key_syllables": self.key_syllables.astype("<i2").tobytes(),
             "group_offsets": self.group_offsets.astype("<i8").tobytes(),
             "group_entries": self.group_entries.astype("<i4").tobytes(),
             "automaton": pickle.dumps(self.automaton, protocol=5),
@@ -184,14 +188,15 @@ class HotwordDatabase:
         if len(categories) != len(words):
             categories = [""] * len(words)
         return cls(inventory, words, np.frombuffer(sections["weights"], "<f4"), categories,
-                   split(sections["keys"]), np.frombuffer(sections["group_offsets"], "<i8"),
+                   split(sections["keys"]), np.frombuffer(sections["key_syllables"], "<i2"),
+                   np.frombuffer(sections["group_offsets"], "<i8"),
                    np.frombuffer(sections["group_entries"], "<i4"), automaton)
 
 
 @dataclass(frozen=True)
 class RetrievalConfig:
     top_k: int = 10  # words put into the prompt at most
-    min_phonemes: int = 5  # shorter keys (two-syllable names: 4 phonemes) need to be per-stream additions
+    min_syllables: int = 3  # shorter base keys (two-syllable names) need to be per-stream additions
     max_group: int = 5  # homophones of one key put into the prompt at most (heaviest first)
 
 
@@ -295,7 +300,7 @@ class RetrievalSession:
                 words = r._added_groups[m.key_id][: cfg.max_group]
                 weight = max(r._added[w].weight for w in words)
             why = ("inside a longer match" if inside else
-                   f"shorter than {cfg.min_phonemes} phonemes" if m.source == "base" and m.end - m.start < cfg.min_phonemes else
+                   f"fewer than {cfg.min_syllables} syllables" if m.source == "base" and r.base.key_syllables[m.key_id] < cfg.min_syllables else
                    "removed for this stream" if not words else "")
             out.append((m, words, weight, why))
         out.sort(key=lambda c: (c[3] != "", -(c[0].end - c[0].start), -c[2], c[0].start))

@@ -27,6 +27,7 @@ _HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _TOKEN = re.compile(rf"[{_HAN}]+|[A-Za-z]+(?:'[A-Za-z]+)?|\d+")
 _HAN_RUN = re.compile(rf"[{_HAN}]+")
 _STRESS = re.compile(r"\d")
+_ARPABET_VOWELS = frozenset("AA AE AH AO AW AY EH ER EY IH IY OW OY UH UW".split())
 
 # Place-name readings pypinyin gets wrong without the district context (our table, checked by hand).
 PLACE_PHRASES = {"朝阳": [["cháo"], ["yáng"]]}
@@ -149,6 +150,14 @@ class Lexicon:
             if syllable.startswith(initial) and len(syllable) > len(initial) + 1:
                 return [initial, syllable[len(initial):]]
         return {"yi1": ["i1"], "er4": ["er4"], "wu3": ["u3"]}[syllable]
+
+    @staticmethod
+    def is_nucleus(symbol: str) -> bool:
+        """A syllable's core: a tonal pinyin final (ang2) or an ARPAbet vowel (AY)."""
+        return symbol[-1:] in "12345" if symbol.islower() else symbol in _ARPABET_VOWELS
+
+    def syllables(self, phonemes: list[str]) -> int:
+        return sum(self.is_nucleus(p) for p in phonemes)
 
     def encode(self, phonemes: list[str]) -> str:
         """Phoneme symbols -> one code point each (the form the Aho-Corasick automaton indexes)."""

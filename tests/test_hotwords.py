@@ -35,7 +35,7 @@ WORDS = [("惠新西街", 2.0), ("彗新西街", 1.0), ("朝阳公园", 1.0), ("
 
 def _db(words=WORDS) -> HotwordDatabase:
     entries = [(HotwordEntry(w, weight), LEX.phonemes(w)) for w, weight in words]
-    return HotwordDatabase.build(entries, LEX.inventory, LEX.encode)
+    return HotwordDatabase.build(entries, LEX)
 
 
 def test_polyphones_follow_the_phrase():
@@ -62,7 +62,7 @@ def test_homophones_share_one_key_heaviest_first():
 
 
 def test_longest_match_wins():
-    retriever = HotwordRetriever(_db(), LEX, RetrievalConfig(min_phonemes=1))
+    retriever = HotwordRetriever(_db(), LEX, RetrievalConfig(min_syllables=1))
     assert retriever.retrieve(LEX.phonemes("go to NIO House")) == ["NIO House"]
     assert retriever.retrieve(LEX.phonemes("NIO")) == ["NIO"]
 
@@ -70,7 +70,7 @@ def test_longest_match_wins():
 def test_short_entries_need_a_stream_addition():
     retriever = HotwordRetriever(_db(), LEX)
     spoken = LEX.phonemes("打电话给张伟")
-    assert retriever.retrieve(spoken) == []  # 3 phonemes: too short to trust from a million-entry base
+    assert retriever.retrieve(spoken) == []  # 2 syllables: too short to trust from a million-entry base
     retriever.add([HotwordEntry("张伟", 1.0, "contact")])  # the driver's contacts
     assert retriever.retrieve(spoken) == ["张伟"]
     other = HotwordRetriever(_db(), LEX)  # another stream over the same base: unaffected
@@ -80,7 +80,7 @@ def test_short_entries_need_a_stream_addition():
 
 
 def test_incremental_scan_equals_whole_scan():
-    retriever = HotwordRetriever(_db(), LEX, RetrievalConfig(min_phonemes=1))
+    retriever = HotwordRetriever(_db(), LEX, RetrievalConfig(min_syllables=1))
     phonemes = LEX.phonemes("导航到惠新西街再去朝阳公园看NIO House")
     whole = retriever.session()
     whole.extend(phonemes)
@@ -204,7 +204,7 @@ def test_runtime_puts_retrieved_hotwords_into_the_final_prompt(tiny_bundle, tmp_
     assert len(plain.phonemes) >= 8 and "Contextual hints" not in plain_suffix
     heard = plain.phonemes[2:8]
     db = HotwordDatabase.build([(HotwordEntry("惠新西街"), heard), (HotwordEntry("彗新西街"), heard)],
-                               LEX.inventory, LEX.encode)
+                               LEX)
     db.save(tmp_path / "hw.db")
     final, suffix = run(RecognizerConfig(bundle=tiny_bundle, partial_every_chunks=0, vad=VadConfig("webrtc"),
                                          hotwords=tmp_path / "hw.db"))
