@@ -9,7 +9,7 @@ from pathlib import Path
 
 from nim4_edge.runtime.errors import Nim4Error
 from nim4_edge.runtime.hotwords import HotwordDatabase, HotwordError, HotwordRetriever, RetrievalConfig, parse_hotword_lines
-from nim4_edge.runtime.lexicon import Lexicon, LexiconError
+from nim4_edge.runtime.lexicon import Lexicon, LexiconError, pronounce_many
 from nim4_edge.runtime.phonemes import PhonemeInventory
 
 
@@ -37,17 +37,19 @@ def cmd_build(args) -> int:
     lines = _read_lines(args.file)
     entries, problems = parse_hotword_lines(lines)
     lexicon = Lexicon(_inventory(args.bundle))
+    t0 = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        if sys.stderr.isatty():
+            print(f"\rpronouncing {done}/{total} ({time.perf_counter() - t0:.0f} s)", end="", file=sys.stderr, flush=True)
+
     pronounced = []
-    t0, last = time.perf_counter(), 0.0
-    for i, (number, entry) in enumerate(entries, 1):
-        try:
-            pronounced.append((entry, lexicon.phonemes(entry.word)))
-        except LexiconError as e:
-            problems.append((number, str(e)))
-        now = time.perf_counter()
-        if sys.stderr.isatty() and now - last > 0.2:
-            print(f"\rpronouncing {i}/{len(entries)}", end="", file=sys.stderr)
-            last = now
+    results = pronounce_many([entry.word for _, entry in entries], lexicon.inventory, args.jobs, progress=progress)
+    for (number, entry), phonemes in zip(entries, results):
+        if isinstance(phonemes, LexiconError):
+            problems.append((number, str(phonemes)))
+        else:
+            pronounced.append((entry, phonemes))
     if sys.stderr.isatty():
         print("\r\033[K", end="", file=sys.stderr)
     for number, problem in sorted(problems)[:20]:
@@ -106,6 +108,7 @@ def add_commands(sub) -> None:
     b.add_argument("-o", "--output", type=Path, required=True, help="database file to write")
     b.add_argument("--bundle", type=Path, help="take the phoneme inventory from this bundle (default: v1)")
     b.add_argument("--strict", action="store_true", help="fail on any bad line")
+    b.add_argument("--jobs", type=int, default=0, help="processes for pronouncing entries (0 = all cores)")
     b.set_defaults(func=cmd_build)
     q = hw.add_parser("query", help="show what a text or phoneme string would retrieve, and why")
     q.add_argument("database", type=Path)

@@ -46,6 +46,30 @@ _GRAPHEMES = [
 ]
 
 
+_INITIALS = ("zh", "ch", "sh", "b", "p", "m", "f", "d", "t", "n", "l", "g", "k", "h", "j", "q", "x", "r", "z", "c", "s")
+# Zero-initial spellings -> strict finals (the Pinyin orthography rules for y- and w-).
+_Y_W = {"yi": "i", "ya": "ia", "ye": "ie", "yao": "iao", "you": "iou", "yan": "ian", "yin": "in", "yang": "iang",
+        "ying": "ing", "yong": "iong", "yo": "io", "yu": "v", "yue": "ve", "yuan": "van", "yun": "vn", "wu": "u",
+        "wa": "ua", "wo": "uo", "wai": "uai", "wei": "uei", "wan": "uan", "wen": "uen", "wang": "uang", "weng": "ueng"}
+_ABBREVIATED = {"iu": "iou", "ui": "uei", "un": "uen"}
+
+
+def split_syllable(syllable: str) -> list[str]:
+    """'hui4' -> ['h', 'uei4'], 'you3' -> ['iou3'], 'ju4' -> ['j', 'v4'], 'n2' -> ['n2']: a TONE3 pinyin
+    syllable (v for ü) -> initial + final in strict spelling, tone 5 when none is written."""
+    tone = syllable[-1] if syllable[-1:] in "12345" else "5"
+    body = syllable.rstrip("12345")
+    if body in _Y_W:
+        return [_Y_W[body] + tone]
+    for initial in _INITIALS:
+        if body.startswith(initial) and len(body) > len(initial):
+            final = body[len(initial):]
+            if initial in ("j", "q", "x") and final.startswith("u"):
+                final = "v" + final[1:]  # ju = jü
+            return [initial, _ABBREVIATED.get(final, final) + tone]
+    return [body + tone]  # a, e, o, ai, er, ang, ... and syllabic n, m, ng
+
+
 class LexiconError(Nim4Error):
     """A word with no pronunciation in the inventory."""
 
@@ -77,16 +101,12 @@ class Lexicon:
         from pypinyin import Style
 
         _load_place_phrases()
-        initials = pypinyin.lazy_pinyin(run, style=Style.INITIALS, strict=True)
-        finals = pypinyin.lazy_pinyin(run, style=Style.FINALS_TONE3, strict=True, neutral_tone_with_five=True)
-        whole = pypinyin.lazy_pinyin(run, style=Style.TONE3, neutral_tone_with_five=True)
+        # One pypinyin call per run (phrase context), split here: 3x faster than asking pypinyin for
+        # initials and finals separately, and equal to its strict style (a test checks all of GB2312's
+        # common characters).
         out: list[str] = []
-        for initial, final, syllable in zip(initials, finals, whole):
-            if not final:  # syllabic nasals: 嗯 n2, 呣 m2
-                final = syllable
-            if final and final[-1] not in "12345":
-                final += "5"
-            out += ([initial] if initial else []) + [final]
+        for syllable in pypinyin.lazy_pinyin(run, style=Style.TONE3, neutral_tone_with_five=True):
+            out += split_syllable(syllable)
         return tuple(out)
 
     def _english(self, word: str) -> list[str]:
@@ -145,11 +165,7 @@ class Lexicon:
 
     @staticmethod
     def _han_syllable(syllable: str) -> list[str]:
-        """A pinyin syllable with tone number -> initial + final, strict spelling (digits only)."""
-        for initial in ("zh", "ch", "sh", "b", "p", "m", "f", "d", "t", "n", "l", "g", "k", "h", "j", "q", "x", "r", "z", "c", "s"):
-            if syllable.startswith(initial) and len(syllable) > len(initial) + 1:
-                return [initial, syllable[len(initial):]]
-        return {"yi1": ["i1"], "er4": ["er4"], "wu3": ["u3"]}[syllable]
+        return split_syllable(syllable)
 
     @staticmethod
     def is_nucleus(symbol: str) -> bool:
@@ -168,6 +184,51 @@ class Lexicon:
 
     def encode_ids(self, ids) -> str:
         return "".join(chr(CODE_POINT_BASE + int(i)) for i in ids)
+
+
+def _pronounce_chunk(args: tuple[tuple[str, ...], PhonemeInventory]) -> list:
+    texts, inventory = args
+    lexicon = _worker_lexicon(inventory)
+    out = []
+    for text in texts:
+        try:
+            out.append(lexicon.phonemes(text))
+        except LexiconError as e:
+            out.append(e)
+    return out
+
+
+_WORKER: dict = {}
+
+
+def _worker_lexicon(inventory: PhonemeInventory) -> Lexicon:
+    if _WORKER.get("inventory") != inventory:
+        _WORKER.update(inventory=inventory, lexicon=Lexicon(inventory))
+    return _WORKER["lexicon"]
+
+
+def pronounce_many(texts: list[str], inventory: PhonemeInventory, jobs: int = 0, chunk: int = 2000,
+                   progress=None) -> list:
+    """Phonemes (or the LexiconError) of every text, in order, on `jobs` processes (0 = all cores).
+    Whole words are converted in each worker; pypinyin is the cost (~70-200 us per Mandarin word)."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    jobs = jobs or os.cpu_count() or 1
+    pieces = [(tuple(texts[i : i + chunk]), inventory) for i in range(0, len(texts), chunk)]
+    results: list = []
+    if jobs == 1 or len(pieces) <= 1:
+        for piece in pieces:
+            results += _pronounce_chunk(piece)
+            if progress:
+                progress(len(results), len(texts))
+        return results
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        for part in pool.map(_pronounce_chunk, pieces):
+            results += part
+            if progress:
+                progress(len(results), len(texts))
+    return results
 
 
 _PLACES_LOADED = False

@@ -210,3 +210,35 @@ def test_runtime_puts_retrieved_hotwords_into_the_final_prompt(tiny_bundle, tmp_
                                          hotwords=tmp_path / "hw.db"))
     assert final.hotwords == ["惠新西街", "彗新西街"]
     assert "Contextual hints: 惠新西街, 彗新西街." in suffix
+
+
+def test_bench_hotwords_reports_measured_figures():
+    from nim4_edge.recipes.hotword_bench import bench_hotwords, generate_entries, table
+
+    assert len(set(generate_entries(500))) == 500
+    report = bench_hotwords(300, queries=40, naive_queries=5)
+    assert report["entries"] == 300 and report["recall_exact"] == 1.0
+    assert report["query_us_p50"] > 0 and report["load_seconds"] > 0 and report["naive_substring_ms_p50"] > 0
+    assert "false retrievals" in table(report)
+
+
+def test_syllable_split_equals_pypinyin_strict_style():
+    """The lexicon asks pypinyin once per run (TONE3) and splits syllables itself; over every
+    character of the CJK block this must agree with pypinyin's own strict initials/finals, except a
+    few interjections whose strict spelling is not a final of the inventory."""
+    import pypinyin
+    from pypinyin import Style
+
+    from nim4_edge.runtime.lexicon import split_syllable
+
+    differ = set()
+    for code in range(0x4E00, 0x9FA6):
+        ch = chr(code)
+        whole = pypinyin.lazy_pinyin(ch, style=Style.TONE3, neutral_tone_with_five=True)[0]
+        if whole[-1:] not in "12345":
+            continue
+        initial = pypinyin.lazy_pinyin(ch, style=Style.INITIALS, strict=True)[0]
+        final = pypinyin.lazy_pinyin(ch, style=Style.FINALS_TONE3, strict=True, neutral_tone_with_five=True)[0]
+        if split_syllable(whole) != ([initial] if initial else []) + [final or whole]:
+            differ.add(ch)
+    assert differ <= {"哟", "唷", "喲", "噷"}  # yo1 -> io1 (pypinyin: o1), hm5 -> h m5 (pypinyin: h hm5)

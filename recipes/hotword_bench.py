@@ -1,0 +1,134 @@
+"""`nim4-edge bench hotwords --size N`: build, load, memory and query figures at scale.
+
+Entries are generated: Mandarin place names (2-3 characters + a suffix such as 路, 公园, 大厦; 60%)
+and English names (first name, optional middle initial, a surname like Ashford or Whitmore; 40%). Utterances plant one entry in a carrier phrase
+("导航到 X", "call X please"); phonemes come from the lexicon (a perfect phoneme head: this measures the
+database, not the model). Per query: latency of the automaton scan + filtering, recall of the planted
+entry (or a homophone of it), and other entries retrieved (false retrievals). A naive baseline
+(substring test of every key) runs on a few of the same queries, so the ratio is from one run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from nim4_edge.runtime.hotwords import HotwordDatabase, HotwordEntry, HotwordRetriever
+from nim4_edge.runtime.lexicon import Lexicon, pronounce_many
+from nim4_edge.runtime.report import format_table, percentile
+
+_CHARS = "惠新西街朝阳东南北中华海淀安宁平和兴旺福寿长春龙凤金银石花明光山水天德建国民生康乐泰丰盛嘉宝林园湖桥"
+_SUFFIXES = ("路", "街", "公园", "广场", "大厦", "酒店", "医院", "小区", "站", "中心")
+_FIRST = ("James Mary Robert Patricia John Jennifer Michael Linda David Elizabeth William Barbara Richard Susan "
+          "Joseph Jessica Thomas Sarah Charles Karen Daniel Nancy Matthew Lisa Anthony Betty Mark Sandra").split()
+# Surnames built from English place-name parts (Ash+ford, Whit+more, ...): a large, plausible space.
+_LAST_HEADS = ("Ash Brad Brook Cal Carl Chad Cliff Craw Dal Dun Ed Fair Gold Green Hal Hart Hay Kings Lang Lock "
+               "Mar Mid Mont New North Old Pem Red Rich Rock Ross Rut South Stan Stock Thorn West Whit Wood York").split()
+_LAST_TAILS = "ford more ton ley field wood son by well worth ham stead burn dale wick ridge".split()
+
+
+def generate_entries(size: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    names: set[str] = set()
+    while len(names) < size:
+        if rng.random() < 0.6:
+            names.add("".join(rng.choice(_CHARS) for _ in range(rng.randint(2, 3))) + rng.choice(_SUFFIXES))
+        else:
+            middle = rng.choice(("", "") + tuple(f"{c}. " for c in "ABCDEFGHJKLMNPRSTW"))
+            names.add(f"{rng.choice(_FIRST)} {middle}{rng.choice(_LAST_HEADS)}{rng.choice(_LAST_TAILS)}")
+    return sorted(names)
+
+
+def _load_in_fresh_process(path: Path) -> tuple[float, float]:
+    """Load time and RSS growth measured in a new interpreter (this one has freed memory to reuse)."""
+    code = (
+        "import json, sys, time\n"
+        "from nim4_edge.runtime.hotwords import HotwordDatabase\n"
+        "from nim4_edge.runtime.report import rss_bytes\n"
+        "import ahocorasick, numpy\n"
+        "before = rss_bytes(); t0 = time.perf_counter()\n"
+        "db = HotwordDatabase.load(sys.argv[1])\n"
+        "print(json.dumps([time.perf_counter() - t0, (rss_bytes() - before) / 2**20]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    load_s, rss_mb = json.loads(out.stdout)
+    return load_s, rss_mb
+
+
+def bench_hotwords(size: int, queries: int = 500, naive_queries: int = 10, seed: int = 0, jobs: int = 0) -> dict:
+    lexicon = Lexicon()
+    words = generate_entries(size, seed)
+    t0 = time.perf_counter()
+    pronounced = [(HotwordEntry(w), p) for w, p in zip(words, pronounce_many(words, lexicon.inventory, jobs))]
+    g2p_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    database = HotwordDatabase.build(pronounced, lexicon)
+    index_s = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.db"
+        database.save(path)
+        file_bytes = os.path.getsize(path)
+        del database, pronounced
+        load_s, rss_mb = _load_in_fresh_process(path)
+        database = HotwordDatabase.load(path)
+    retriever = HotwordRetriever(database, lexicon)
+    rng = random.Random(seed + 1)
+    latencies, hits, false_per_utt, naive_ms = [], 0, [], []
+    for i in range(queries):
+        target = words[rng.randrange(len(words))]
+        carrier = ("导航到{}", "我要去{}附近") if "\u4e00" <= target[0] <= "\u9fff" else ("call {} please", "navigate to {} now")
+        phonemes = lexicon.phonemes(rng.choice(carrier).format(target))
+        code = lexicon.encode(phonemes)
+        t0 = time.perf_counter()
+        session = retriever.session()
+        session.extend_code(code)
+        got = session.words()
+        latencies.append((time.perf_counter() - t0) * 1e6)
+        target_key = lexicon.encode(lexicon.phonemes(target))
+        same_sound = {w for w in got if lexicon.encode(lexicon.phonemes(w)) == target_key}
+        hits += bool(same_sound)
+        false_per_utt.append(len(set(got) - same_sound))
+        if i < naive_queries:
+            t0 = time.perf_counter()
+            _ = [k for k in database.keys if k in code]
+            naive_ms.append((time.perf_counter() - t0) * 1000)
+    return {
+        "entries": size,
+        "pronunciations": len(database.keys),
+        "g2p_seconds": g2p_s,
+        "g2p_processes": jobs or os.cpu_count(),
+        "index_seconds": index_s,
+        "build_seconds": g2p_s + index_s,
+        "load_seconds": load_s,
+        "rss_after_load_mb": rss_mb,
+        "file_mb": file_bytes / 1e6,
+        "queries": queries,
+        "query_us_p50": percentile(latencies, 50),
+        "query_us_p99": percentile(latencies, 99),
+        "recall_exact": hits / queries,
+        "false_retrievals_per_utterance": float(np.mean(false_per_utt)),
+        "naive_substring_ms_p50": percentile(naive_ms, 50),
+        "speedup_over_naive": percentile(naive_ms, 50) * 1000 / percentile(latencies, 50),
+    }
+
+
+def table(report: dict) -> str:
+    rows = [
+        ["entries / pronunciations", f"{report['entries']} / {report['pronunciations']}"],
+        ["build (g2p + index)", f"{report['build_seconds']:.1f} s ({report['g2p_seconds']:.1f} + {report['index_seconds']:.1f})"],
+        ["load", f"{report['load_seconds']:.2f} s"],
+        ["RSS added by load / file", f"{report['rss_after_load_mb']:.0f} MB / {report['file_mb']:.0f} MB"],
+        ["query p50 / p99 (exact)", f"{report['query_us_p50']:.0f} / {report['query_us_p99']:.0f} us"],
+        ["recall of planted entries (exact)", f"{100 * report['recall_exact']:.1f}%"],
+        ["false retrievals per utterance", f"{report['false_retrievals_per_utterance']:.2f}"],
+        ["naive substring scan p50", f"{report['naive_substring_ms_p50']:.1f} ms ({report['speedup_over_naive']:.0f}x slower)"],
+    ]
+    return format_table(["figure", "value"], rows)
