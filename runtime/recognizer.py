@@ -85,17 +85,22 @@ class Recognizer:
         # the math (0.6 ms instead of 40 us per 100 ms block, measured) and they fight onnxruntime and
         # llama.cpp for the cores. One thread while a recognizer lives (process-wide; restored on close).
         self._blas_limit = threadpool_limits(limits=1, user_api="blas")
-        self.config = config
-        self.bundle = Bundle.load(config.bundle, verify_hashes=config.verify_bundle_hashes)
-        manifest = self.bundle.manifest
-        if manifest.fbank.sample_rate_hz != SAMPLE_RATE_HZ:
-            raise Nim4Error(f"{config.bundle}: bundle expects {manifest.fbank.sample_rate_hz} Hz; this runtime's VAD runs at 16 kHz")
-        self.encoder = EncoderSession(self.bundle, num_threads=config.encoder_threads)
-        self.decoder_model = DecoderModel(self.bundle.decoder_file(config.decoder_variant), manifest.decoder,
-                                          config.decoder.n_gpu_layers)
-        self.lexicon = Lexicon(manifest.phonemes)
-        self.hotword_database = (HotwordDatabase.load(config.hotwords, expected_inventory=manifest.phonemes)
-                                 if config.hotwords else None)
+        try:
+            self.config = config
+            self.bundle = Bundle.load(config.bundle, verify_hashes=config.verify_bundle_hashes)
+            manifest = self.bundle.manifest
+            if manifest.fbank.sample_rate_hz != SAMPLE_RATE_HZ:
+                raise Nim4Error(f"{config.bundle}: bundle expects {manifest.fbank.sample_rate_hz} Hz; "
+                                "this runtime's VAD runs at 16 kHz")
+            self.encoder = EncoderSession(self.bundle, num_threads=config.encoder_threads)
+            self.lexicon = Lexicon(manifest.phonemes)
+            self.hotword_database = (HotwordDatabase.load(config.hotwords, expected_inventory=manifest.phonemes)
+                                     if config.hotwords else None)
+            self.decoder_model = DecoderModel(self.bundle.decoder_file(config.decoder_variant), manifest.decoder,
+                                              config.decoder.n_gpu_layers)
+        except BaseException:
+            self._blas_limit.restore_original_limits()
+            raise
 
     def create_stream(self) -> "Stream":
         return Stream(self)
