@@ -1,9 +1,11 @@
 """The streaming recognizer: audio in, partial and final text events out.
 
-    Recognizer (loads the bundle once: encoder session, decoder weights; shared by streams)
-      └─ Stream (one audio stream: resampler, VAD, endpointer; one utterance at a time)
-           └─ utterance: online fbank + CMVN -> encoder chunks (640 ms) -> greedy CTC phonemes
-                         + 4 embeddings appended to the decoder -> partials -> final at the endpoint
+    Recognizer (loads the bundle once: encoder session, decoder weights, hotword base; shared)
+      └─ Stream (one audio stream: resampler, one fbank, VAD, endpointer, decoder context, hotword
+         additions; one utterance at a time)
+           └─ utterance: CMVN'd fbank frames -> encoder chunks (640 ms) -> greedy CTC phonemes
+                         (-> hotword retrieval) + 4 embeddings appended to the decoder -> partials
+                         -> at the endpoint: exact encoder flush, final decode with the hotwords
 
     recognizer = Recognizer(RecognizerConfig(bundle=Path("bundle")))
     stream = recognizer.create_stream()
