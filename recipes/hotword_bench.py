@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nim4_edge.runtime.hotwords import HotwordDatabase, HotwordEntry, HotwordRetriever
+from nim4_edge.runtime.hotwords import HotwordDatabase, HotwordEntry, HotwordRetriever, RetrievalConfig
 from nim4_edge.runtime.lexicon import Lexicon, pronounce_many
 from nim4_edge.runtime.report import format_table, percentile
 
@@ -63,14 +63,32 @@ def _load_in_fresh_process(path: Path) -> tuple[float, float]:
     return load_s, rss_mb
 
 
-def bench_hotwords(size: int, queries: int = 500, naive_queries: int = 10, seed: int = 0, jobs: int = 0) -> dict:
+def inject_error(phonemes: list[str], start: int, end: int, rng: random.Random, symbols: list[str]) -> list[str]:
+    """One error inside [start, end): a wrong tone when there is a tonal final to change, else a
+    substitution, deletion or insertion (equally likely)."""
+    out = list(phonemes)
+    i = rng.randrange(start, end)
+    kind = rng.choice(("tone", "substitute", "delete", "insert"))
+    if kind == "tone" and out[i][-1:] in "12345" and out[i].islower():
+        out[i] = out[i][:-1] + rng.choice([t for t in "12345" if t != out[i][-1]])
+    elif kind == "delete":
+        del out[i]
+    elif kind == "insert":
+        out.insert(i, rng.choice(symbols))
+    else:
+        out[i] = rng.choice([s for s in symbols if s != out[i]])
+    return out
+
+
+def bench_hotwords(size: int, queries: int = 500, naive_queries: int = 10, seed: int = 0, jobs: int = 0,
+                   tolerant: bool = True) -> dict:
     lexicon = Lexicon()
     words = generate_entries(size, seed)
     t0 = time.perf_counter()
     pronounced = [(HotwordEntry(w), p) for w, p in zip(words, pronounce_many(words, lexicon.inventory, jobs))]
     g2p_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    database = HotwordDatabase.build(pronounced, lexicon)
+    database = HotwordDatabase.build(pronounced, lexicon, tolerant=tolerant)
     index_s = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.db"
@@ -80,8 +98,12 @@ def bench_hotwords(size: int, queries: int = 500, naive_queries: int = 10, seed:
         load_s, rss_mb = _load_in_fresh_process(path)
         database = HotwordDatabase.load(path)
     retriever = HotwordRetriever(database, lexicon)
+    fuzzy = HotwordRetriever(database, lexicon, RetrievalConfig(tolerant=True)) if tolerant else None
+    symbols = [s for s in lexicon.inventory.symbols[2:]]
     rng = random.Random(seed + 1)
     latencies, hits, false_per_utt, naive_ms = [], 0, [], []
+    err_exact_hits = err_fuzzy_hits = 0
+    fuzzy_latencies, fuzzy_false, rapidfuzz_ms = [], [], []
     for i in range(queries):
         target = words[rng.randrange(len(words))]
         carrier = ("导航到{}", "我要去{}附近") if "\u4e00" <= target[0] <= "\u9fff" else ("call {} please", "navigate to {} now")
@@ -100,6 +122,29 @@ def bench_hotwords(size: int, queries: int = 500, naive_queries: int = 10, seed:
             t0 = time.perf_counter()
             _ = [k for k in database.keys if k in code]
             naive_ms.append((time.perf_counter() - t0) * 1000)
+        if fuzzy is None:
+            continue
+        # the same utterance with one phoneme error inside the planted entry
+        start = code.find(target_key)
+        broken = inject_error(phonemes, start, start + len(target_key), rng, symbols)
+        broken_code = lexicon.encode(broken)
+        err_exact_hits += any(lexicon.encode(lexicon.phonemes(w)) == target_key for w in retriever.retrieve(broken))
+        t0 = time.perf_counter()
+        session = fuzzy.session()
+        session.extend_code(broken_code)
+        got = session.words()
+        fuzzy_latencies.append((time.perf_counter() - t0) * 1e6)
+        same_sound = {w for w in got if lexicon.encode(lexicon.phonemes(w)) == target_key}
+        err_fuzzy_hits += bool(same_sound)
+        fuzzy_false.append(len(set(got) - same_sound))
+        if i < naive_queries:  # brute-force fuzzy: every key against the one right window (a lower bound)
+            from rapidfuzz import process
+            from rapidfuzz.distance import Levenshtein
+
+            window = broken_code[start : start + len(target_key)]
+            t0 = time.perf_counter()
+            process.extract(window, database.keys, scorer=Levenshtein.distance, score_cutoff=1, limit=None)
+            rapidfuzz_ms.append((time.perf_counter() - t0) * 1000)
     return {
         "entries": size,
         "pronunciations": len(database.keys),
@@ -117,6 +162,13 @@ def bench_hotwords(size: int, queries: int = 500, naive_queries: int = 10, seed:
         "false_retrievals_per_utterance": float(np.mean(false_per_utt)),
         "naive_substring_ms_p50": percentile(naive_ms, 50),
         "speedup_over_naive": percentile(naive_ms, 50) * 1000 / percentile(latencies, 50),
+        "tolerant_index": tolerant,
+        "one_error_recall_exact": err_exact_hits / queries if tolerant else None,
+        "one_error_recall_tolerant": err_fuzzy_hits / queries if tolerant else None,
+        "tolerant_query_us_p50": percentile(fuzzy_latencies, 50) if tolerant else None,
+        "tolerant_query_us_p99": percentile(fuzzy_latencies, 99) if tolerant else None,
+        "tolerant_false_retrievals_per_utterance": float(np.mean(fuzzy_false)) if tolerant else None,
+        "rapidfuzz_all_keys_one_window_ms_p50": percentile(rapidfuzz_ms, 50) if tolerant else None,
     }
 
 
@@ -131,4 +183,12 @@ def table(report: dict) -> str:
         ["false retrievals per utterance", f"{report['false_retrievals_per_utterance']:.2f}"],
         ["naive substring scan p50", f"{report['naive_substring_ms_p50']:.1f} ms ({report['speedup_over_naive']:.0f}x slower)"],
     ]
+    if report["tolerant_index"]:
+        rows += [
+            ["one phoneme error: recall exact / tolerant", f"{100 * report['one_error_recall_exact']:.1f}% / "
+                                                          f"{100 * report['one_error_recall_tolerant']:.1f}%"],
+            ["tolerant query p50 / p99", f"{report['tolerant_query_us_p50']:.0f} / {report['tolerant_query_us_p99']:.0f} us"],
+            ["tolerant false retrievals per utterance", f"{report['tolerant_false_retrievals_per_utterance']:.2f}"],
+            ["rapidfuzz over all keys, one window", f"{report['rapidfuzz_all_keys_one_window_ms_p50']:.1f} ms"],
+        ]
     return format_table(["figure", "value"], rows)

@@ -136,7 +136,7 @@ def cmd_bench_vad(args) -> int:
 def cmd_bench_hotwords(args) -> int:
     from nim4_edge.recipes import hotword_bench
 
-    report = hotword_bench.bench_hotwords(args.size, queries=args.queries)
+    report = hotword_bench.bench_hotwords(args.size, queries=args.queries, tolerant=not args.exact_only)
     _print_json(report)
     print(hotword_bench.table(report), file=sys.stderr)
     return 0
@@ -256,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "a naive substring scan runs on a few of the same queries for the ratio.")
     b.add_argument("--size", type=int, default=1_000_000)
     b.add_argument("--queries", type=int, default=500)
+    b.add_argument("--exact-only", action="store_true", help="build without the tolerant half-key index")
     b.set_defaults(func=cmd_bench_hotwords)
     return parser
 

@@ -60,7 +60,7 @@ def cmd_build(args) -> int:
         raise Nim4Error(f"{len(problems)} bad line(s) in {args.file} and --strict was given; nothing written")
     if not pronounced:
         raise HotwordError(f"{args.file}: no usable entries (one word or name per line, optional TAB weight TAB category)")
-    database = HotwordDatabase.build(pronounced, lexicon)
+    database = HotwordDatabase.build(pronounced, lexicon, tolerant=args.tolerant)
     database.save(args.output)
     print(f"wrote {args.output}: {len(database)} entries, {len(database.keys)} pronunciations, "
           f"{len(problems)} line(s) skipped, {time.perf_counter() - t0:.1f} s", file=sys.stderr)
@@ -70,7 +70,10 @@ def cmd_build(args) -> int:
 def cmd_query(args) -> int:
     database = HotwordDatabase.load(args.database)
     lexicon = Lexicon(database.inventory)
-    retriever = HotwordRetriever(database, lexicon, RetrievalConfig(top_k=args.top_k, min_syllables=args.min_syllables))
+    if args.tolerant and database.tolerant is None:
+        raise Nim4Error(f"{args.database} was built without --tolerant; rebuild it to query tolerantly")
+    retriever = HotwordRetriever(database, lexicon, RetrievalConfig(top_k=args.top_k, min_syllables=args.min_syllables,
+                                                                    tolerant=args.tolerant))
     phonemes = args.phonemes.split() if args.phonemes is not None else lexicon.phonemes(args.text)
     unknown = [p for p in phonemes if p not in lexicon._ids]
     if unknown:
@@ -109,6 +112,9 @@ def add_commands(sub) -> None:
     b.add_argument("--bundle", type=Path, help="take the phoneme inventory from this bundle (default: v1)")
     b.add_argument("--strict", action="store_true", help="fail on any bad line")
     b.add_argument("--jobs", type=int, default=0, help="processes for pronouncing entries (0 = all cores)")
+    b.add_argument("--tolerant", action="store_true",
+                   help="also index half-keys, so retrieval can forgive one phoneme error or a wrong tone "
+                        "(more memory and build time; README has the figures)")
     b.set_defaults(func=cmd_build)
     q = hw.add_parser("query", help="show what a text or phoneme string would retrieve, and why")
     q.add_argument("database", type=Path)
@@ -117,5 +123,6 @@ def add_commands(sub) -> None:
     src.add_argument("--phonemes", help="space-separated phonemes, e.g. the 'phonemes' of a listen --json event")
     q.add_argument("--top-k", type=int, default=RetrievalConfig.top_k)
     q.add_argument("--min-syllables", type=int, default=RetrievalConfig.min_syllables)
+    q.add_argument("--tolerant", action="store_true", help="also find entries one phoneme error away")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_query)

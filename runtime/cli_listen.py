@@ -11,6 +11,7 @@ from pathlib import Path
 from nim4_edge.runtime.decoder import DecoderSettings
 from nim4_edge.runtime.endpoint import EndpointConfig
 from nim4_edge.runtime.errors import Nim4Error
+from nim4_edge.runtime.hotwords import RetrievalConfig
 from nim4_edge.runtime.recognizer import Event, Recognizer, RecognizerConfig
 from nim4_edge.runtime.vad import VAD_KINDS, VadConfig
 
@@ -44,6 +45,9 @@ def add_recognizer_flags(p) -> None:
                    help="a partial result every N 640 ms chunks; 0 = finals only (default 1)")
     p.add_argument("--threads", type=int, default=0, help="threads for encoder and decoder (0 = all cores)")
     p.add_argument("--hotwords", type=Path, metavar="DB", help="hotword database (nim4-edge hotwords build)")
+    p.add_argument("--hotwords-mode", choices=("exact", "tolerant", "text"), default="exact",
+                   help="exact: phonemes as heard; tolerant: forgive one phoneme error (database built with "
+                        "--tolerant); text: from a first-pass transcript (a second decode; default exact)")
 
 
 def build_recognizer(args) -> Recognizer:
@@ -57,6 +61,7 @@ def build_recognizer(args) -> Recognizer:
             partial_every_chunks=args.partial_every,
             encoder_threads=args.threads,
             hotwords=args.hotwords,
+            retrieval=RetrievalConfig(tolerant=args.hotwords_mode == "tolerant", from_text=args.hotwords_mode == "text"),
         )
     except ValueError as e:
         raise Nim4Error(str(e)) from None

@@ -71,13 +71,66 @@ def _build_automaton(keys: list[str]):
     return automaton
 
 
+class HalfIndex:
+    """For tolerant retrieval: each key of >= 4 phonemes split into a first and a second half. One
+    substituted, inserted or deleted phoneme (or a wrong tone) leaves at least one half intact, so an
+    exact scan for halves finds every candidate; candidates are then verified by edit distance."""
+
+    MIN_KEY = 4
+
+    def __init__(self, halves: list[str], offsets: np.ndarray, entries: np.ndarray, automaton=None):
+        self.halves = halves
+        self.offsets, self.entries = offsets, entries  # CSR: half id -> key_id * 2 + side (0 first, 1 second)
+        self.automaton = automaton if automaton is not None else _build_automaton(halves)
+        self.max_length = max((len(h) for h in halves), default=0)
+
+    @classmethod
+    def build(cls, keys: list[str]) -> "HalfIndex":
+        ids: dict[str, int] = {}
+        halves: list[str] = []
+        pairs: list[tuple[int, int]] = []
+        for key_id, key in enumerate(keys):
+            if len(key) < cls.MIN_KEY:
+                continue
+            for side, half in enumerate((key[: len(key) // 2], key[len(key) // 2 :])):
+                if half not in ids:
+                    ids[half] = len(halves)
+                    halves.append(half)
+                pairs.append((ids[half], key_id * 2 + side))
+        pairs.sort()
+        half_of = np.fromiter((h for h, _ in pairs), dtype=np.int64, count=len(pairs))
+        offsets = np.zeros(len(halves) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(half_of, minlength=len(halves)), out=offsets[1:])
+        entries = np.fromiter((e for _, e in pairs), dtype=np.int32, count=len(pairs))
+        return cls(halves, offsets, entries)
+
+    def group(self, half_id: int) -> np.ndarray:
+        return self.entries[self.offsets[half_id] : self.offsets[half_id + 1]]
+
+    def toneless_keys(self, half_id: int, keys: list[str], lexicon: Lexicon) -> list[tuple[int, int, str]]:
+        """(key id, side, key with tones forgiven) of a half's keys; cached, a common half is asked often."""
+        cache = self.__dict__.setdefault("_toneless", {})
+        if half_id not in cache:
+            cache[half_id] = [(int(p) >> 1, int(p) & 1, lexicon.toneless(keys[int(p) >> 1])) for p in self.group(half_id)]
+        return cache[half_id]
+
+    def sections(self) -> dict[str, bytes]:
+        return {
+            "half_keys": "\n".join(self.halves).encode("utf-8"),
+            "half_offsets": self.offsets.astype("<i8").tobytes(),
+            "half_entries": self.entries.astype("<i4").tobytes(),
+            "half_automaton": pickle.dumps(self.automaton, protocol=5),
+        }
+
+
 class HotwordDatabase:
     """Entries grouped by phoneme key, and the automaton over the keys."""
 
     def __init__(self, inventory: PhonemeInventory, words: list[str], weights: np.ndarray, categories: list[str],
                  keys: list[str], key_syllables: np.ndarray, group_offsets: np.ndarray, group_entries: np.ndarray,
-                 automaton=None):
+                 automaton=None, tolerant: HalfIndex | None = None):
         self.inventory = inventory
+        self.tolerant = tolerant  # HalfIndex when built with tolerant=True
         self.key_syllables = key_syllables  # key id -> syllable count
         self.words, self.weights, self.categories = words, weights, categories
         self.keys = keys  # key id -> code-point string
@@ -90,8 +143,10 @@ class HotwordDatabase:
         return len(self.words)
 
     @classmethod
-    def build(cls, entries: Iterable[tuple[HotwordEntry, list[str]]], lexicon: Lexicon) -> "HotwordDatabase":
-        """entries: (entry, phonemes) pairs, phonemes of `lexicon`'s inventory."""
+    def build(cls, entries: Iterable[tuple[HotwordEntry, list[str]]], lexicon: Lexicon,
+              tolerant: bool = False) -> "HotwordDatabase":
+        """entries: (entry, phonemes) pairs, phonemes of `lexicon`'s inventory. `tolerant` adds the
+        half-key index for retrieval despite one phoneme error (more memory and build time)."""
         encode = lexicon.encode
         words, weights, categories, key_of, syllables = [], [], [], [], []
         key_ids: dict[str, int] = {}
@@ -112,7 +167,8 @@ class HotwordDatabase:
         offsets = np.zeros(len(keys) + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
         return cls(lexicon.inventory, words, np.asarray(weights, dtype=np.float32), categories, keys,
-                   np.asarray(syllables, dtype=np.int16), offsets, order.astype(np.int32))
+                   np.asarray(syllables, dtype=np.int16), offsets, order.astype(np.int32),
+                   tolerant=HalfIndex.build(keys) if tolerant else None)
 
     def group(self, key_id: int) -> np.ndarray:
         """Entry ids of one pronunciation, heaviest first."""
@@ -133,6 +189,7 @@ class HotwordDatabase:
             "group_offsets": self.group_offsets.astype("<i8").tobytes(),
             "group_entries": self.group_entries.astype("<i4").tobytes(),
             "automaton": pickle.dumps(self.automaton, protocol=5),
+            **(self.tolerant.sections() if self.tolerant is not None else {}),
         }
         layout, offset = {}, 0
         for name, data in sections.items():
@@ -181,6 +238,11 @@ class HotwordDatabase:
         split = lambda b: b.decode("utf-8").split("\n") if b else []  # noqa: E731
         try:
             automaton = _AutomatonOnly(io.BytesIO(sections["automaton"])).load()
+            tolerant = None
+            if "half_automaton" in sections:
+                tolerant = HalfIndex(split(sections["half_keys"]), np.frombuffer(sections["half_offsets"], "<i8"),
+                                     np.frombuffer(sections["half_entries"], "<i4"),
+                                     _AutomatonOnly(io.BytesIO(sections["half_automaton"])).load())
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
             raise HotwordError(f"{path}: automaton section rejected ({e})") from None
         words = split(sections["words"])
@@ -190,7 +252,7 @@ class HotwordDatabase:
         return cls(inventory, words, np.frombuffer(sections["weights"], "<f4"), categories,
                    split(sections["keys"]), np.frombuffer(sections["key_syllables"], "<i2"),
                    np.frombuffer(sections["group_offsets"], "<i8"),
-                   np.frombuffer(sections["group_entries"], "<i4"), automaton)
+                   np.frombuffer(sections["group_entries"], "<i4"), automaton, tolerant)
 
 
 @dataclass(frozen=True)
@@ -198,6 +260,9 @@ class RetrievalConfig:
     top_k: int = 10  # words put into the prompt at most
     min_syllables: int = 3  # shorter base keys (two-syllable names) need to be per-stream additions
     max_group: int = 5  # homophones of one key put into the prompt at most (heaviest first)
+    tolerant: bool = False  # also retrieve keys one phoneme error (or a wrong tone) away; needs a tolerant db
+    from_text: bool = False  # retrieve from a first-pass transcript instead of the CTC phonemes (2 decodes)
+    max_half_candidates: int = 20000  # a half shared by more keys is too common to verify (batched in C)
 
 
 @dataclass
@@ -252,6 +317,16 @@ class HotwordRetriever:
         session.extend(phonemes)
         return session.words()
 
+    def retrieve_from_text(self, text: str) -> list[str]:
+        """Text-based retrieval, for models without a phoneme head: the lexicon's phonemes of a
+        first-pass transcript stand in for the CTC phonemes."""
+        from nim4_edge.runtime.lexicon import LexiconError
+
+        try:
+            return self.retrieve(self.lexicon.phonemes(text))
+        except LexiconError:
+            return []
+
 
 @dataclass
 class RetrievalSession:
@@ -260,6 +335,8 @@ class RetrievalSession:
     retriever: HotwordRetriever
     code: str = ""
     matches: list[Match] = field(default_factory=list)
+    half_matches: list[tuple[int, int, int]] = field(default_factory=list)  # (start, end, half id)
+    _tolerant_cache: tuple[int, list[Match]] = (-1, [])
 
     def extend(self, phonemes: list[str]) -> None:
         self.extend_code(self.retriever.lexicon.encode(phonemes))
@@ -276,6 +353,55 @@ class RetrievalSession:
                 end = end_index + 1
                 if end > old:  # ends in the new part: not found before
                     self.matches.append(Match(end - lengths[key_id], end, key_id, source))
+        index = self._half_index()
+        if index is not None:
+            for end_index, half_id in index.automaton.iter(self.code, max(0, old - (index.max_length - 1))):
+                if end_index + 1 > old:
+                    self.half_matches.append((end_index + 1 - len(index.halves[half_id]), end_index + 1, half_id))
+
+    def _half_index(self) -> HalfIndex | None:
+        r = self.retriever
+        return r.base.tolerant if r.config.tolerant and r.base is not None else None
+
+    def tolerant_matches(self) -> list[Match]:
+        """Base keys one edit (substitution, insertion, deletion; tones forgiven) from the phonemes
+        around an intact half, and not matched exactly. Verified on demand, cached per length."""
+        if self._tolerant_cache[0] == len(self.code):
+            return self._tolerant_cache[1]
+        index, r = self._half_index(), self.retriever
+        found: list[Match] = []
+        if index is not None:
+            from rapidfuzz import process
+            from rapidfuzz.distance import Levenshtein
+
+            exact = {m.key_id for m in self.matches if m.source == "base"}
+            seen: set[int] = set()
+            lexicon, n = r.lexicon, len(self.code)
+            for start, end, half_id in self.half_matches:
+                group = index.group(half_id)
+                if len(group) > r.config.max_half_candidates:
+                    continue  # too common a half: the key's other half has to find it
+                choices = index.toneless_keys(half_id, r.base.keys, lexicon)  # [(key_id, side, toneless key)]
+                for length_delta in (0, -1, 1):
+                    windows = {}
+                    for key_id, side, want in choices:
+                        if key_id in exact or key_id in seen:
+                            continue
+                        length = len(want) + length_delta
+                        a, b = (start, start + length) if side == 0 else (end - length, end)
+                        if a < 0 or b > n:
+                            continue
+                        windows.setdefault((a, b), []).append((key_id, want))
+                    for (a, b), keys in windows.items():
+                        heard = lexicon.toneless(self.code[a:b])
+                        hits = process.extract(heard, [k for _, k in keys], scorer=Levenshtein.distance,
+                                               score_cutoff=1, limit=None)
+                        for _, _, i in hits:
+                            if keys[i][0] not in seen:
+                                found.append(Match(a, b, keys[i][0], "tolerant"))
+                                seen.add(keys[i][0])
+        self._tolerant_cache = (len(self.code), found)
+        return found
 
     def _automata(self):
         r = self.retriever
@@ -288,11 +414,12 @@ class RetrievalSession:
     def candidates(self) -> list[tuple[Match, list[str], float, str]]:
         """(match, words, weight, why) for every match, best first; `why` is "" for kept ones."""
         r, cfg = self.retriever, self.retriever.config
-        spans = [(m.start, m.end) for m in self.matches]
+        matches = self.matches + self.tolerant_matches()
+        spans = [(m.start, m.end) for m in matches]
         out = []
-        for m in self.matches:
+        for m in matches:
             inside = any(s <= m.start and m.end <= e and (e - s) > (m.end - m.start) for s, e in spans)
-            if m.source == "base":
+            if m.source in ("base", "tolerant"):
                 ids = r.base.group(m.key_id)
                 words = [r.base.words[i] for i in ids if r.base.words[i] not in r.removed][: cfg.max_group]
                 weight = float(r.base.weights[ids[0]]) if len(ids) else 0.0
@@ -300,10 +427,10 @@ class RetrievalSession:
                 words = r._added_groups[m.key_id][: cfg.max_group]
                 weight = max(r._added[w].weight for w in words)
             why = ("inside a longer match" if inside else
-                   f"fewer than {cfg.min_syllables} syllables" if m.source == "base" and r.base.key_syllables[m.key_id] < cfg.min_syllables else
+                   f"fewer than {cfg.min_syllables} syllables" if m.source != "stream" and r.base.key_syllables[m.key_id] < cfg.min_syllables else
                    "removed for this stream" if not words else "")
             out.append((m, words, weight, why))
-        out.sort(key=lambda c: (c[3] != "", -(c[0].end - c[0].start), -c[2], c[0].start))
+        out.sort(key=lambda c: (c[3] != "", c[0].source == "tolerant", -(c[0].end - c[0].start), -c[2], c[0].start))
         return out
 
     def words(self) -> list[str]:

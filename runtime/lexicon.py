@@ -182,6 +182,17 @@ class Lexicon:
     def decode(self, code: str) -> list[str]:
         return [self.inventory.symbols[ord(c) - CODE_POINT_BASE] for c in code]
 
+    def toneless(self, code: str) -> str:
+        """The same code string with every tonal final mapped to its tone-1 form (for comparisons
+        that forgive a wrong tone)."""
+        if not hasattr(self, "_toneless_table"):
+            table = {}
+            for symbol, i in self._ids.items():
+                if symbol.islower() and symbol[-1:] in "2345" and symbol[:-1] + "1" in self._ids:
+                    table[CODE_POINT_BASE + i] = CODE_POINT_BASE + self._ids[symbol[:-1] + "1"]
+            self._toneless_table = table
+        return code.translate(self._toneless_table)
+
     def encode_ids(self, ids) -> str:
         return "".join(chr(CODE_POINT_BASE + int(i)) for i in ids)
 

@@ -129,6 +129,7 @@ class _Utterance:
         self.chunks = 0
         self.timings = {"encoder_ms": 0.0, "prefill_ms": 0.0, "decode_ms": 0.0}
         self.retrieval = stream.hotwords.session()  # scans only the phonemes each chunk adds
+        self.text_hotwords: list[str] = []  # from_text mode: found from the first-pass transcript
         stream.decoder.start_utterance()
 
     @property
@@ -181,6 +182,8 @@ class _Utterance:
         return [self.symbols[i] for i in self.phoneme_ids]
 
     def _hotwords(self) -> list[str]:
+        if self.stream.hotwords.config.from_text:
+            return self.text_hotwords
         return self.retrieval.words()
 
     def _event(self, kind: str, result, **extra) -> Event:
@@ -194,8 +197,13 @@ class _Utterance:
         if self.stream.decoder.position == len(self.stream.decoder.prefix_ids):
             self.stream.decoder.final()  # nothing to decode (shorter than one encoder frame): close it
             return []
+        seconds = self.end_s - self.start_s
+        if self.stream.hotwords.config.from_text:  # first pass without hints, on a branch
+            first = self.stream.decoder.partial(audio_seconds=seconds)
+            self.timings["decode_ms"] += first.prefill_ms + first.decode_ms
+            self.text_hotwords = self.stream.hotwords.retrieve_from_text(first.text)
         hotwords = self._hotwords()
-        result = self.stream.decoder.final(hotwords, audio_seconds=self.end_s - self.start_s)
+        result = self.stream.decoder.final(hotwords, audio_seconds=seconds)
         self.timings["prefill_ms"] += result.prefill_ms
         self.timings["decode_ms"] += result.decode_ms
         self.timings["final_latency_ms"] = (time.perf_counter() - endpoint_time) * 1000

@@ -242,3 +242,33 @@ def test_syllable_split_equals_pypinyin_strict_style():
         if split_syllable(whole) != ([initial] if initial else []) + [final or whole]:
             differ.add(ch)
     assert differ <= {"哟", "唷", "喲", "噷"}  # yo1 -> io1 (pypinyin: o1), hm5 -> h m5 (pypinyin: h hm5)
+
+
+def test_tolerant_retrieval_forgives_one_error_or_a_wrong_tone(tmp_path):
+    words = [(w, 1.0) for w in ("惠新西街", "朝阳公园", "NIO House", "Jessica Oldham")]
+    db = HotwordDatabase.build([(HotwordEntry(w), LEX.phonemes(w)) for w, _ in words], LEX, tolerant=True)
+    db.save(tmp_path / "t.db")
+    db = HotwordDatabase.load(tmp_path / "t.db")
+    exact = HotwordRetriever(db, LEX)
+    tolerant = HotwordRetriever(db, LEX, RetrievalConfig(tolerant=True))
+    heard = LEX.phonemes("导航到惠新西街")
+    i = heard.index("uei4")
+    cases = {
+        "wrong tone": heard[:i] + ["uei2"] + heard[i + 1 :],
+        "substitution": heard[:i + 1] + ["s"] + heard[i + 2 :],
+        "deletion": heard[:i] + heard[i + 1 :],
+        "insertion": heard[:i] + ["n"] + heard[i:],
+    }
+    for name, phonemes in cases.items():
+        assert exact.retrieve(phonemes) == [], name
+        assert tolerant.retrieve(phonemes) == ["惠新西街"], name
+    two_errors = [{"x": "s", "j": "zh"}.get(p, p) for p in heard]  # 西 -> si, 街 -> zhie: two edits
+    assert tolerant.retrieve(two_errors) == []
+    no_index = HotwordDatabase.build([(HotwordEntry("惠新西街"), LEX.phonemes("惠新西街"))], LEX)
+    assert HotwordRetriever(no_index, LEX, RetrievalConfig(tolerant=True)).retrieve(cases["deletion"]) == []
+
+
+def test_text_based_retrieval():
+    retriever = HotwordRetriever(_db(), LEX)
+    assert retriever.retrieve_from_text("导航到彗新西街") == ["惠新西街", "彗新西街"]  # same sound
+    assert retriever.retrieve_from_text("...") == []
