@@ -182,9 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing directory")
     p.set_defaults(func=cmd_init)
 
-    p = sub.add_parser("export", help="export a checkpoint to a bundle (ONNX encoder step + manifest)",
-                       description="Export CHECKPOINT to a bundle directory. With --verify the streaming ONNX "
-                                   "graph is checked against the PyTorch reference before the bundle is kept.")
+    p = sub.add_parser("export", help="export a checkpoint to a bundle (manifest, ONNX encoder step, GGUF decoder)",
+                       description="Export CHECKPOINT to a bundle directory: manifest.json, encoder.onnx and "
+                                   "decoder-<type>.gguf. With --verify the streaming ONNX graph and the GGUF are "
+                                   "checked against the PyTorch/transformers reference before the bundle is kept.")
     p.add_argument("checkpoint", type=Path)
     p.add_argument("-o", "--output", type=Path, required=True, help="bundle directory to create")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle")

@@ -21,7 +21,7 @@ from functools import lru_cache
 from nim4_edge.runtime.errors import Nim4Error
 from nim4_edge.runtime.phonemes import PhonemeInventory
 
-CODE_POINT_BASE = 0xE000  # phoneme id i <-> chr(0xE000 + i): Unicode private use area
+CODE_POINT_BASE = 0xE000  # phoneme id i <-> chr(0xE000 + i): Unicode private use area (in the manifest too)
 
 _HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _TOKEN = re.compile(rf"[{_HAN}]+|[A-Za-z]+(?:'[A-Za-z]+)?|\d+")
