@@ -98,6 +98,7 @@ def bench_hotwords(size: int, queries: int = 500, naive_queries: int = 10, seed:
         load_s, rss_mb = _load_in_fresh_process(path)
         database = HotwordDatabase.load(path)
     retriever = HotwordRetriever(database, lexicon)
+    all_keys = list(database.keys)  # for the baselines only
     fuzzy = HotwordRetriever(database, lexicon, RetrievalConfig(tolerant=True)) if tolerant else None
     symbols = [s for s in lexicon.inventory.symbols[2:]]
     rng = random.Random(seed + 1)
@@ -120,7 +121,7 @@ def bench_hotwords(size: int, queries: int = 500, naive_queries: int = 10, seed:
         false_per_utt.append(len(set(got) - same_sound))
         if i < naive_queries:
             t0 = time.perf_counter()
-            _ = [k for k in database.keys if k in code]
+            _ = [k for k in all_keys if k in code]
             naive_ms.append((time.perf_counter() - t0) * 1000)
         if fuzzy is None:
             continue
@@ -143,7 +144,7 @@ def bench_hotwords(size: int, queries: int = 500, naive_queries: int = 10, seed:
 
             window = broken_code[start : start + len(target_key)]
             t0 = time.perf_counter()
-            process.extract(window, database.keys, scorer=Levenshtein.distance, score_cutoff=1, limit=None)
+            process.extract(window, all_keys, scorer=Levenshtein.distance, score_cutoff=1, limit=None)
             rapidfuzz_ms.append((time.perf_counter() - t0) * 1000)
     return {
         "entries": size,

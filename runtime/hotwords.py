@@ -15,6 +15,7 @@ a pickle read by an unpickler that can construct nothing but `ahocorasick.Automa
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import io
 import json
@@ -71,6 +72,40 @@ def _build_automaton(keys: list[str]):
     return automaton
 
 
+class StringTable:
+    """Many strings as one UTF-8 blob (newline-separated, as stored in the file) and offsets: a
+    million Python str objects would cost ~70 MB more and slow the load."""
+
+    def __init__(self, blob: bytes):
+        self.blob = blob
+        if blob:
+            newlines = np.flatnonzero(np.frombuffer(blob, dtype=np.uint8) == 10)
+            self.starts = np.concatenate([[0], newlines + 1]).astype(np.int64)
+            self.ends = np.concatenate([newlines, [len(blob)]]).astype(np.int64)
+        else:
+            self.starts = self.ends = np.zeros(0, np.int64)
+
+    @classmethod
+    def from_strings(cls, items: list[str]) -> "StringTable":
+        return cls("\n".join(items).encode("utf-8"))
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i: int) -> str:
+        return self.blob[self.starts[i] : self.ends[i]].decode("utf-8")
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other)
+
+    def code_point_lengths(self) -> np.ndarray:
+        """Lengths of strings made only of phoneme code points (U+E000.., 3 bytes each in UTF-8)."""
+        return ((self.ends - self.starts) // 3).astype(np.int32)
+
+
 class HalfIndex:
     """For tolerant retrieval: each key of >= 4 phonemes split into a first and a second half. One
     substituted, inserted or deleted phoneme (or a wrong tone) leaves at least one half intact, so an
@@ -78,11 +113,12 @@ class HalfIndex:
 
     MIN_KEY = 4
 
-    def __init__(self, halves: list[str], offsets: np.ndarray, entries: np.ndarray, automaton=None):
+    def __init__(self, halves: StringTable, offsets: np.ndarray, entries: np.ndarray, automaton=None):
         self.halves = halves
+        self.half_lengths = halves.code_point_lengths()
         self.offsets, self.entries = offsets, entries  # CSR: half id -> key_id * 2 + side (0 first, 1 second)
-        self.automaton = automaton if automaton is not None else _build_automaton(halves)
-        self.max_length = max((len(h) for h in halves), default=0)
+        self.automaton = automaton if automaton is not None else _build_automaton(list(halves))
+        self.max_length = int(self.half_lengths.max()) if len(self.half_lengths) else 0
 
     @classmethod
     def build(cls, keys: list[str]) -> "HalfIndex":
@@ -102,21 +138,28 @@ class HalfIndex:
         offsets = np.zeros(len(halves) + 1, dtype=np.int64)
         np.cumsum(np.bincount(half_of, minlength=len(halves)), out=offsets[1:])
         entries = np.fromiter((e for _, e in pairs), dtype=np.int32, count=len(pairs))
-        return cls(halves, offsets, entries)
+        return cls(StringTable.from_strings(halves), offsets, entries)
 
     def group(self, half_id: int) -> np.ndarray:
         return self.entries[self.offsets[half_id] : self.offsets[half_id + 1]]
 
-    def toneless_keys(self, half_id: int, keys: list[str], lexicon: Lexicon) -> list[tuple[int, int, str]]:
-        """(key id, side, key with tones forgiven) of a half's keys; cached, a common half is asked often."""
-        cache = self.__dict__.setdefault("_toneless", {})
-        if half_id not in cache:
-            cache[half_id] = [(int(p) >> 1, int(p) & 1, lexicon.toneless(keys[int(p) >> 1])) for p in self.group(half_id)]
+    TONELESS_CACHE_HALVES = 4096  # bounded: a long-running stream must not grow without limit
+
+    def toneless_keys(self, half_id: int, keys: StringTable, lexicon: Lexicon) -> list[tuple[int, int, str]]:
+        """(key id, side, key with tones forgiven) of a half's keys; cached (LRU), as common halves
+        come back in utterance after utterance."""
+        cache = self.__dict__.setdefault("_toneless", collections.OrderedDict())
+        if half_id in cache:
+            cache.move_to_end(half_id)
+        else:
+            cache[half_id] = [(p >> 1, p & 1, lexicon.toneless(keys[p >> 1])) for p in self.group(half_id).tolist()]
+            if len(cache) > self.TONELESS_CACHE_HALVES:
+                cache.popitem(last=False)
         return cache[half_id]
 
     def sections(self) -> dict[str, bytes]:
         return {
-            "half_keys": "\n".join(self.halves).encode("utf-8"),
+            "half_keys": self.halves.blob,
             "half_offsets": self.offsets.astype("<i8").tobytes(),
             "half_entries": self.entries.astype("<i4").tobytes(),
             "half_automaton": pickle.dumps(self.automaton, protocol=5),
@@ -126,17 +169,17 @@ class HalfIndex:
 class HotwordDatabase:
     """Entries grouped by phoneme key, and the automaton over the keys."""
 
-    def __init__(self, inventory: PhonemeInventory, words: list[str], weights: np.ndarray, categories: list[str],
-                 keys: list[str], key_syllables: np.ndarray, group_offsets: np.ndarray, group_entries: np.ndarray,
+    def __init__(self, inventory: PhonemeInventory, words: StringTable, weights: np.ndarray, categories: StringTable,
+                 keys: StringTable, key_syllables: np.ndarray, group_offsets: np.ndarray, group_entries: np.ndarray,
                  automaton=None, tolerant: HalfIndex | None = None):
         self.inventory = inventory
         self.tolerant = tolerant  # HalfIndex when built with tolerant=True
         self.key_syllables = key_syllables  # key id -> syllable count
         self.words, self.weights, self.categories = words, weights, categories
         self.keys = keys  # key id -> code-point string
-        self.key_lengths = np.fromiter((len(k) for k in keys), dtype=np.int32, count=len(keys))
+        self.key_lengths = keys.code_point_lengths()
         self.group_offsets, self.group_entries = group_offsets, group_entries  # CSR: key id -> entry ids
-        self.automaton = automaton if automaton is not None else _build_automaton(keys)
+        self.automaton = automaton if automaton is not None else _build_automaton(list(keys))
         self.max_key_length = int(self.key_lengths.max()) if len(keys) else 0
 
     def __len__(self) -> int:
@@ -166,9 +209,13 @@ class HotwordDatabase:
         counts = np.bincount(key_of_arr, minlength=len(keys))
         offsets = np.zeros(len(keys) + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
-        return cls(lexicon.inventory, words, np.asarray(weights, dtype=np.float32), categories, keys,
+        return cls(lexicon.inventory, StringTable.from_strings(words), np.asarray(weights, dtype=np.float32),
+                   StringTable.from_strings(categories), StringTable.from_strings(keys),
                    np.asarray(syllables, dtype=np.int16), offsets, order.astype(np.int32),
                    tolerant=HalfIndex.build(keys) if tolerant else None)
+
+    def category(self, entry_id: int) -> str:
+        return self.categories[entry_id] if len(self.categories) == len(self.words) else ""
 
     def group(self, key_id: int) -> np.ndarray:
         """Entry ids of one pronunciation, heaviest first."""
@@ -181,10 +228,10 @@ class HotwordDatabase:
         from nim4_edge.runtime.atomic import write_bytes_atomic
 
         sections = {
-            "words": "\n".join(self.words).encode("utf-8"),
-            "categories": "\n".join(self.categories).encode("utf-8"),
+            "words": self.words.blob,
+            "categories": self.categories.blob,
             "weights": self.weights.astype("<f4").tobytes(),
-            "keys": "\n".join(self.keys).encode("utf-8"),
+            "keys": self.keys.blob,
             "key_syllables": self.key_syllables.astype("<i2").tobytes(),
             "group_offsets": self.group_offsets.astype("<i8").tobytes(),
             "group_entries": self.group_entries.astype("<i4").tobytes(),
@@ -235,22 +282,19 @@ class HotwordDatabase:
             if len(chunk) != where["bytes"] or hashlib.sha256(chunk).hexdigest() != where["sha256"]:
                 raise HotwordError(f"{path}: section {name!r} is truncated or was modified; rebuild the database")
             sections[name] = chunk
-        split = lambda b: b.decode("utf-8").split("\n") if b else []  # noqa: E731
         try:
             automaton = _AutomatonOnly(io.BytesIO(sections["automaton"])).load()
             tolerant = None
             if "half_automaton" in sections:
-                tolerant = HalfIndex(split(sections["half_keys"]), np.frombuffer(sections["half_offsets"], "<i8"),
+                tolerant = HalfIndex(StringTable(sections["half_keys"]), np.frombuffer(sections["half_offsets"], "<i8"),
                                      np.frombuffer(sections["half_entries"], "<i4"),
                                      _AutomatonOnly(io.BytesIO(sections["half_automaton"])).load())
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
             raise HotwordError(f"{path}: automaton section rejected ({e})") from None
-        words = split(sections["words"])
-        categories = split(sections["categories"]) or [""] * len(words)
-        if len(categories) != len(words):
-            categories = [""] * len(words)
+        words = StringTable(sections["words"])
+        categories = StringTable(sections["categories"])  # all-empty categories: one "" less; see category()
         return cls(inventory, words, np.frombuffer(sections["weights"], "<f4"), categories,
-                   split(sections["keys"]), np.frombuffer(sections["key_syllables"], "<i2"),
+                   StringTable(sections["keys"]), np.frombuffer(sections["key_syllables"], "<i2"),
                    np.frombuffer(sections["group_offsets"], "<i8"),
                    np.frombuffer(sections["group_entries"], "<i4"), automaton, tolerant)
 
@@ -357,7 +401,7 @@ class RetrievalSession:
         if index is not None:
             for end_index, half_id in index.automaton.iter(self.code, max(0, old - (index.max_length - 1))):
                 if end_index + 1 > old:
-                    self.half_matches.append((end_index + 1 - len(index.halves[half_id]), end_index + 1, half_id))
+                    self.half_matches.append((end_index + 1 - int(index.half_lengths[half_id]), end_index + 1, half_id))
 
     def _half_index(self) -> HalfIndex | None:
         r = self.retriever
@@ -421,7 +465,7 @@ class RetrievalSession:
             inside = any(s <= m.start and m.end <= e and (e - s) > (m.end - m.start) for s, e in spans)
             if m.source in ("base", "tolerant"):
                 ids = r.base.group(m.key_id)
-                words = [r.base.words[i] for i in ids if r.base.words[i] not in r.removed][: cfg.max_group]
+                words = [w for w in (r.base.words[i] for i in ids.tolist()) if w not in r.removed][: cfg.max_group]
                 weight = float(r.base.weights[ids[0]]) if len(ids) else 0.0
             else:
                 words = r._added_groups[m.key_id][: cfg.max_group]
