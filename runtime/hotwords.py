@@ -145,14 +145,22 @@ class HalfIndex:
 
     TONELESS_CACHE_HALVES = 4096  # bounded: a long-running stream must not grow without limit
 
-    def toneless_keys(self, half_id: int, keys: StringTable, lexicon: Lexicon) -> list[tuple[int, int, str]]:
-        """(key id, side, key with tones forgiven) of a half's keys; cached (LRU), as common halves
-        come back in utterance after utterance."""
+    def toneless_keys(self, half_id: int, keys: StringTable, lexicon: Lexicon) -> dict:
+        """A half's keys with tones forgiven, grouped by (side, length): {(side, length): (key ids,
+        toneless keys)}, so one window per group is compared in one batched call. Cached (LRU): common
+        halves come back utterance after utterance."""
         cache = self.__dict__.setdefault("_toneless", collections.OrderedDict())
         if half_id in cache:
             cache.move_to_end(half_id)
         else:
-            cache[half_id] = [(p >> 1, p & 1, lexicon.toneless(keys[p >> 1])) for p in self.group(half_id).tolist()]
+            groups: dict[tuple[int, int], tuple[list[int], list[str]]] = {}
+            for packed in self.group(half_id).tolist():
+                key_id, side = packed >> 1, packed & 1
+                want = lexicon.toneless(keys[key_id])
+                ids, wants = groups.setdefault((side, len(want)), ([], []))
+                ids.append(key_id)
+                wants.append(want)
+            cache[half_id] = groups
             if len(cache) > self.TONELESS_CACHE_HALVES:
                 cache.popitem(last=False)
         return cache[half_id]
@@ -425,25 +433,18 @@ class RetrievalSession:
                 group = index.group(half_id)
                 if len(group) > r.config.max_half_candidates:
                     continue  # too common a half: the key's other half has to find it
-                choices = index.toneless_keys(half_id, r.base.keys, lexicon)  # [(key_id, side, toneless key)]
-                for length_delta in (0, -1, 1):
-                    windows = {}
-                    for key_id, side, want in choices:
-                        if key_id in exact or key_id in seen:
-                            continue
-                        length = len(want) + length_delta
-                        a, b = (start, start + length) if side == 0 else (end - length, end)
+                for (side, length), (ids, wants) in index.toneless_keys(half_id, r.base.keys, lexicon).items():
+                    for delta in (0, -1, 1):  # substitution or tone, deletion, insertion
+                        a, b = (start, start + length + delta) if side == 0 else (end - length - delta, end)
                         if a < 0 or b > n:
                             continue
-                        windows.setdefault((a, b), []).append((key_id, want))
-                    for (a, b), keys in windows.items():
                         heard = lexicon.toneless(self.code[a:b])
-                        hits = process.extract(heard, [k for _, k in keys], scorer=Levenshtein.distance,
-                                               score_cutoff=1, limit=None)
-                        for _, _, i in hits:
-                            if keys[i][0] not in seen:
-                                found.append(Match(a, b, keys[i][0], "tolerant"))
-                                seen.add(keys[i][0])
+                        for _, _, i in process.extract(heard, wants, scorer=Levenshtein.distance, score_cutoff=1,
+                                                       limit=None):
+                            key_id = ids[i]
+                            if key_id not in exact and key_id not in seen:
+                                found.append(Match(a, b, key_id, "tolerant"))
+                                seen.add(key_id)
         self._tolerant_cache = (len(self.code), found)
         return found
 
