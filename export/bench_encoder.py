@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 
 from nim4_edge.runtime.report import median, peak_rss_bytes, percentile, rss_bytes
 

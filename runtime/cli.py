@@ -37,6 +37,13 @@ def _print_json(data: dict) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False))
 
 
+def _print_report(report: dict, table) -> int:
+    """A benchmark's figures: JSON on stdout (for machines), a readable table on stderr (for people)."""
+    _print_json(report)
+    print(table(report), file=sys.stderr)
+    return 0
+
+
 def cmd_init(args) -> int:
     checkpoint = _export_module("checkpoint")
     path = checkpoint.init_checkpoint(args.output, args.preset, args.seed, overwrite=args.overwrite,
@@ -97,9 +104,7 @@ def cmd_quantize(args) -> int:
 def cmd_bench_encoder(args) -> int:
     bench = _export_module("bench_encoder")
     report = bench.bench_encoder(args.checkpoint, args.bundle, repeats=args.repeats, warmup=args.warmup, num_threads=args.threads)
-    _print_json(report)
-    print(bench.table(report), file=sys.stderr)
-    return 0
+    return _print_report(report, bench.table)
 
 
 def cmd_bench_decoder(args) -> int:
@@ -108,9 +113,7 @@ def cmd_bench_decoder(args) -> int:
     variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
     report = bench_decoder.bench_decoder(args.bundle, variants, tokens=args.tokens, rows=args.rows,
                                          repeats=args.repeats, threads=args.threads)
-    _print_json(report)
-    print(bench_decoder.table(report), file=sys.stderr)
-    return 0
+    return _print_report(report, bench_decoder.table)
 
 
 def cmd_bench_runtime(args) -> int:
@@ -119,27 +122,21 @@ def cmd_bench_runtime(args) -> int:
 
     report = bench_runtime.bench_runtime(resolve_bundle(args.bundle), minutes=args.minutes, wav=args.wav,
                                          partial_every=args.partial_every, threads=args.threads)
-    _print_json(report)
-    print(bench_runtime.table(report), file=sys.stderr)
-    return 0
+    return _print_report(report, bench_runtime.table)
 
 
 def cmd_bench_vad(args) -> int:
     from nim4_edge.recipes import vad_bench
 
     report = vad_bench.bench_vad(clips=args.clips, seed=args.seed)
-    _print_json(report)
-    print(vad_bench.table(report), file=sys.stderr)
-    return 0
+    return _print_report(report, vad_bench.table)
 
 
 def cmd_bench_hotwords(args) -> int:
     from nim4_edge.recipes import hotword_bench
 
     report = hotword_bench.bench_hotwords(args.size, queries=args.queries, tolerant=not args.exact_only)
-    _print_json(report)
-    print(hotword_bench.table(report), file=sys.stderr)
-    return 0
+    return _print_report(report, hotword_bench.table)
 
 
 def _add_verify_flags(p: argparse.ArgumentParser) -> None:
