@@ -207,5 +207,4 @@ def add_commands(sub) -> None:
                                    "streaming encoder); prints 'FILE: text' per utterance, or JSON with --json.")
     p.add_argument("files", type=Path, nargs="+", metavar="FILE")
     add_recognizer_flags(p)
-    p.set_defaults(partial_every=0)
     p.set_defaults(func=cmd_transcribe)
