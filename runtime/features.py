@@ -74,18 +74,9 @@ class FbankOptions:
 def compute_fbank(samples: np.ndarray, options: FbankOptions) -> np.ndarray:
     """Whole-utterance fbank. ``samples``: float32 (num_samples,) in [-1, 1] at options.sample_rate_hz.
 
-    Returns float32 (num_frames, num_mel_bins).
+    Returns float32 (num_frames, num_mel_bins): the same frames OnlineFbank gives in pieces.
     """
-    import kaldi_native_fbank as knf
-
-    fbank = knf.OnlineFbank(options.to_knf())
-    scaled = np.ascontiguousarray(samples, dtype=np.float32) * np.float32(options.waveform_scale)
-    fbank.accept_waveform(float(options.sample_rate_hz), scaled)
-    fbank.input_finished()
-    n = fbank.num_frames_ready
-    if n == 0:
-        return np.zeros((0, options.num_mel_bins), dtype=np.float32)
-    return np.stack([fbank.get_frame(i) for i in range(n)]).astype(np.float32, copy=False)
+    return OnlineFbank(options).accept(np.ascontiguousarray(samples, dtype=np.float32))
 
 
 class OnlineFbank:

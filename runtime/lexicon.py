@@ -150,7 +150,7 @@ class Lexicon:
                 out += self._han(token)
             elif token.isdigit():
                 if mandarin_digits:
-                    out += [p for d in token for p in self._han_syllable(MANDARIN_DIGITS[int(d)])]
+                    out += [p for d in token for p in split_syllable(MANDARIN_DIGITS[int(d)])]
                 else:
                     words = english_number(int(token)).split() if len(token) <= 6 else [_ONES[int(d)] for d in token]
                     out += [p for w in words for p in self._cmu(w)]
@@ -162,10 +162,6 @@ class Lexicon:
         if unknown:
             raise LexiconError(f"{text!r}: sound {unknown[0]!r} is not in phoneme inventory {self.inventory.version}")
         return out
-
-    @staticmethod
-    def _han_syllable(syllable: str) -> list[str]:
-        return split_syllable(syllable)
 
     @staticmethod
     def is_nucleus(symbol: str) -> bool:

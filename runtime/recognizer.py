@@ -173,9 +173,10 @@ class _Utterance:
         every = self.stream.recognizer.config.partial_every_chunks
         if not every or self.chunks % every:
             return []
-        result = self.stream.decoder.partial(self._hotwords())
+        hotwords = self._hotwords()
+        result = self.stream.decoder.partial(hotwords)
         self.timings["decode_ms"] += result.prefill_ms + result.decode_ms
-        return [self._event("partial", result)]
+        return [self._event("partial", result, hotwords)]
 
     @property
     def phonemes(self) -> list[str]:
@@ -186,8 +187,8 @@ class _Utterance:
             return self.text_hotwords
         return self.retrieval.words()
 
-    def _event(self, kind: str, result, **extra) -> Event:
-        return Event(kind, result.text, self.index, self.start_s, self.end_s, self._hotwords(), self.phonemes,
+    def _event(self, kind: str, result, hotwords: list[str], **extra) -> Event:
+        return Event(kind, result.text, self.index, self.start_s, self.end_s, hotwords, self.phonemes,
                      dict(self.timings), chunks=self.chunks, **extra)
 
     def finish(self, endpoint_time: float) -> list[Event]:
@@ -207,7 +208,7 @@ class _Utterance:
         self.timings["prefill_ms"] += result.prefill_ms
         self.timings["decode_ms"] += result.decode_ms
         self.timings["final_latency_ms"] = (time.perf_counter() - endpoint_time) * 1000
-        return [self._event("final", result, stopped_by=result.stopped_by)]
+        return [self._event("final", result, hotwords, stopped_by=result.stopped_by)]
 
 
 class Stream:

@@ -16,8 +16,11 @@ from nim4_edge.runtime.phonemes import PhonemeInventory
 def test_runtime_modules_do_not_import_torch():
     code = (
         "import sys\n"
-        "import nim4_edge.runtime.cli, nim4_edge.runtime.bundle, nim4_edge.runtime.encoder, "
-        "nim4_edge.runtime.features, nim4_edge.runtime.audio\n"
+        "import nim4_edge.runtime.cli, nim4_edge.runtime.cli_listen, nim4_edge.runtime.cli_hotwords, "
+        "nim4_edge.runtime.bundle, nim4_edge.runtime.encoder, nim4_edge.runtime.decoder, "
+        "nim4_edge.runtime.recognizer, nim4_edge.runtime.sources, nim4_edge.runtime.vad, "
+        "nim4_edge.runtime.features, nim4_edge.runtime.audio, nim4_edge.runtime.lexicon, "
+        "nim4_edge.runtime.hotwords, nim4_edge.runtime.bench_runtime\n"
         "heavy = sorted(m for m in ('torch', 'transformers', 'onnx', 'safetensors') if m in sys.modules)\n"
         "assert not heavy, heavy\n"
     )
