@@ -191,20 +191,43 @@ def init_checkpoint(path: Path, preset_name: str, seed: int, overwrite: bool = F
         (tmp / CMVN_FILE).write_text(json.dumps(cmvn.to_json()) + "\n", encoding="utf-8")
 
         t0 = time.perf_counter()
-        _write_random_decoder(tmp / DECODER_DIR, chosen.decoder, seed)
+        write_random_decoder(tmp / DECODER_DIR, chosen.decoder, seed)
         log.info("decoder folder written (%.1f s)", time.perf_counter() - t0)
     return Path(path)
 
 
-def _write_random_decoder(directory: Path, shape: DecoderConfig, seed: int) -> None:
-    """A random-weight HF Qwen3 folder of `shape`, with a BPE tokenizer trained on DEFAULT_CORPUS."""
+def write_checkpoint(path: Path, model, cmvn: Cmvn, decoder, decoder_tokenizer, overwrite: bool = False,
+                     metadata: dict | None = None) -> Path:
+    """Write a trained checkpoint: `model` a Nim4AcousticModel, `decoder` an HF Qwen3ForCausalLM and
+    its tokenizer (anything with save_pretrained). All in float32; atomic."""
+    from safetensors.torch import save_file
+
+    inventory = PhonemeInventory.default()
+    if model.cfg.phoneme_head.num_phonemes != len(inventory):
+        raise ValueError("the model's phoneme head does not match the default phoneme inventory")
+    with atomic_directory(Path(path), overwrite=overwrite) as tmp:
+        save_file({k: v.detach().float().contiguous() for k, v in model.state_dict().items()},
+                  str(tmp / ACOUSTIC_FILE), metadata={"format": "nim4-acoustic", **(metadata or {})})
+        (tmp / CONFIG_FILE).write_text(json.dumps(model.cfg.to_json(), indent=2) + "\n", encoding="utf-8")
+        (tmp / PHONEMES_FILE).write_text(inventory.to_text(), encoding="utf-8")
+        (tmp / CMVN_FILE).write_text(json.dumps(cmvn.to_json()) + "\n", encoding="utf-8")
+        decoder.save_pretrained(str(tmp / DECODER_DIR))
+        decoder_tokenizer.save_pretrained(str(tmp / DECODER_DIR))
+    read_checkpoint(Path(path))  # what was written must read back
+    return Path(path)
+
+
+def write_random_decoder(directory: Path, shape: DecoderConfig, seed: int, corpus=None,
+                         tokenizer_vocab: int = 512) -> None:
+    """A random-weight HF Qwen3 folder of `shape`, with a BPE tokenizer of `tokenizer_vocab` entries
+    trained on `corpus` (default: tokenizer.DEFAULT_CORPUS)."""
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     from nim4_edge.export.tokenizer import DEFAULT_CORPUS, save_hf_tokenizer, train_bpe_tokenizer
 
     directory.mkdir()
-    tokenizer = train_bpe_tokenizer(DEFAULT_CORPUS, vocab_size=512)
+    tokenizer = train_bpe_tokenizer(corpus or DEFAULT_CORPUS, vocab_size=tokenizer_vocab)
     num_tokens = tokenizer.get_vocab_size(with_added_tokens=True)
     # Embedding rows: the preset's (151,936 for the full Qwen3 shape) or the tokenizer size rounded up
     # to a multiple of 64, as Qwen pads its vocabulary.

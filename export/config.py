@@ -192,7 +192,27 @@ def _preset(name: str, num_phonemes: int) -> Preset:
             phoneme_head=PhonemeHeadConfig(hidden_dim=64, num_phonemes=num_phonemes),
         )
         return Preset(model, decoder)
-    raise ValueError(f"unknown preset {name!r}; choose 'tiny' or 'full'")
+    if name == "demo":
+        # The shipped demo model (recipes/demo): small enough to train on 2 CPU cores in about two
+        # hours and to ship in a few MB, with the full model's structure. Decoder widths are multiples
+        # of 256 (k-quants); 4 layers give the decoder room to copy hotword hints.
+        decoder = DecoderConfig(
+            vocab_size=0,  # set from the tokenizer
+            hidden_size=256,
+            intermediate_size=768,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=64,
+            max_position_embeddings=4096,
+        )
+        model = Nim4Config(
+            encoder=EncoderConfig(d_model=144, num_layers=6, num_heads=4, ffn_dim=576, subsampling_channels=32),
+            adaptor=AdaptorConfig(hidden_dim=512, output_dim=decoder.hidden_size),
+            phoneme_head=PhonemeHeadConfig(hidden_dim=256, num_phonemes=num_phonemes),
+        )
+        return Preset(model, decoder)
+    raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
 
 
-PRESETS = ("tiny", "full")
+PRESETS = ("tiny", "demo", "full")

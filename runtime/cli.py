@@ -161,16 +161,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    from nim4_edge.runtime import cli_hotwords, cli_listen
+    from nim4_edge.runtime import cli_eval, cli_hotwords, cli_listen
 
     cli_listen.add_commands(sub)
     cli_hotwords.add_commands(sub)
+    cli_eval.add_commands(sub)
 
-    p = sub.add_parser("init", help="write a random-weight checkpoint of the tiny or full NIM4 shape",
+    p = sub.add_parser("init", help="write a random-weight checkpoint of the tiny, demo or full NIM4 shape",
                        description="Write a random-weight checkpoint (config, acoustic safetensors, HF Qwen3 "
                                    "folder with tokenizer, phoneme inventory, CMVN). 'full' is ~600M encoder + "
                                    "Qwen3-1.7B: ~6 GB on disk, a few minutes on 2 cores.")
-    p.add_argument("--preset", choices=("tiny", "full"), default="tiny", help="model size (default tiny)")
+    p.add_argument("--preset", choices=("tiny", "demo", "full"), default="tiny",
+                   help="model size (default tiny; demo = the shipped demo model's shape, see recipes/demo)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--decoder-shape", choices=("qwen3-0.6b", "qwen3-1.7b"), default=None,
                    help="replace the preset's decoder with a published Qwen3 shape (e.g. tiny encoder + "

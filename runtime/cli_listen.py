@@ -16,7 +16,7 @@ from nim4_edge.runtime.recognizer import Event, Recognizer, RecognizerConfig
 from nim4_edge.runtime.vad import VAD_KINDS, VadConfig
 
 BUNDLE_ENV = "NIM4_EDGE_BUNDLE"
-# Where the shipped demo bundle lives once the demo-model issue adds it.
+# The shipped demo model (recipes/demo; MODEL_CARD.md inside): the default when no --bundle is given.
 DEMO_BUNDLE = Path(__file__).resolve().parent / "demo_bundle"
 
 

@@ -1,0 +1,264 @@
+"""Build the demo corpus: synthesize transcripts (espeak-ng), add FSDD, augment, compute features.
+
+    python -m nim4_edge.recipes.demo.corpus --out work/demo/corpus [--en 4500 --zh 4500]
+
+Writes (each file atomically; an existing complete corpus is kept unless --overwrite):
+    train/features.npy   float16 (frames, 80): raw log-mel fbank of every training clip, concatenated
+    train/index.jsonl    one line per clip: text, language, domain, entity, tags, frame offset/count,
+                         phoneme ids (CTC labels from the lexicon)
+    cmvn.json            global mean / inv_std over the training frames
+    test/wav/*.wav       16 kHz 16-bit test clips
+    test/test.jsonl      evaluation manifest: audio, text, language, hotwords, entity, tags
+
+Speech: espeak-ng (English accents x voice variants; Mandarin through `cmn-latn-pinyin` fed pinyin
+with tone numbers, FACTS.md) and the FSDD recordings (train takes 5-49 for training, takes 0-4 for
+test). Test voices, speeds and pitches are values training never used; test entities never occur
+in training (recipes/demo/text.py).
+Augmentation (as the NIM4-ASR paper): 0-1 s of silence padding, car-like noise (recipes/noise.py) at
+SNR ~ N(10, 5) dB on 20% of clips, noise-only clips with an empty transcript; every clip gets a faint
+noise floor (no digital silence, as from a real microphone) and a random level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import wave
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nim4_edge.recipes.demo.text import Utterance, make_utterances
+from nim4_edge.recipes.noise import car_noise, mix_at_snr, other_noise
+from nim4_edge.recipes.vad_data import FSDD_DIR, fsdd_recordings
+from nim4_edge.runtime.atomic import atomic_directory
+from nim4_edge.runtime.features import Cmvn, FbankOptions, compute_fbank
+
+log = logging.getLogger(__name__)
+
+RATE = 16000
+
+# espeak-ng voices: language voice + variant. Test combinations never occur in training.
+EN_TRAIN_VOICES = tuple(f"{a}{v}" for a in ("en-us", "en-gb", "en-gb-x-rp", "en-029", "en-gb-x-gbclan")
+                        for v in ("", "+m1", "+m2", "+m3", "+m4", "+f1", "+f2", "+f3"))
+EN_TEST_VOICES = ("en-us+f4", "en-gb+m6", "en-gb-x-rp+f5", "en-029+m7", "en-gb-scotland+m1")
+ZH_TRAIN_VOICES = tuple(f"cmn-latn-pinyin{v}" for v in ("", "+m1", "+m2", "+m3", "+f1", "+f2", "+f3"))
+ZH_TEST_VOICES = ("cmn-latn-pinyin+m6", "cmn-latn-pinyin+f4", "cmn-latn-pinyin+f5")
+TRAIN_SPEEDS, TEST_SPEEDS = (130, 145, 160, 175, 190), (138, 168, 182)  # words per minute
+TRAIN_PITCHES, TEST_PITCHES = (30, 40, 50, 60, 70), (35, 55, 65)
+
+NOISY_SHARE = 0.2
+SNR_MEAN_DB, SNR_STD_DB = 10.0, 5.0
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """Everything needed to render one clip, picklable for worker processes."""
+
+    index: int
+    split: str
+    utterance: Utterance | None  # None: noise-only / silence-only
+    source: str  # "espeak", "fsdd", "noise", "silence"
+    voice: str = ""
+    speed: int = 0
+    pitch: int = 0
+    fsdd_path: str = ""
+    seed: int = 0
+
+
+def spoken_form(utterance: Utterance) -> str:
+    """What espeak-ng reads: the English text, or pinyin with tone numbers for Mandarin."""
+    if utterance.language != "zh":
+        return utterance.text
+    import pypinyin
+    from pypinyin import Style
+
+    return " ".join(pypinyin.lazy_pinyin(utterance.text, style=Style.TONE3, neutral_tone_with_five=True))
+
+
+def espeak(text: str, voice: str, speed: int, pitch: int) -> np.ndarray:
+    from nim4_edge.runtime.audio import load_audio
+
+    with tempfile.NamedTemporaryFile(suffix=".wav") as f:
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", f.name, text],
+                       check=True, capture_output=True)
+        return load_audio(Path(f.name), RATE)
+
+
+def render(spec: ClipSpec) -> np.ndarray:
+    """The clip's audio: speech (or nothing) + padding + optional noise + noise floor + level."""
+    from nim4_edge.runtime.audio import load_audio
+
+    rng = np.random.default_rng(spec.seed)
+    if spec.source == "espeak":
+        speech = espeak(spoken_form(spec.utterance), spec.voice, spec.speed, spec.pitch)
+    elif spec.source == "fsdd":
+        speech = load_audio(Path(spec.fsdd_path), RATE)
+    else:
+        speech = np.zeros(int(rng.uniform(1.0, 3.0) * RATE), np.float32)
+    speech = speech / max(1e-6, float(np.abs(speech).max()))
+    pad = rng.uniform(0.0, 1.0)
+    head = rng.uniform(0.0, pad)
+    if spec.split == "test":  # room for the runtime's VAD pre-roll and end-of-speech silence
+        head, pad = head + 0.3, pad + 0.9
+    n_head = int(head * RATE)
+    audio = np.zeros(len(speech) + int(pad * RATE), np.float32)
+    audio[n_head : n_head + len(speech)] = speech
+    mask = np.zeros(len(audio), bool)
+    mask[n_head : n_head + len(speech)] = True
+    seconds = len(audio) / RATE + 0.1
+    if spec.source == "noise":
+        audio = (car_noise if rng.random() < 0.7 else other_noise)(seconds, RATE, rng)[: len(audio)]
+    elif spec.source != "silence" and rng.random() < NOISY_SHARE:
+        noise = (car_noise if rng.random() < 0.75 else other_noise)(seconds, RATE, rng)[: len(audio)]
+        audio = mix_at_snr(audio, noise, float(rng.normal(SNR_MEAN_DB, SNR_STD_DB)), mask)
+    floor_db = rng.uniform(-75, -55)
+    audio = audio + other_noise(seconds, RATE, rng)[: len(audio)] * 10 ** (floor_db / 20)
+    level_db = rng.uniform(-20, -1) if spec.source != "silence" else 0.0
+    peak = float(np.abs(audio).max()) if spec.source != "silence" else 1.0
+    return (audio * (10 ** (level_db / 20) / max(peak, 1e-6))).astype(np.float32)
+
+
+def _work(spec: ClipSpec) -> tuple[int, np.ndarray | None, np.ndarray]:
+    """Worker: training clips come back as float16 features, test clips as int16 audio."""
+    audio = render(spec)
+    pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
+    if spec.split == "test":
+        return spec.index, None, pcm
+    feats = compute_fbank(pcm.astype(np.float32) / 32767, FbankOptions())  # the same 16-bit audio as test
+    return spec.index, feats.astype(np.float16), np.zeros(0, np.int16)
+
+
+def plan(en: int, zh: int, test_en: int, test_zh: int, noise_train: int, noise_test: int, silence_test: int,
+         seed: int) -> tuple[list[ClipSpec], list[ClipSpec]]:
+    rng = np.random.default_rng(seed)
+    train_utts = make_utterances(en, "en", "train", seed) + make_utterances(zh, "zh", "train", seed)
+    seen = {u.entity for u in train_utts if u.entity}
+    test_utts = make_utterances(test_en, "en", "test", seed, seen) + make_utterances(test_zh, "zh", "test", seed, seen)
+
+    def espeak_spec(i, split, u):
+        if u.language == "zh":
+            voices = ZH_TRAIN_VOICES if split == "train" else ZH_TEST_VOICES
+        else:
+            voices = EN_TRAIN_VOICES if split == "train" else EN_TEST_VOICES
+        speeds, pitches = (TRAIN_SPEEDS, TRAIN_PITCHES) if split == "train" else (TEST_SPEEDS, TEST_PITCHES)
+        return ClipSpec(i, split, u, "espeak", voices[rng.integers(len(voices))], int(rng.choice(speeds)),
+                        int(rng.choice(pitches)), seed=int(rng.integers(2**31)))
+
+    def digit(path: Path) -> Utterance:
+        return Utterance(path.stem.split("_")[0], "en", "digit", "", ("en", "digit", "fsdd", path.stem.split("_")[1]))
+
+    train = [espeak_spec(i, "train", u) for i, u in enumerate(train_utts)]
+    for copy in range(2):  # real speech is scarce: each FSDD train take twice, augmented differently
+        for p in fsdd_recordings("train"):
+            train.append(ClipSpec(len(train), "train", digit(p), "fsdd", fsdd_path=str(p), seed=int(rng.integers(2**31))))
+    for _ in range(noise_train):
+        train.append(ClipSpec(len(train), "train", None, "noise", seed=int(rng.integers(2**31))))
+
+    test = [espeak_spec(i, "test", u) for i, u in enumerate(test_utts)]
+    for p in fsdd_recordings("test"):
+        test.append(ClipSpec(len(test), "test", digit(p), "fsdd", fsdd_path=str(p), seed=int(rng.integers(2**31))))
+    for kind, count in (("noise", noise_test), ("silence", silence_test)):
+        for _ in range(count):
+            test.append(ClipSpec(len(test), "test", None, kind, seed=int(rng.integers(2**31))))
+    return train, test
+
+
+def _run(specs: list[ClipSpec], jobs: int, label: str):
+    from tqdm import tqdm
+
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        for result in tqdm(pool.map(_work, specs, chunksize=32), total=len(specs), desc=label, unit="clip",
+                           file=sys.stderr, mininterval=5):
+            yield result
+
+
+def build(out: Path, args) -> dict:
+    from nim4_edge.runtime.lexicon import Lexicon
+    from nim4_edge.runtime.phonemes import PhonemeInventory
+
+    if not FSDD_DIR.is_dir():
+        raise SystemExit(f"error: FSDD recordings not found at {FSDD_DIR}; the corpus needs ../shared/data/fsdd")
+    train, test = plan(args.en, args.zh, args.test_en, args.test_zh, args.noise_train, args.noise_test,
+                       args.silence_test, args.seed)
+    inventory = PhonemeInventory.default()
+    lexicon = Lexicon(inventory)
+    ids = {s: i for i, s in enumerate(inventory.symbols)}
+    jobs = args.jobs or os.cpu_count() or 1
+    with atomic_directory(out, overwrite=args.overwrite) as tmp:
+        (tmp / "train").mkdir()
+        feats, index, offset = [], [], 0
+        for i, f, _ in _run(train, jobs, "train clips"):
+            spec = train[i]
+            u = spec.utterance
+            phonemes = [ids[p] for p in lexicon.phonemes(u.text)] if u else []
+            row = (u.to_json() if u else {"text": "", "language": "", "domain": "noise", "entity": "", "tags": ["noise"]})
+            row.update(frames=[offset, len(f)], phonemes=phonemes, source=spec.source, voice=spec.voice)
+            index.append(row)
+            feats.append(f)
+            offset += len(f)
+        all_feats = np.concatenate(feats)
+        np.save(tmp / "train" / "features.npy", all_feats)
+        with open(tmp / "train" / "index.jsonl", "w", encoding="utf-8") as fh:
+            for row in index:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        cmvn = Cmvn.from_stats(all_feats[:: 7].astype(np.float32))
+        (tmp / "cmvn.json").write_text(json.dumps(cmvn.to_json()) + "\n", encoding="utf-8")
+
+        (tmp / "test" / "wav").mkdir(parents=True)
+        rows = []
+        for i, _, pcm in _run(test, jobs, "test clips"):
+            spec = test[i]
+            name = f"wav/{i:05d}.wav"
+            with wave.open(str(tmp / "test" / name), "wb") as w:
+                w.setnchannels(1)
+                w.setsampwidth(2)
+                w.setframerate(RATE)
+                w.writeframes(pcm.tobytes())
+            u = spec.utterance
+            row = {"audio": name, "text": u.text if u else "", "language": u.language if u else "",
+                   "hotwords": [u.entity] if u and u.entity else [], "entity": u.entity if u else "",
+                   "tags": list(u.tags) if u else [spec.source + "-only"], "voice": spec.voice,
+                   "speed": spec.speed}
+            rows.append(row)
+        with open(tmp / "test" / "test.jsonl", "w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    hours = offset * 0.01 / 3600
+    summary = {"train_clips": len(train), "train_hours": round(hours, 2), "test_clips": len(test)}
+    log.info("corpus: %s", summary)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m nim4_edge.recipes.demo.corpus", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, required=True, help="corpus directory to create")
+    p.add_argument("--en", type=int, default=4500, help="English training transcripts")
+    p.add_argument("--zh", type=int, default=4500, help="Mandarin training transcripts")
+    p.add_argument("--test-en", type=int, default=250)
+    p.add_argument("--test-zh", type=int, default=250)
+    p.add_argument("--noise-train", type=int, default=300, help="noise-only training clips (empty transcript)")
+    p.add_argument("--noise-test", type=int, default=60)
+    p.add_argument("--silence-test", type=int, default=40)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=0, help="worker processes (0 = all cores)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing corpus directory")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.out.exists() and not args.overwrite:
+        print(f"error: {args.out} exists; pass --overwrite to rebuild it", file=sys.stderr)
+        return 2
+    print(json.dumps(build(args.out, args)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

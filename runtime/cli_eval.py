@@ -1,0 +1,107 @@
+"""`nim4-edge eval`: CER/WER, entity and digit accuracy, false text and hallucination on a test set."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from nim4_edge.runtime.cli_listen import add_recognizer_flags, build_recognizer
+from nim4_edge.runtime.errors import Nim4Error
+from nim4_edge.runtime.evaluate import MODES, evaluate, read_manifest, report_rows
+from nim4_edge.runtime.report import format_table
+
+
+def build_manifest_hotwords(items, directory: Path, extra: Path | None) -> Path:
+    """A hotword database of every hotword in the manifest (plus the entries of `extra`, a list
+    file), as `nim4-edge hotwords build` would write it."""
+    from nim4_edge.runtime.hotwords import HotwordDatabase, HotwordEntry
+    from nim4_edge.runtime.lexicon import Lexicon, LexiconError, pronounce_many
+    from nim4_edge.runtime.phonemes import PhonemeInventory
+
+    words = sorted({h for item in items for h in item.hotwords})
+    if extra is not None:
+        try:
+            words += [line.split("\t")[0].strip() for line in extra.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise Nim4Error(f"{extra}: cannot read the extra hotword list ({e}); one UTF-8 entry per line") from None
+    words = list(dict.fromkeys(words))
+    inventory = PhonemeInventory.default()
+    pronounced = [(HotwordEntry(w), p) for w, p in zip(words, pronounce_many(words, inventory))
+                  if not isinstance(p, LexiconError)]
+    path = directory / "manifest-hotwords.db"
+    HotwordDatabase.build(pronounced, Lexicon(inventory)).save(path)
+    return path
+
+
+def cmd_eval(args) -> int:
+    items = read_manifest(args.testset)
+    if args.tags:
+        wanted = set(args.tags.split(","))
+        items = [i for i in items if wanted & set(i.tags)]
+    if args.limit:
+        items = items[: args.limit]
+    if not items:
+        raise Nim4Error(f"{args.testset}: no utterance has any of the tags {args.tags!r}")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        raise Nim4Error(f"unknown mode(s) {unknown}; choose from {', '.join(MODES)}")
+    with tempfile.TemporaryDirectory(prefix="nim4-eval-") as tmp:
+        if args.manifest_hotwords:
+            t0 = time.perf_counter()
+            args.hotwords = build_manifest_hotwords(items, Path(tmp), args.extra_hotwords)
+            print(f"hotword database from the manifest built in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        recognizer = build_recognizer(args)
+        try:
+            t0 = time.perf_counter()
+
+            def progress(mode: str, done: int, total: int) -> None:
+                if sys.stderr.isatty() or done == total or done % 100 == 0:
+                    end = "\n" if done == total or not sys.stderr.isatty() else ""
+                    print(f"\r{mode}: {done}/{total} ({time.perf_counter() - t0:.0f} s)", end=end,
+                          file=sys.stderr, flush=True)
+
+            summary = evaluate(recognizer, items, modes, progress)
+        finally:
+            recognizer.close()
+    summary["testset"] = str(args.testset)
+    summary["bundle"] = str(recognizer.config.bundle)
+    summary["decoder_variant"] = recognizer.config.decoder_variant or recognizer.bundle.manifest.decoder.default_variant
+    summary["hotwords"] = ("manifest" + (f" + {args.extra_hotwords}" if args.extra_hotwords else "")
+                           if args.manifest_hotwords else (str(args.hotwords) if args.hotwords else None))
+    details = summary.pop("utterances")
+    if args.out:
+        from nim4_edge.runtime.atomic import write_text_atomic
+
+        write_text_atomic(args.out, json.dumps(summary | {"utterances": details}, ensure_ascii=False, indent=1) + "\n")
+    print(json.dumps(summary, ensure_ascii=False))
+    rows = report_rows(summary)
+    print(format_table(list(rows[0]), [list(r.values()) for r in rows]), file=sys.stderr)
+    if "streaming_minus_offline" in summary:
+        print(f"streaming - offline: {summary['streaming_minus_offline']}", file=sys.stderr)
+    return 0
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser(
+        "eval", help="accuracy of a bundle on a test-set manifest (CER/WER, entities, hallucination)",
+        description="Run every utterance of a JSONL test-set manifest through the recognizer (streaming "
+                    "and/or offline) and print JSON on stdout and a table on stderr. Manifest lines: "
+                    '{"audio": "a.wav", "text": "reference", "hotwords": [...], "entity": "...", '
+                    '"language": "zh|en", "tags": [...]}. Normalization and metric definitions: '
+                    "runtime/evaluate.py.",
+        epilog="Example: nim4-edge eval --testset work/demo/corpus/test/test.jsonl --manifest-hotwords --out r.json")
+    p.add_argument("--testset", type=Path, required=True, metavar="MANIFEST", help="JSONL test-set manifest")
+    p.add_argument("--modes", default="streaming,offline", help="streaming, offline or both (default both)")
+    p.add_argument("--manifest-hotwords", action="store_true",
+                   help="build a hotword database of all the manifest's hotwords and use it")
+    p.add_argument("--extra-hotwords", type=Path, metavar="LIST",
+                   help="with --manifest-hotwords: add these entries (one per line), e.g. a million distractors")
+    p.add_argument("--tags", help="only utterances with any of these comma-separated tags")
+    p.add_argument("--limit", type=int, default=0, help="only the first N utterances")
+    p.add_argument("--out", type=Path, help="also write the figures and every hypothesis to this JSON file")
+    add_recognizer_flags(p)
+    p.set_defaults(func=cmd_eval)

@@ -1,0 +1,284 @@
+"""`nim4-edge eval`: accuracy of a bundle on a test-set manifest, streaming and offline.
+
+Manifest: JSON Lines, one utterance per line:
+    {"audio": "wav/00001.wav", "text": "call Jon Okafor", "hotwords": ["Jon Okafor"],
+     "entity": "Jon Okafor", "language": "en", "tags": ["en", "contact", "homophone"]}
+`audio` is relative to the manifest's folder (or absolute); `text` may be empty (noise-only clips);
+`hotwords`, `entity`, `language` (else: "zh" when the reference has Han characters) and `tags` are optional.
+
+Modes:
+    streaming  what `nim4-edge listen` does: 100 ms blocks, VAD + endpointer, a partial every chunk,
+               finals after each endpoint (their texts joined).
+    offline    the whole file as one utterance: no VAD, no partials, one final decode.
+Both run the same encoder (the bundle's chunked ONNX step); they differ in segmentation and in
+decoding partials on branches of the utterance's KV sequence.
+
+Scoring (stated normalization): Unicode NFKC, lower case, punctuation removed; Mandarin: character
+error rate over non-space characters; English: word error rate over whitespace-separated words.
+Rates are pooled over the set (total edits / total reference units).
+    entity accuracy   share of utterances with an `entity` whose normalized entity appears in the
+                      normalized hypothesis
+    digit accuracy    utterances tagged "digit": the hypothesis equals the reference
+    false text        utterances with an empty reference that produced any text
+    hallucination     (NIM4-ASR paper) output longer than 1.5x the reference with negligible overlap:
+                      here, fewer than 10% of the hypothesis units match the reference in the alignment;
+                      for an empty reference, any output
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nim4_edge.runtime.errors import Nim4Error
+
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+BLOCK_MS = 100
+
+
+class ManifestError(Nim4Error):
+    """A test-set manifest that cannot be read."""
+
+
+@dataclass
+class EvalItem:
+    audio: Path
+    text: str
+    language: str
+    hotwords: list[str] = field(default_factory=list)
+    entity: str = ""
+    tags: list[str] = field(default_factory=list)
+    line: int = 0
+
+
+def read_manifest(path: Path) -> list[EvalItem]:
+    """Parse the JSONL manifest; a malformed line is an error naming the line and the fix."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ManifestError(f"{path}: cannot read the test-set manifest ({e.strerror})") from None
+    try:
+        lines = raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise ManifestError(f"{path}: not UTF-8 (byte {e.start}); re-save the manifest as UTF-8") from None
+    items = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ManifestError(f"{path}:{number}: not valid JSON ({e.msg}); one JSON object per line") from None
+        if not isinstance(row, dict) or not isinstance(row.get("audio"), str) or not isinstance(row.get("text", None), str):
+            raise ManifestError(f"{path}:{number}: needs string fields \"audio\" and \"text\"")
+        audio = Path(row["audio"])
+        text = row["text"]
+        items.append(EvalItem(
+            audio=audio if audio.is_absolute() else path.parent / audio,
+            text=text,
+            language=row.get("language") or ("zh" if _HAN.search(text) else "en"),
+            hotwords=[str(h) for h in row.get("hotwords", []) or []],
+            entity=str(row.get("entity", "") or ""),
+            tags=[str(t) for t in row.get("tags", []) or []],
+            line=number,
+        ))
+    if not items:
+        raise ManifestError(f"{path}: no utterances (one JSON object per line with \"audio\" and \"text\")")
+    return items
+
+
+# --- scoring ----------------------------------------------------------------------------------------
+
+def normalize(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).lower()
+    text = "".join(" " if unicodedata.category(ch).startswith("P") else ch for ch in text)
+    return " ".join(text.split())
+
+
+def units(text: str, language: str) -> list[str]:
+    """Scoring units of normalized text: characters for Mandarin, words otherwise."""
+    text = normalize(text)
+    return [c for c in text if not c.isspace()] if language == "zh" else text.split()
+
+
+def align_counts(ref: list[str], hyp: list[str]) -> tuple[int, int]:
+    """(edit distance, matched units) of a Levenshtein alignment."""
+    from rapidfuzz.distance import Levenshtein
+
+    matched = sum(op.src_end - op.src_start for op in Levenshtein.opcodes(ref, hyp) if op.tag == "equal")
+    return Levenshtein.distance(ref, hyp), matched
+
+
+def contains_entity(hypothesis: str, entity: str, language: str) -> bool:
+    hyp, ent = normalize(hypothesis), normalize(entity)
+    if language == "zh":
+        return ent.replace(" ", "") in hyp.replace(" ", "")
+    return f" {ent} " in f" {hyp} "
+
+
+def is_hallucination(ref: list[str], hyp: list[str], matched: int) -> bool:
+    if not ref:
+        return bool(hyp)
+    return len(hyp) > 1.5 * len(ref) and matched < 0.1 * len(hyp)
+
+
+def score(items: list[EvalItem], hypotheses: list[str | None]) -> dict:
+    """Pooled figures for one mode. A None hypothesis is a failed utterance (counted, not scored)."""
+    edits = {"zh": 0, "en": 0}
+    total = {"zh": 0, "en": 0}
+    entity_hits = {}
+    counts = {"entity": 0, "entity_ok": 0, "digit": 0, "digit_ok": 0, "empty": 0, "false_text": 0,
+              "hallucinations": 0, "scored": 0, "failed": 0}
+    per_tag: dict[str, list[int]] = {}
+    for item, hyp in zip(items, hypotheses):
+        if hyp is None:
+            counts["failed"] += 1
+            continue
+        counts["scored"] += 1
+        lang = "zh" if item.language == "zh" else "en"
+        ref_units, hyp_units = units(item.text, lang), units(hyp, lang)
+        distance, matched = align_counts(ref_units, hyp_units)
+        if ref_units:
+            edits[lang] += distance
+            total[lang] += len(ref_units)
+        else:
+            counts["empty"] += 1
+            counts["false_text"] += bool(hyp_units)
+        counts["hallucinations"] += is_hallucination(ref_units, hyp_units, matched)
+        if item.entity:
+            ok = contains_entity(hyp, item.entity, lang)
+            counts["entity"] += 1
+            counts["entity_ok"] += ok
+            for tag in item.tags:
+                entity_hits.setdefault(tag, [0, 0])
+                entity_hits[tag][0] += ok
+                entity_hits[tag][1] += 1
+        if "digit" in item.tags:
+            counts["digit"] += 1
+            counts["digit_ok"] += ref_units == hyp_units
+        for tag in item.tags:
+            per_tag.setdefault(tag, [0, 0])
+            per_tag[tag][0] += distance
+            per_tag[tag][1] += len(ref_units)
+
+    def pct(a, b):
+        return round(100.0 * a / b, 2) if b else None
+
+    return {
+        "cer_zh": pct(edits["zh"], total["zh"]),
+        "wer_en": pct(edits["en"], total["en"]),
+        "entity_accuracy": pct(counts["entity_ok"], counts["entity"]),
+        "entity_accuracy_by_tag": {t: pct(ok, n) for t, (ok, n) in sorted(entity_hits.items())},
+        "digit_accuracy": pct(counts["digit_ok"], counts["digit"]),
+        "false_text_rate": pct(counts["false_text"], counts["empty"]),
+        "hallucination_rate": pct(counts["hallucinations"], counts["scored"]),
+        "error_rate_by_tag": {t: pct(e, n) for t, (e, n) in sorted(per_tag.items()) if n},
+        "counts": {"zh_chars": total["zh"], "en_words": total["en"], **counts},
+    }
+
+
+# --- running ------------------------------------------------------------------------------------------
+
+def transcribe_streaming(recognizer, audio: np.ndarray) -> tuple[str, list]:
+    stream = recognizer.create_stream()
+    events = []
+    try:
+        step = 16000 * BLOCK_MS // 1000
+        for start in range(0, len(audio), step):
+            events += stream.accept_waveform(audio[start : start + step], 16000)
+        events += stream.input_finished()
+        if stream.errors:
+            raise Nim4Error("; ".join(stream.errors))
+    finally:
+        stream.close()
+    finals = [e for e in events if e.kind == "final"]
+    return " ".join(e.text.strip() for e in finals if e.text.strip()), finals
+
+
+def transcribe_offline(recognizer, audio: np.ndarray) -> tuple[str, list]:
+    """The whole file as one utterance (no VAD, no partials)."""
+    from nim4_edge.runtime.recognizer import _Utterance
+
+    stream = recognizer.create_stream()
+    try:
+        raw = stream._fbank.accept(np.ascontiguousarray(audio, np.float32))
+        utterance = _Utterance(stream, 0, 0)
+        if len(raw):
+            utterance.feed(stream.cmvn.apply(raw))
+        finals = [e for e in utterance.finish(time.perf_counter()) if e.kind == "final"]
+    finally:
+        stream.close()
+    return " ".join(e.text.strip() for e in finals), finals
+
+
+MODES = {"streaming": transcribe_streaming, "offline": transcribe_offline}
+
+
+def evaluate(recognizer, items: list[EvalItem], modes: list[str], progress=None) -> dict:
+    """Run every item in every mode. Returns {"modes": {mode: score + timing}, "utterances": [...]}."""
+    from nim4_edge.runtime.audio import AudioError, load_audio
+
+    audio_cache: dict[Path, np.ndarray | str] = {}
+    details = [{"audio": str(i.audio), "text": i.text, "tags": i.tags} for i in items]
+    results = {}
+    for mode in modes:
+        run = MODES[mode]
+        hyps: list[str | None] = []
+        latencies, compute_s, audio_s = [], 0.0, 0.0
+        for n, (item, row) in enumerate(zip(items, details)):
+            if item.audio not in audio_cache:
+                try:
+                    audio_cache[item.audio] = load_audio(item.audio, 16000)
+                except (AudioError, OSError) as e:
+                    audio_cache[item.audio] = f"{item.audio}: {e}"
+            audio = audio_cache[item.audio]
+            if isinstance(audio, str):
+                hyps.append(None)
+                row["error"] = audio
+            else:
+                t0 = time.perf_counter()
+                try:
+                    text, finals = run(recognizer, audio)
+                except Nim4Error as e:
+                    text, finals = None, []
+                    row["error"] = str(e)
+                compute_s += time.perf_counter() - t0
+                audio_s += len(audio) / 16000
+                latencies += [f.timings["final_latency_ms"] for f in finals if "final_latency_ms" in f.timings]
+                hyps.append(text)
+                row[mode] = text
+            if progress:
+                progress(mode, n + 1, len(items))
+        figures = score(items, hyps)
+        figures["rtf"] = round(compute_s / audio_s, 4) if audio_s else None
+        if latencies:
+            figures["final_latency_ms_p50"] = round(float(np.percentile(latencies, 50)), 1)
+            figures["final_latency_ms_p95"] = round(float(np.percentile(latencies, 95)), 1)
+        results[mode] = figures
+    summary = {"modes": results, "utterances": details}
+    if "streaming" in results and "offline" in results:
+        diff = {}
+        for key in ("cer_zh", "wer_en"):
+            a, b = results["streaming"][key], results["offline"][key]
+            diff[key] = None if a is None or b is None else round(a - b, 2)
+        summary["streaming_minus_offline"] = diff
+    return summary
+
+
+def report_rows(summary: dict) -> list[dict]:
+    rows = []
+    for mode, f in summary["modes"].items():
+        rows.append({"mode": mode, "CER zh %": f["cer_zh"], "WER en %": f["wer_en"],
+                     "entity acc %": f["entity_accuracy"],
+                     "homophone ent %": f["entity_accuracy_by_tag"].get("homophone"),
+                     "digit acc %": f["digit_accuracy"], "false text %": f["false_text_rate"],
+                     "halluc %": f["hallucination_rate"], "RTF": f["rtf"],
+                     "final p50 ms": f.get("final_latency_ms_p50"), "failed": f["counts"]["failed"]})
+    return rows

@@ -1,0 +1,121 @@
+"""The evaluation command: manifest parsing, normalization, metrics, and a run on a tiny bundle."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from nim4_edge.runtime.evaluate import (ManifestError, EvalItem, contains_entity, normalize, read_manifest, score,
+                                        units)
+from tests.wavutil import write_wav
+
+
+def item(text, language="en", entity="", tags=()):
+    return EvalItem(audio=None, text=text, language=language, entity=entity, tags=list(tags))
+
+
+def test_normalization_is_the_stated_one():
+    assert normalize("  Call JON, Okafor!  ") == "call jon okafor"
+    assert normalize("导航到惠新西街。") == "导航到惠新西街"
+    assert normalize("ＡＢＣ") == "abc"  # NFKC folds full-width letters
+    assert units("打电话 给李彗欣", "zh") == list("打电话给李彗欣")
+    assert units("Set the volume to 7.", "en") == ["set", "the", "volume", "to", "7"]
+
+
+def test_pooled_error_rates_entities_digits_and_false_text():
+    items = [
+        item("打电话给李彗欣", "zh", entity="李彗欣", tags=["homophone"]),
+        item("call Jon Okafor", entity="Jon Okafor", tags=["homophone"]),
+        item("set the volume to 7"),
+        item("7", tags=["digit"]),
+        item("", tags=["noise-only"]),
+        item("", tags=["noise-only"]),
+    ]
+    hyps = ["打电话给李惠新", "call John Okafor", "set the volume to 7", "seven", "", "hello"]
+    figures = score(items, hyps)
+    assert figures["cer_zh"] == pytest.approx(100 * 2 / 7, abs=0.01)  # 惠新 for 彗欣: 2 of 7 characters
+    assert figures["wer_en"] == pytest.approx(100 * 2 / 9, abs=0.01)  # John for Jon, "seven" for 7
+    assert figures["entity_accuracy"] == 0.0
+    assert figures["digit_accuracy"] == 0.0
+    assert figures["false_text_rate"] == 50.0
+    assert figures["hallucination_rate"] == pytest.approx(100 / 6, abs=0.01)  # "hello" for silence
+    assert figures["counts"]["scored"] == 6
+
+
+def test_hallucination_needs_length_and_no_overlap():
+    items = [item("turn the volume up"), item("turn the volume up")]
+    # 9 words for a 4-word reference, none shared: a hallucination; a long but overlapping output is not
+    figures = score(items, ["a b c d e f g h i", "turn the volume up up up up up up up"])
+    assert figures["hallucination_rate"] == 50.0
+
+
+def test_entity_match_respects_word_boundaries():
+    assert contains_entity("call Jon Okafor now", "Jon Okafor", "en")
+    assert not contains_entity("call Jonas Okafor", "Jon Okafor", "en")
+    assert contains_entity("打电话给 李彗欣", "李彗欣", "zh")
+
+
+def test_failed_utterances_are_counted_not_scored():
+    figures = score([item("yes"), item("no")], [None, "no"])
+    assert figures["counts"]["failed"] == 1 and figures["wer_en"] == 0.0
+
+
+def test_manifest_errors_name_the_line(tmp_path):
+    bad = tmp_path / "m.jsonl"
+    bad.write_text('{"audio": "a.wav", "text": "yes"}\n{"audio": "b.wav", "text": \n', encoding="utf-8")
+    with pytest.raises(ManifestError, match=r"m.jsonl:2: not valid JSON"):
+        read_manifest(bad)
+    bad.write_text('{"audio": "a.wav"}\n', encoding="utf-8")
+    with pytest.raises(ManifestError, match=r"m.jsonl:1: needs string fields"):
+        read_manifest(bad)
+    bad.write_bytes('{"audio": "a.wav", "text": "好"}\n'.encode("gbk"))
+    with pytest.raises(ManifestError, match="not UTF-8"):
+        read_manifest(bad)
+    with pytest.raises(ManifestError, match="cannot read"):
+        read_manifest(tmp_path / "missing.jsonl")
+
+
+def test_manifest_paths_are_relative_to_the_manifest(tmp_path):
+    m = tmp_path / "sub" / "m.jsonl"
+    m.parent.mkdir()
+    m.write_text('{"audio": "wav/a.wav", "text": "导航到公司"}\n', encoding="utf-8")
+    (entry,) = read_manifest(m)
+    assert entry.audio == tmp_path / "sub" / "wav" / "a.wav" and entry.language == "zh"
+
+
+def test_eval_command_runs_both_modes_and_reports_missing_audio(tiny_bundle, tmp_path):
+    rng = np.random.default_rng(0)
+    t = np.arange(32000) / 16000
+    tone = 0.3 * np.sin(2 * np.pi * 220 * t) * (rng.random(32000) > 0.3)
+    write_wav(tmp_path / "a.wav", tone, 16000)
+    manifest = tmp_path / "m.jsonl"
+    rows = [{"audio": "a.wav", "text": "call Jon", "entity": "Jon", "tags": ["en"]},
+            {"audio": "missing.wav", "text": "yes"}]
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, "-m", "nim4_edge.runtime.cli", "eval", "--bundle", str(tiny_bundle),
+                           "--testset", str(manifest), "--out", str(out), "--partial-every", "0"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert set(summary["modes"]) == {"streaming", "offline"}
+    for figures in summary["modes"].values():
+        assert figures["counts"]["failed"] == 1 and figures["counts"]["scored"] == 1
+        assert figures["wer_en"] is not None and figures["rtf"] > 0
+    assert "streaming_minus_offline" in summary
+    saved = json.loads(out.read_text(encoding="utf-8"))
+    assert "missing.wav" in saved["utterances"][1]["error"]
+    assert "WER en %" in proc.stderr  # the readable table
+
+
+def test_eval_command_rejects_a_bad_manifest(tiny_bundle, tmp_path):
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("not json\n", encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "nim4_edge.runtime.cli", "eval", "--bundle", str(tiny_bundle),
+                           "--testset", str(manifest)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "m.jsonl:1: not valid JSON" in proc.stderr and "Traceback" not in proc.stderr
