@@ -166,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     cli_listen.add_commands(sub)
     cli_hotwords.add_commands(sub)
     cli_eval.add_commands(sub)
+    from nim4_edge.devices import cli as devices_cli
+
+    devices_cli.add_commands(sub)
 
     p = sub.add_parser("init", help="write a random-weight checkpoint of the tiny, demo or full NIM4 shape",
                        description="Write a random-weight checkpoint (config, acoustic safetensors, HF Qwen3 "

@@ -41,9 +41,11 @@ def add_recognizer_flags(p) -> None:
                    help=f"silence that ends an utterance (default {EndpointConfig.trailing_silence_ms})")
     p.add_argument("--max-utterance-ms", type=int, default=EndpointConfig.max_utterance_ms,
                    help=f"longest utterance before a forced endpoint (default {EndpointConfig.max_utterance_ms})")
-    p.add_argument("--partial-every", type=int, default=1, metavar="CHUNKS",
-                   help="a partial result every N 640 ms chunks; 0 = finals only (default 1)")
-    p.add_argument("--threads", type=int, default=0, help="threads for encoder and decoder (0 = all cores)")
+    p.add_argument("--partial-every", type=int, default=None, metavar="CHUNKS",
+                   help="a partial result every N 640 ms chunks; 0 = finals only (default: the device profile's)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads for encoder and decoder (0 = all cores; default: the device profile's)")
+    p.add_argument("--profile", help="device profile (default: detected; see `nim4-edge devices`)")
     p.add_argument("--hotwords", type=Path, metavar="DB", help="hotword database (nim4-edge hotwords build)")
     p.add_argument("--hotwords-mode", choices=("exact", "tolerant", "text"), default="exact",
                    help="exact: phonemes as heard; tolerant: forgive one phoneme error (database built with "
@@ -51,21 +53,53 @@ def add_recognizer_flags(p) -> None:
 
 
 def build_recognizer(args) -> Recognizer:
+    """A recognizer as the flags and the device profile (devices/profiles) say; flags win."""
+    from nim4_edge.devices.cli import current_plan
+    from nim4_edge.runtime.bundle import Bundle
+
+    bundle = resolve_bundle(args.bundle)
+    _, plan = current_plan(getattr(args, "profile", None))
+    for warning in plan.warnings:
+        print(f"nim4-edge: warning: profile {plan.profile.name}: {warning}", file=sys.stderr)
+    profile = plan.profile
+    variant = args.decoder_variant
+    if variant is None and profile.decoder_variant in Bundle.load(bundle).manifest.decoder.variants:
+        variant = profile.decoder_variant
+    encoder_threads = profile.encoder_threads if args.threads is None else args.threads
+    decoder_threads = profile.decoder_threads if args.threads is None else args.threads
+    partial_every = profile.partial_every_chunks if args.partial_every is None else args.partial_every
     try:
         config = RecognizerConfig(
-            bundle=resolve_bundle(args.bundle),
-            decoder_variant=args.decoder_variant,
-            decoder=DecoderSettings(n_threads=args.threads, n_threads_batch=args.threads),
+            bundle=bundle,
+            decoder_variant=variant,
+            decoder=DecoderSettings(n_threads=decoder_threads, n_threads_batch=decoder_threads,
+                                    n_gpu_layers=plan.decoder_gpu_layers),
             vad=VadConfig(kind=args.vad),
             endpoint=EndpointConfig(trailing_silence_ms=args.trailing_silence_ms, max_utterance_ms=args.max_utterance_ms),
-            partial_every_chunks=args.partial_every,
-            encoder_threads=args.threads,
+            partial_every_chunks=partial_every,
+            encoder_threads=encoder_threads,
+            encoder_providers=tuple(plan.ort_providers(_engine_cache(bundle, plan))),
             hotwords=args.hotwords,
             retrieval=RetrievalConfig(tolerant=args.hotwords_mode == "tolerant", from_text=args.hotwords_mode == "text"),
         )
     except ValueError as e:
         raise Nim4Error(str(e)) from None
     return Recognizer(config)
+
+
+def _engine_cache(bundle: Path, plan) -> Path | None:
+    """Where onnxruntime's TensorRT provider keeps its engines for this bundle (only when it is used):
+    BUNDLE/engines when writable, else ~/.cache/nim4-edge/engines/<bundle name>."""
+    if "TensorrtExecutionProvider" not in plan.providers:
+        return None
+    target = bundle / "engines"
+    try:
+        target.mkdir(exist_ok=True)
+        return target if os.access(target, os.W_OK) else None
+    except OSError:
+        fallback = Path.home() / ".cache" / "nim4-edge" / "engines" / bundle.resolve().name
+        fallback.mkdir(parents=True, exist_ok=True)
+        return fallback
 
 
 class EventPrinter:

@@ -9,7 +9,7 @@ export OMP_WAIT_POLICY=PASSIVE
 stage() {  # stage NAME STEPS
   [ -f "$WORK/$1/done.json" ] || python -m nim4_edge.recipes.demo.train "$1" --work "$WORK" --steps "$2"
 }
-stage ctc 2500
+stage ctc 4500
 stage text 1000
 stage align 500
 stage joint 900

@@ -295,7 +295,7 @@ class Trainer:
             step += 1
             smooth = loss.item() if smooth is None else 0.98 * smooth + 0.02 * loss.item()
             bar.update(1)
-            bar.set_postfix(loss=f"{smooth:.3f}", **{k: f"{v:.3f}" for k, v in parts.items()})
+            bar.set_postfix(loss=f"{smooth:.3f}", **{k: f"{v:.3f}" for k, v in parts.items()}, refresh=False)
             if step % args.save_every == 0:
                 self.save_state(model, decoder, optimizer, step)
         bar.close()
