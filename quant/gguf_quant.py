@@ -113,10 +113,18 @@ def quantize_bundle(bundle_path: Path, levels: list[str], make_default: str | No
 
 
 def _write_manifest(bundle: Bundle, variants: dict, files: dict, default: str) -> None:
+    rewrite_manifest(bundle, {"decoder": {"variants": variants, "default_variant": default}, "files": files})
+
+
+def rewrite_manifest(bundle: Bundle, updates: dict) -> None:
+    """Replace top-level sections (`files`) or keys inside them ({"encoder": {"variants": ...}}),
+    atomically."""
     data = json.loads((bundle.path / MANIFEST_FILE).read_text(encoding="utf-8"))
-    data["decoder"]["variants"] = variants
-    data["decoder"]["default_variant"] = default
-    data["files"] = files
+    for key, value in updates.items():
+        if isinstance(value, dict) and key != "files":
+            data[key].update(value)
+        else:
+            data[key] = value
     write_text_atomic(bundle.path / MANIFEST_FILE, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 
 

@@ -57,6 +57,20 @@ class EncoderSpec:
     num_phonemes: int
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    # precision -> ONNX file; the same I/O for all (quant/ keeps float32 inputs and outputs).
+    # `file` / `precision` name the default. Manifests without it have just the default.
+    variants: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.variants:
+            object.__setattr__(self, "variants", {self.precision: self.file})
+
+    def file_for(self, precision: str | None = None) -> str:
+        name = precision or self.precision
+        if name not in self.variants:
+            raise ValueError(f"no {name} encoder in this bundle (it has {', '.join(sorted(self.variants))}); "
+                             "add one with `nim4-edge quantize BUNDLE --encoder " + name + "`")
+        return self.variants[name]
 
     def input(self, name: str) -> TensorSpec:
         return next(t for t in self.inputs if t.name == name)
@@ -72,7 +86,8 @@ class EncoderSpec:
 
     @classmethod
     def from_json(cls, data: dict) -> "EncoderSpec":
-        fields = {k: data[k] for k in cls.__dataclass_fields__ if k not in ("inputs", "outputs")}
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k not in ("inputs", "outputs", "variants")}
+        fields["variants"] = dict(data.get("variants", {}))
         return cls(
             **fields,
             inputs=tuple(TensorSpec.from_json(t) for t in data["inputs"]),
@@ -236,8 +251,9 @@ class Bundle:
 
     def check_files(self, verify_hashes: bool) -> None:
         listed = self.manifest.files
-        if self.manifest.encoder.file not in listed:
-            raise BundleError(f"{self.path / MANIFEST_FILE}: encoder file {self.manifest.encoder.file} is not listed in 'files'")
+        for encoder_file in self.manifest.encoder.variants.values():
+            if encoder_file not in listed:
+                raise BundleError(f"{self.path / MANIFEST_FILE}: encoder file {encoder_file} is not listed in 'files'")
         for name, facts in listed.items():
             file = self.path / name
             if not file.is_file():

@@ -12,6 +12,8 @@ import logging
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from nim4_edge.runtime import __version__
 from nim4_edge.runtime.errors import Nim4Error
 
@@ -95,10 +97,43 @@ def cmd_verify(args) -> int:
 def cmd_quantize(args) -> int:
     from nim4_edge.quant import gguf_quant
 
-    report = gguf_quant.quantize_bundle(args.bundle, gguf_quant.parse_levels(args.decoder), make_default=args.make_default,
-                                        agreement=not args.no_agreement, threads=args.threads)
+    if not args.decoder and not args.encoder:
+        raise Nim4Error("nothing to do: pass --encoder PRECISIONS and/or --decoder LEVELS")
+    report = {}
+    if args.encoder:
+        from nim4_edge.quant import encoder_quant
+
+        audios = _calibration_audio(args.calibration, args.calibration_limit)
+        report["encoder"] = encoder_quant.quantize_encoder(args.bundle, [p.strip() for p in args.encoder.split(",")], audios)
+    if args.decoder:
+        report["decoder"] = gguf_quant.quantize_bundle(args.bundle, gguf_quant.parse_levels(args.decoder),
+                                                       make_default=args.make_default,
+                                                       agreement=not args.no_agreement, threads=args.threads)
     _print_json(report)
     return 0
+
+
+def _calibration_audio(paths: list[Path], limit: int) -> list:
+    """16 kHz audio for calibration and parity: WAV files, or the audio of a test-set manifest (.jsonl);
+    without any, synthetic utterances (enough for parity, poor for INT8 scales)."""
+    from nim4_edge.runtime.audio import load_audio
+
+    files: list[Path] = []
+    for path in paths:
+        if path.suffix == ".jsonl":
+            from nim4_edge.runtime.evaluate import read_manifest
+
+            files += [item.audio for item in read_manifest(path) if item.text]
+        else:
+            files.append(path)
+    if not files:
+        print("nim4-edge: warning: no --calibration audio; using synthetic utterances", file=sys.stderr)
+        from nim4_edge.runtime.features import SAMPLE_RATE_HZ
+
+        rng = np.random.default_rng(0)
+        return [(0.1 * rng.standard_normal(int(s * SAMPLE_RATE_HZ))).astype(np.float32) for s in (1.3, 2.9, 4.1)]
+    step = max(1, len(files) // limit) if limit else 1
+    return [load_audio(f, 16000) for f in files[::step][: limit or None]]
 
 
 def cmd_bench_encoder(args) -> int:
@@ -197,11 +232,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verify_flags(p)
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("quantize", help="add quantized decoder GGUFs (Q8_0, Q4_K_M, ...) to a bundle",
-                       description="Quantize the bundle's f32/f16 decoder with llama.cpp, record each level in the "
-                                   "manifest, and report how often each level's greedy output agrees with it.")
+    p = sub.add_parser("quantize", help="add quantized encoders (fp16, int8) and decoder GGUFs (Q8_0, Q4_K_M, ...) to a bundle",
+                       description="Encoder: FP16, INT8 dynamic and INT8 static QDQ ONNX from the fp32 step, with a "
+                                   "parity report (largest differences, phoneme error rate vs fp32). Decoder: llama.cpp "
+                                   "quantization of the f32/f16 GGUF with a greedy agreement report. Each variant is "
+                                   "recorded in the manifest.")
     p.add_argument("bundle", type=Path)
-    p.add_argument("--decoder", required=True, metavar="LEVELS", help="comma-separated: Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q4_0")
+    p.add_argument("--encoder", metavar="PRECISIONS", help="comma-separated: fp16,int8-dynamic,int8-qdq")
+    p.add_argument("--calibration", type=Path, nargs="*", default=[], metavar="WAV_OR_MANIFEST",
+                   help="audio for INT8 scales and the parity report: WAV files or a test-set manifest (.jsonl)")
+    p.add_argument("--calibration-limit", type=int, default=40, help="at most this many utterances (default 40)")
+    p.add_argument("--decoder", metavar="LEVELS", help="comma-separated: Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q4_0")
     p.add_argument("--make-default", metavar="LEVEL", help="make this variant the bundle's default decoder")
     p.add_argument("--no-agreement", action="store_true", help="skip the greedy agreement check")
     p.add_argument("--threads", type=int, default=0, help="threads (0 = all cores)")

@@ -46,6 +46,9 @@ def add_recognizer_flags(p) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="threads for encoder and decoder (0 = all cores; default: the device profile's)")
     p.add_argument("--profile", help="device profile (default: detected; see `nim4-edge devices`)")
+    p.add_argument("--encoder-precision", metavar="VARIANT",
+                   help="encoder variant of the bundle: fp32, fp16, int8-dynamic, int8-qdq (default: the profile's "
+                        "precision when the bundle has it, else the bundle's default)")
     p.add_argument("--hotwords", type=Path, metavar="DB", help="hotword database (nim4-edge hotwords build)")
     p.add_argument("--hotwords-mode", choices=("exact", "tolerant", "text"), default="exact",
                    help="exact: phonemes as heard; tolerant: forgive one phoneme error (database built with "
@@ -62,9 +65,11 @@ def build_recognizer(args) -> Recognizer:
     for warning in plan.warnings:
         print(f"nim4-edge: warning: profile {plan.profile.name}: {warning}", file=sys.stderr)
     profile = plan.profile
+    manifest = Bundle.load(bundle).manifest
     variant = args.decoder_variant
-    if variant is None and profile.decoder_variant in Bundle.load(bundle).manifest.decoder.variants:
+    if variant is None and profile.decoder_variant in manifest.decoder.variants:
         variant = profile.decoder_variant
+    precision = getattr(args, "encoder_precision", None) or encoder_variant_for(plan, manifest.encoder.variants)
     encoder_threads = profile.encoder_threads if args.threads is None else args.threads
     decoder_threads = profile.decoder_threads if args.threads is None else args.threads
     partial_every = profile.partial_every_chunks if args.partial_every is None else args.partial_every
@@ -79,12 +84,22 @@ def build_recognizer(args) -> Recognizer:
             partial_every_chunks=partial_every,
             encoder_threads=encoder_threads,
             encoder_providers=tuple(plan.ort_providers(_engine_cache(bundle, plan))),
+            encoder_precision=precision,
             hotwords=args.hotwords,
             retrieval=RetrievalConfig(tolerant=args.hotwords_mode == "tolerant", from_text=args.hotwords_mode == "text"),
         )
     except ValueError as e:
         raise Nim4Error(str(e)) from None
     return Recognizer(config)
+
+
+def encoder_variant_for(plan, variants: dict) -> str | None:
+    """The bundle's encoder variant for the plan's precision: int8 means the QDQ model on TensorRT
+    (which consumes QDQ), the dynamic one on CPU; None (the bundle's default) when it has none."""
+    on_trt = "TensorrtExecutionProvider" in plan.providers
+    wanted = {"fp32": ["fp32"], "fp16": ["fp16"],
+              "int8": ["int8-qdq", "int8-dynamic"] if on_trt else ["int8-dynamic", "int8-qdq"]}[plan.precision]
+    return next((v for v in wanted if v in variants), None)
 
 
 def _engine_cache(bundle: Path, plan) -> Path | None:

@@ -41,7 +41,10 @@ class ChunkOutput:
 class EncoderSession:
     """Loads the bundle's encoder graph and checks its I/O against the manifest."""
 
-    def __init__(self, bundle: Bundle, providers: list | None = None, num_threads: int = 0):
+    def __init__(self, bundle: Bundle, providers: list | None = None, num_threads: int = 0,
+                 precision: str | None = None):
+        """`precision`: which of the bundle's encoder variants (fp32, fp16, int8-dynamic, int8-qdq);
+        None = the manifest's default."""
         import onnxruntime as ort
 
         self.bundle = bundle
@@ -53,7 +56,11 @@ class EncoderSession:
         # Idle onnxruntime threads spin by default, stealing the cores that VAD, fbank and llama.cpp
         # need between encoder steps (one step per 640 ms): let them sleep.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        path = bundle.file(self.spec.file)
+        try:
+            path = bundle.file(self.spec.file_for(precision))
+        except ValueError as e:
+            raise BundleError(f"{bundle.path}: {e}") from None
+        self.precision = precision or self.spec.precision
         try:
             self.session = ort.InferenceSession(
                 str(path), sess_options=options, providers=providers or ["CPUExecutionProvider"]
@@ -62,6 +69,7 @@ class EncoderSession:
             raise BundleError(f"{path}: onnxruntime cannot load it ({str(e).splitlines()[0]}); re-export") from None
         self._check_io()
         self._dtypes = {t.name: np.dtype(t.dtype) for t in self.spec.inputs}
+        self.recorded_feeds: list[dict] | None = None  # set to a list to keep every step's inputs (calibration)
 
     def _check_io(self) -> None:
         for kind, declared, actual in (
@@ -90,6 +98,8 @@ class EncoderSession:
             "value_cache": state.value_cache,
             "conv_cache": state.conv_cache,
         }
+        if self.recorded_feeds is not None:
+            self.recorded_feeds.append(feeds)
         t0 = time.perf_counter()
         log_probs, embeddings, keys, values, convs = self.session.run(None, feeds)
         compute_ms = (time.perf_counter() - t0) * 1000

@@ -50,6 +50,7 @@ class RecognizerConfig:
     partial_every_chunks: int = 1  # a partial result every N encoder chunks (640 ms each); 0 = none
     encoder_threads: int = 0  # onnxruntime intra-op threads; 0 = all cores
     encoder_providers: tuple = ()  # onnxruntime providers (names or (name, options)); () = CPU
+    encoder_precision: str | None = None  # the bundle's encoder variant (fp32, fp16, int8-*); None = default
     verify_bundle_hashes: bool = False  # sha256 every file at start-up (seconds for a 1 GB decoder)
     hotwords: Path | None = None  # hotword database (nim4-edge hotwords build); shared by all streams
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
@@ -96,7 +97,7 @@ class Recognizer:
                 raise Nim4Error(f"{config.bundle}: bundle expects {manifest.fbank.sample_rate_hz} Hz; "
                                 "this runtime's VAD runs at 16 kHz")
             self.encoder = EncoderSession(self.bundle, providers=list(config.encoder_providers) or None,
-                                          num_threads=config.encoder_threads)
+                                          num_threads=config.encoder_threads, precision=config.encoder_precision)
             self.lexicon = Lexicon(manifest.phonemes)
             self.hotword_database = (HotwordDatabase.load(config.hotwords, expected_inventory=manifest.phonemes)
                                      if config.hotwords else None)
