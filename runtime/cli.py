@@ -136,6 +136,23 @@ def _calibration_audio(paths: list[Path], limit: int) -> list:
     return [load_audio(f, 16000) for f in files[::step][: limit or None]]
 
 
+def cmd_bench_quant(args) -> int:
+    from nim4_edge.quant import bench_quant
+    from nim4_edge.runtime.cli_listen import resolve_bundle
+    from nim4_edge.runtime.report import format_table
+
+    if args.testset is None:
+        raise Nim4Error("nim4-edge bench needs --testset MANIFEST (or a component: bench encoder|decoder|runtime|vad|hotwords)")
+    results = bench_quant.bench(resolve_bundle(args.bundle), args.testset, _split(args.encoder), _split(args.decoder),
+                                args.out, repeats=args.repeats, limit=args.limit, hotwords=args.hotwords,
+                                threads=args.threads)
+    return _print_report(results, lambda r: format_table(*bench_quant.report_rows(r)))
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def cmd_bench_encoder(args) -> int:
     bench = _export_module("bench_encoder")
     report = bench.bench_encoder(args.checkpoint, args.bundle, repeats=args.repeats, warmup=args.warmup, num_threads=args.threads)
@@ -256,8 +273,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verify_flags(p)
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("bench", help="benchmarks (JSON on stdout, a table on stderr)")
-    bench = p.add_subparsers(dest="bench", required=True, metavar="WHAT")
+    p = sub.add_parser("bench", help="benchmarks (JSON on stdout, a table on stderr)",
+                       description="Without WHAT: accuracy against latency for every encoder x decoder quantization "
+                                   "of a bundle on a test set (quant/bench_quant.py): results.json, report.md and "
+                                   "accuracy_vs_latency.png in --out. With WHAT: one component benchmark.",
+                       epilog="Example: nim4-edge bench --bundle B --testset test.jsonl --encoder fp32,int8-dynamic "
+                              "--decoder f16,Q8_0,Q4_K_M --out bench-out")
+    p.add_argument("--bundle", type=Path, help="bundle (default: the shipped demo model)")
+    p.add_argument("--testset", type=Path, metavar="MANIFEST", help="JSONL test-set manifest (see `nim4-edge eval`)")
+    p.add_argument("--encoder", default="fp32,int8-dynamic,int8-qdq", metavar="PRECISIONS",
+                   help="encoder variants (default fp32,int8-dynamic,int8-qdq; missing ones are built)")
+    p.add_argument("--decoder", default="f16,Q8_0,Q4_K_M", metavar="LEVELS",
+                   help="decoder variants (default f16,Q8_0,Q4_K_M; missing ones are built)")
+    p.add_argument("--out", type=Path, default=Path("bench-out"), help="output folder (default bench-out)")
+    p.add_argument("--repeats", type=int, default=1, help="passes over the test set; timings are medians (default 1)")
+    p.add_argument("--limit", type=int, default=0, help="only the first N utterances")
+    p.add_argument("--hotwords", type=Path, metavar="DB", help="hotword database used by every combination")
+    p.add_argument("--threads", type=int, default=0, help="threads (0 = all cores)")
+    p.set_defaults(func=cmd_bench_quant)
+    bench = p.add_subparsers(dest="bench", required=False, metavar="WHAT")
     b = bench.add_parser("encoder", help="per-chunk encoder latency: onnxruntime vs PyTorch eager, same weights",
                          description="Median per-chunk latency over interleaved repeats, the ratio, parameters and memory.")
     b.add_argument("--checkpoint", type=Path, required=True)

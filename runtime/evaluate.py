@@ -199,7 +199,7 @@ def transcribe_streaming(recognizer, audio: np.ndarray) -> tuple[str, list]:
     finally:
         stream.close()
     finals = [e for e in events if e.kind == "final"]
-    return " ".join(e.text.strip() for e in finals if e.text.strip()), finals
+    return " ".join(e.text.strip() for e in finals if e.text.strip()), events
 
 
 def transcribe_offline(recognizer, audio: np.ndarray) -> tuple[str, list]:
@@ -231,7 +231,8 @@ def evaluate(recognizer, items: list[EvalItem], modes: list[str], progress=None)
     for mode in modes:
         run = MODES[mode]
         hyps: list[str | None] = []
-        latencies, compute_s, audio_s = [], 0.0, 0.0
+        latencies, first_partials, compute_s, audio_s = [], [], 0.0, 0.0
+        encoder_ms = chunks = decode_ms = tokens = 0.0
         for n, (item, row) in enumerate(zip(items, details)):
             if item.audio not in audio_cache:
                 try:
@@ -245,13 +246,25 @@ def evaluate(recognizer, items: list[EvalItem], modes: list[str], progress=None)
             else:
                 t0 = time.perf_counter()
                 try:
-                    text, finals = run(recognizer, audio)
+                    text, events = run(recognizer, audio)
                 except Nim4Error as e:
-                    text, finals = None, []
+                    text, events = None, []
                     row["error"] = str(e)
                 compute_s += time.perf_counter() - t0
                 audio_s += len(audio) / 16000
+                finals = [e for e in events if e.kind == "final"]
                 latencies += [f.timings["final_latency_ms"] for f in finals if "final_latency_ms" in f.timings]
+                for f in finals:
+                    encoder_ms += f.timings.get("encoder_ms", 0.0)
+                    chunks += f.chunks
+                    decode_ms += f.timings.get("result_decode_ms", 0.0)
+                    tokens += f.tokens
+                seen = set()
+                for e in events:  # the first partial of each utterance: audio until it + compute so far
+                    if e.kind == "partial" and e.utterance not in seen:
+                        seen.add(e.utterance)
+                        compute = e.timings["encoder_ms"] + e.timings["prefill_ms"] + e.timings["decode_ms"]
+                        first_partials.append((e.end_s - e.start_s) * 1000 + compute)
                 hyps.append(text)
                 row[mode] = text
             if progress:
@@ -261,6 +274,10 @@ def evaluate(recognizer, items: list[EvalItem], modes: list[str], progress=None)
         if latencies:
             figures["final_latency_ms_p50"] = round(float(np.percentile(latencies, 50)), 1)
             figures["final_latency_ms_p95"] = round(float(np.percentile(latencies, 95)), 1)
+        if first_partials:
+            figures["first_partial_ms_p50"] = round(float(np.percentile(first_partials, 50)), 1)
+        figures["encoder_ms_per_chunk"] = round(encoder_ms / chunks, 3) if chunks else None
+        figures["decode_tokens_per_s"] = round(1000 * tokens / decode_ms, 1) if decode_ms else None
         results[mode] = figures
     summary = {"modes": results, "utterances": details}
     if "streaming" in results and "offline" in results:

@@ -72,6 +72,7 @@ class Event:
     timings: dict = field(default_factory=dict)  # encoder_ms, prefill_ms, decode_ms (+ final_latency_ms)
     stopped_by: str = ""  # final only: "eos" or "cap"
     chunks: int = 0  # encoder chunks (640 ms) of the utterance so far
+    tokens: int = 0  # tokens this result decoded (for tokens/s)
 
     def to_json(self) -> dict:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()} | {
@@ -192,7 +193,8 @@ class _Utterance:
 
     def _event(self, kind: str, result, hotwords: list[str], **extra) -> Event:
         return Event(kind, result.text, self.index, self.start_s, self.end_s, hotwords, self.phonemes,
-                     dict(self.timings), chunks=self.chunks, **extra)
+                     dict(self.timings) | {"result_decode_ms": result.decode_ms}, chunks=self.chunks,
+                     tokens=len(result.token_ids), **extra)
 
     def finish(self, endpoint_time: float) -> list[Event]:
         """The endpoint: flush the encoder exactly (last, partly filled chunk), decode the final text."""

@@ -1,0 +1,258 @@
+"""`nim4-edge bench --bundle B --testset MANIFEST --encoder fp32,int8-dynamic --decoder f16,Q4_K_M --out DIR`:
+accuracy against latency for every encoder x decoder combination, in one run.
+
+Each combination runs in its own process (so peak RSS is its own, and a crash or a variant that will
+not load fails only its row): the test set streams through the recognizer `--repeats` times; accuracy
+comes from the first pass (decoding is greedy, so it is deterministic), timings are medians over the
+passes. Variants missing from the bundle are built first (as `nim4-edge quantize` would); one that
+fails to build is reported as failed with the reason and the others still run.
+
+Writes DIR/results.json, DIR/report.md (a table; `*` marks the Pareto front of error rate against
+real-time factor) and DIR/accuracy_vs_latency.png (matplotlib).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from nim4_edge.runtime.atomic import write_bytes_atomic, write_text_atomic
+from nim4_edge.runtime.errors import Nim4Error
+
+TIMING_KEYS = ("rtf", "final_latency_ms_p50", "final_latency_ms_p95", "first_partial_ms_p50", "encoder_ms_per_chunk",
+               "decode_tokens_per_s")
+ACCURACY_KEYS = ("cer_zh", "wer_en", "entity_accuracy", "hallucination_rate", "false_text_rate", "digit_accuracy")
+
+
+def error_rate(figures: dict) -> float | None:
+    """One accuracy number per combination: the mean of the CER (Mandarin) and WER (English) present."""
+    values = [figures[k] for k in ("cer_zh", "wer_en") if figures.get(k) is not None]
+    return round(sum(values) / len(values), 2) if values else None
+
+
+def pareto_front(rows: list[dict], x: str = "rtf", y: str = "error_rate") -> set[int]:
+    """Indices of rows no other row beats on both x and y (lower is better for both)."""
+    ok = [i for i, r in enumerate(rows) if r.get(x) is not None and r.get(y) is not None]
+    front = set()
+    for i in ok:
+        dominated = any(rows[j][x] <= rows[i][x] and rows[j][y] <= rows[i][y]
+                        and (rows[j][x] < rows[i][x] or rows[j][y] < rows[i][y]) for j in ok if j != i)
+        if not dominated:
+            front.add(i)
+    return front
+
+
+# --- one combination (worker process) ----------------------------------------------------------------
+
+def run_worker(args) -> int:
+    from nim4_edge.runtime.evaluate import evaluate, read_manifest
+    from nim4_edge.runtime.recognizer import Recognizer, RecognizerConfig
+
+    items = read_manifest(args.testset)
+    if args.limit:
+        items = items[: args.limit]
+    config = RecognizerConfig(bundle=args.bundle, decoder_variant=args.decoder, encoder_precision=args.encoder,
+                              hotwords=args.hotwords, encoder_threads=args.threads)
+    recognizer = Recognizer(config)
+    try:
+        passes = [evaluate(recognizer, items, ["streaming"])["modes"]["streaming"] for _ in range(max(1, args.repeats))]
+    finally:
+        recognizer.close()
+    figures = {k: passes[0].get(k) for k in ACCURACY_KEYS}
+    figures["counts"] = passes[0]["counts"]
+    for key in TIMING_KEYS:
+        values = sorted(p[key] for p in passes if p.get(key) is not None)
+        figures[key] = values[len(values) // 2] if values else None
+    figures["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    print(json.dumps(figures))
+    return 0
+
+
+# --- the whole benchmark ---------------------------------------------------------------------------------
+
+def ensure_variants(bundle_path: Path, encoders: list[str], decoders: list[str], calibration: list) -> dict:
+    """Build what the bundle lacks. Returns {("encoder"|"decoder", name): reason} for those that failed."""
+    from nim4_edge.quant.encoder_quant import ENCODER_PRECISIONS, quantize_encoder
+    from nim4_edge.quant.gguf_quant import LEVELS, quantize_bundle
+    from nim4_edge.runtime.bundle import Bundle
+
+    failed = {}
+    manifest = Bundle.load(bundle_path).manifest
+    for precision in encoders:
+        if precision in manifest.encoder.variants:
+            continue
+        if precision not in ENCODER_PRECISIONS:
+            failed[("encoder", precision)] = f"unknown encoder precision (known: fp32, {', '.join(ENCODER_PRECISIONS)})"
+            continue
+        try:
+            quantize_encoder(bundle_path, [precision], calibration)
+        except Exception as e:  # noqa: BLE001 - any build failure becomes a failed row
+            failed[("encoder", precision)] = f"build failed: {str(e).splitlines()[0][:200]}"
+    for level in decoders:
+        if level in manifest.decoder.variants:
+            continue
+        if level not in LEVELS:
+            failed[("decoder", level)] = f"unknown quant level (known: {', '.join(LEVELS)}, f16, f32)"
+            continue
+        try:
+            quantize_bundle(bundle_path, [level], agreement=False)
+        except Exception as e:  # noqa: BLE001
+            failed[("decoder", level)] = f"build failed: {str(e).splitlines()[0][:200]}"
+    return failed
+
+
+def bench(bundle_path: Path, testset: Path, encoders: list[str], decoders: list[str], out_dir: Path,
+          repeats: int = 1, limit: int = 0, hotwords: Path | None = None, threads: int = 0) -> dict:
+    from nim4_edge.runtime.bundle import Bundle
+    from nim4_edge.runtime.evaluate import read_manifest
+
+    items = read_manifest(testset)  # a bad manifest stops here, before any work
+    calibration_files = [i.audio for i in items if i.text and i.audio.is_file()][:40]
+    from nim4_edge.runtime.audio import load_audio
+
+    failed = ensure_variants(bundle_path, encoders, decoders, [load_audio(f, 16000) for f in calibration_files])
+    bundle = Bundle.load(bundle_path)
+    combos = [(e, d) for e in encoders for d in decoders]
+    rows = []
+    t0 = time.perf_counter()
+    for n, (encoder, decoder) in enumerate(combos, 1):
+        _progress(n - 1, len(combos), f"{encoder} + {decoder}", t0)
+        row = {"encoder": encoder, "decoder": decoder}
+        reason = failed.get(("encoder", encoder)) or failed.get(("decoder", decoder))
+        if reason is None:
+            cmd = [sys.executable, "-m", "nim4_edge.quant.bench_quant", "worker", "--bundle", str(bundle_path),
+                   "--testset", str(testset), "--encoder", encoder, "--decoder", decoder, "--repeats", str(repeats),
+                   "--limit", str(limit), "--threads", str(threads)] + (["--hotwords", str(hotwords)] if hotwords else [])
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ | {"OMP_WAIT_POLICY": "PASSIVE"})
+            if proc.returncode == 0:
+                row |= json.loads(proc.stdout.strip().splitlines()[-1])
+                row["status"] = "ok"
+            else:
+                lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+                reason = f"run failed: {lines[-1][:200] if lines else f'exit {proc.returncode}'}"
+        if reason is not None:
+            row |= {"status": "failed", "reason": reason}
+        else:
+            row["error_rate"] = error_rate(row)
+            row["encoder_mb"] = round(sum(bundle.file(name).stat().st_size for name in bundle.manifest.files
+                                          if name.startswith(bundle.manifest.encoder.file_for(encoder))) / 2**20, 2)
+            row["decoder_mb"] = round(bundle.decoder_file(decoder).stat().st_size / 2**20, 2)
+        rows.append(row)
+    _progress(len(combos), len(combos), "done", t0)
+    for i in pareto_front(rows):
+        rows[i]["pareto"] = True
+    results = {"bundle": str(bundle_path), "testset": str(testset), "utterances": limit or len(items),
+               "repeats": repeats, "threads": threads, "hotwords": str(hotwords) if hotwords else None,
+               "seconds": round(time.perf_counter() - t0, 1), "rows": rows}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_dir / "results.json", json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+    write_text_atomic(out_dir / "report.md", report_markdown(results))
+    results["plot"] = plot(results, out_dir / "accuracy_vs_latency.png")
+    return results
+
+
+def _progress(done: int, total: int, label: str, t0: float) -> None:
+    width = 30
+    filled = int(width * done / max(1, total))
+    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label:<28} {time.perf_counter() - t0:6.0f} s",
+          end="\n" if done == total else "", file=sys.stderr, flush=True)
+
+
+COLUMNS = (("encoder", "encoder"), ("decoder", "decoder"), ("error_rate", "error %"), ("cer_zh", "CER zh %"),
+           ("wer_en", "WER en %"), ("entity_accuracy", "entity %"), ("hallucination_rate", "halluc %"),
+           ("rtf", "RTF"), ("first_partial_ms_p50", "1st partial ms"), ("final_latency_ms_p50", "final p50 ms"),
+           ("final_latency_ms_p95", "final p95 ms"), ("encoder_ms_per_chunk", "enc ms/chunk"),
+           ("decode_tokens_per_s", "tok/s"), ("peak_rss_mb", "peak RSS MB"), ("encoder_mb", "enc MB"),
+           ("decoder_mb", "dec MB"))
+
+
+def report_rows(results: dict) -> tuple[list[str], list[list]]:
+    headers = ["pareto"] + [title for _, title in COLUMNS]
+    table = []
+    for row in results["rows"]:
+        if row["status"] != "ok":
+            table.append(["", row["encoder"], row["decoder"], f"FAILED: {row['reason']}"] + [""] * (len(COLUMNS) - 3))
+            continue
+        table.append(["*" if row.get("pareto") else ""] + [row.get(key) for key, _ in COLUMNS])
+    return headers, table
+
+
+def report_markdown(results: dict) -> str:
+    headers, table = report_rows(results)
+
+    def cell(v):
+        return "" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+
+    lines = [f"# Accuracy vs latency: {results['bundle']}", "",
+             f"Test set `{results['testset']}` ({results['utterances']} utterances), streaming mode, "
+             f"{results['repeats']} pass(es) (timings: medians), threads {results['threads'] or 'all'}, "
+             f"hotwords {results['hotwords'] or 'none'}. `*` = Pareto front of error rate (mean of CER zh and "
+             "WER en) against real-time factor.", "",
+             "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table]
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict, path: Path) -> str | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("nim4-edge: warning: matplotlib is not installed; no plot (pip install matplotlib)", file=sys.stderr)
+        return None
+    rows = [r for r in results["rows"] if r["status"] == "ok" and r.get("rtf") is not None
+            and r.get("error_rate") is not None]
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for r in rows:
+        ax.scatter(r["rtf"], r["error_rate"], s=40 + r.get("decoder_mb", 0) + r.get("encoder_mb", 0),
+                   color="tab:red" if r.get("pareto") else "tab:blue", alpha=0.8)
+        ax.annotate(f"{r['encoder']} + {r['decoder']}", (r["rtf"], r["error_rate"]), fontsize=7,
+                    xytext=(4, 4), textcoords="offset points")
+    front = sorted((r for r in rows if r.get("pareto")), key=lambda r: r["rtf"])
+    if len(front) > 1:
+        ax.plot([r["rtf"] for r in front], [r["error_rate"] for r in front], color="tab:red", lw=1, label="Pareto front")
+        ax.legend(loc="best", fontsize=8)
+    ax.set_xlabel("real-time factor (compute s per audio s, lower is faster)")
+    ax.set_ylabel("error rate % (mean of CER zh, WER en)")
+    ax.set_title("Accuracy vs latency per encoder + decoder quantization", fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    write_bytes_atomic(path, buffer.getvalue())
+    return str(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m nim4_edge.quant.bench_quant")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    w = sub.add_parser("worker")
+    w.add_argument("--bundle", type=Path, required=True)
+    w.add_argument("--testset", type=Path, required=True)
+    w.add_argument("--encoder", required=True)
+    w.add_argument("--decoder", required=True)
+    w.add_argument("--repeats", type=int, default=1)
+    w.add_argument("--limit", type=int, default=0)
+    w.add_argument("--threads", type=int, default=0)
+    w.add_argument("--hotwords", type=Path)
+    args = p.parse_args(argv)
+    try:
+        return run_worker(args)
+    except Nim4Error as e:
+        print(f"nim4-edge: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
