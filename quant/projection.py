@@ -7,8 +7,10 @@ published bandwidth and peak throughput. Assumptions (stated with every table):
     machine reaches ~25 of ~35 GB/s, FACTS.md);
   - usable compute = 30% of the dense Tensor Core peak for the encoder's small-batch GEMMs (16 frames
     per chunk), FP16 or INT8;
-  - the decoder is bandwidth-bound at batch 1 (every weight read once per token), as measured on this
-    CPU: 80% of the bound for the 1.7B Q4_K_M (README);
+  - the decoder is bandwidth-bound at batch 1 (every weight read once per token; on this CPU the 1.7B
+    Q4_K_M reached 80% of that bound, README); its usable bandwidth on Orin is calibrated on the one
+    published llama.cpp figure we have: ~32 tok/s for a 1.5B Q4_K_M (~0.99 GB) on an Orin Nano 8 GB
+    (ARCHITECTURE.md), i.e. 32 GB/s of 68 = 47% of the peak;
   - no contention between encoder and decoder (they alternate within a chunk).
 Published figures (NVIDIA Jetson Orin module data sheets): memory bandwidth AGX Orin 204.8 GB/s, Orin NX
 16 GB 102.4 GB/s, Orin Nano 8 GB 68 GB/s (102 GB/s in JetPack 6.1's Super mode); AI performance (INT8
@@ -25,7 +27,8 @@ from nim4_edge.export.config import DecoderConfig, EncoderConfig
 BYTES_PER_WEIGHT = {"fp32": 4.0, "fp16": 2.0, "int8": 1.0}
 # GGUF bits per weight, measured on the Qwen3-1.7B-shaped decoder (file bytes / parameters).
 GGUF_BITS = {"f16": 16.0, "Q8_0": 8.5, "Q6_K": 6.56, "Q5_K_M": 5.69, "Q4_K_M": 4.89, "Q4_0": 4.5}
-BANDWIDTH_EFFICIENCY = 0.7
+BANDWIDTH_EFFICIENCY = 0.7  # encoder (TensorRT) weight streaming
+DECODER_BANDWIDTH_EFFICIENCY = 0.47  # llama.cpp CUDA on Orin, calibrated (module docstring)
 COMPUTE_EFFICIENCY = 0.3
 
 
@@ -95,7 +98,28 @@ def project(encoder_cfg: EncoderConfig, decoder_cfg: DecoderConfig, encoder_prec
                     "device": device.name, "encoder": precision, "decoder": level,
                     "encoder_ms_per_chunk": round(max(memory_ms, compute_ms), 1),
                     "encoder_bound": "memory" if memory_ms >= compute_ms else "compute",
-                    "decoder_tokens_per_s": round(bandwidth / token_bytes, 1),
+                    "decoder_tokens_per_s": round(device.bandwidth_gbs * 1e9 * DECODER_BANDWIDTH_EFFICIENCY
+                                                  / token_bytes, 1),
                     "weights_gb": round((weight_bytes + token_bytes) / 1e9, 2),
                 })
     return rows
+
+
+def main() -> int:
+    """python -m nim4_edge.quant.projection: the full-size projection table (JSON on stdout, table on stderr)."""
+    import json
+    import sys
+
+    from nim4_edge.runtime.report import format_table
+
+    rows = project(EncoderConfig(), DecoderConfig(), decoder_levels=("Q8_0", "Q4_K_M"))
+    print(json.dumps({"assumptions": {"encoder_bandwidth_efficiency": BANDWIDTH_EFFICIENCY,
+                                      "decoder_bandwidth_efficiency": DECODER_BANDWIDTH_EFFICIENCY,
+                                      "compute_efficiency": COMPUTE_EFFICIENCY},
+                      "encoder_step": encoder_step_cost(EncoderConfig()), "rows": rows}))
+    print(format_table(list(rows[0]), [list(r.values()) for r in rows]), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -73,3 +73,17 @@ def test_quantize_command_reports_both_parts(tiny_bundle, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "nim4_edge.runtime.cli", "quantize", str(path), "--encoder", "int4"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "unknown encoder precision" in bad.stderr
+
+
+def test_projection_counts_the_full_encoder_step():
+    from nim4_edge.export.config import DecoderConfig, EncoderConfig
+    from nim4_edge.quant.projection import decoder_token_bytes, encoder_step_cost, project
+
+    step = encoder_step_cost(EncoderConfig())
+    assert 18e9 < step["flops"] < 22e9  # ARCHITECTURE.md: ~19 GFLOP per 640 ms chunk at full size
+    assert 6.0e8 < step["params"] < 6.6e8  # the export counted 631.3M encoder parameters
+    assert 1.0e9 < decoder_token_bytes(DecoderConfig(), "Q4_K_M") < 1.15e9  # the 1.7B Q4_K_M GGUF is 1.10 GB
+    rows = {(r["device"], r["encoder"], r["decoder"]): r for r in project(EncoderConfig(), DecoderConfig())}
+    nano16, nano8 = rows[("Orin Nano 8 GB", "fp16", "Q4_K_M")], rows[("Orin Nano 8 GB", "int8", "Q4_K_M")]
+    assert nano8["encoder_ms_per_chunk"] < nano16["encoder_ms_per_chunk"]
+    assert rows[("AGX Orin 64 GB", "fp16", "Q4_K_M")]["decoder_tokens_per_s"] > nano16["decoder_tokens_per_s"]
