@@ -6,11 +6,11 @@ set -euo pipefail
 WORK=${WORK:-work/demo}
 export OMP_WAIT_POLICY=PASSIVE
 [ -d "$WORK/corpus" ] || python -m nim4_edge.recipes.demo.corpus --out "$WORK/corpus" --en 4000 --zh 4000
-stage() {  # stage NAME STEPS
-  [ -f "$WORK/$1/done.json" ] || python -m nim4_edge.recipes.demo.train "$1" --work "$WORK" --steps "$2"
+stage() {  # stage NAME STEPS [more flags]
+  [ -f "$WORK/$1/done.json" ] || python -m nim4_edge.recipes.demo.train "$1" --work "$WORK" --steps "$2" "${@:3}"
 }
-stage ctc 4500
+stage ctc 9000 --max-frames 3000
 stage text 1000
-stage align 500
-stage joint 900
-stage context 600
+stage align 600 --max-frames 4000
+stage joint 1500 --max-frames 3000
+stage context 800 --max-frames 4000
