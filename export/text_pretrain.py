@@ -41,9 +41,13 @@ def example_commands(count: int, seed: int = 0) -> list[str]:
     return [rng.choice(makers)() for _ in range(count)]
 
 
-def pretrain_decoder_on_text(decoder_dir: Path, texts: list[str], steps: int = 300, batch_size: int = 16,
+def pretrain_decoder_on_text(decoder_dir: Path, texts: list, steps: int = 300, batch_size: int = 16,
                              lr: float = 3e-3, seed: int = 0, threads: int = 2) -> dict:
-    """Train the HF Qwen3 in `decoder_dir` in place (float32) on the copy task. Returns the losses."""
+    """Train the HF Qwen3 in `decoder_dir` in place (float32) on the copy task. Returns the losses.
+
+    Each item of `texts` is a transcript (copied: it fills the speech slot and is the answer) or a
+    (slot text, hotword hints, answer) triple, which lets a recipe teach the decoder to take a name
+    from the hints when the slot only sounds like it (recipes/demo/train.py)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -56,10 +60,12 @@ def pretrain_decoder_on_text(decoder_dir: Path, texts: list[str], steps: int = 3
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     pad = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     samples = []
-    for text in texts:
-        ids = tokenizer(prompt.full_text(text) + text, add_special_tokens=False)["input_ids"] + [im_end]
-        answer = len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 1
-        samples.append((ids, answer))
+    for item in texts:
+        slot, hints, text = (item, (), item) if isinstance(item, str) else item
+        # prompt and answer tokenized apart, as the runtime feeds them
+        answer_ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [im_end] if text else [im_end]
+        ids = tokenizer(prompt.full_text(slot, list(hints)), add_special_tokens=False)["input_ids"] + answer_ids
+        samples.append((ids, len(answer_ids)))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     rng = random.Random(seed)
     losses = []

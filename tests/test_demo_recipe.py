@@ -51,3 +51,15 @@ def test_distractors_differ_from_the_entity():
 
 def test_chinese_numerals():
     assert [zh_number(n) for n in (0, 7, 10, 16, 20, 22, 30)] == ["零", "七", "十", "十六", "二十", "二十二", "三十"]
+
+
+def test_homophone_variants_sound_the_same_and_read_differently(lexicon):
+    import random
+
+    from nim4_edge.recipes.demo.text import homophone_variant
+
+    rng = random.Random(0)
+    for entity, language in (("李彗欣", "zh"), ("Jon Okafor", "en"), ("惠新大道", "zh")):
+        variant = homophone_variant(entity, language, rng)
+        assert variant != entity and lexicon.phonemes(variant) == lexicon.phonemes(entity)
+    assert homophone_variant("Lakeview Mall", "en", rng) is None

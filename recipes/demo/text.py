@@ -223,6 +223,22 @@ def common_form(entity: str, language: str) -> str:
     return " ".join(table.get(w, w) for w in entity.split())
 
 
+def homophone_variant(entity: str, language: str, rng: random.Random) -> str | None:
+    """The entity with one character (Mandarin) or first name (English) swapped for another member of
+    its homophone group: written differently, pronounced the same. None when it has no such slot."""
+    if language == "zh":
+        slots = [(i, g) for i, c in enumerate(entity) for g in ZH_GROUPS.values() if c in g]
+        if not slots:
+            return None
+        i, group = rng.choice(slots)
+        return entity[:i] + rng.choice([c for c in group if c != entity[i]]) + entity[i + 1 :]
+    words = entity.split()
+    group = next((g for g in EN_FIRST_GROUPS if words and words[0] in g), None)
+    if group is None:
+        return None
+    return " ".join([rng.choice([w for w in group if w != words[0]])] + words[1:])
+
+
 def similar_entities(entity: str, language: str, rng: random.Random, count: int) -> list[str]:
     """Distractor hints for context fine-tuning: same shape, one or two slots changed (another
     syllable, another surname / last name), so they sound close but are not the entity."""
@@ -244,7 +260,10 @@ def similar_entities(entity: str, language: str, rng: random.Random, count: int)
         else:
             words = entity.split()
             if words[-1] in EN_POI_TYPES:
-                words[rng.randrange(2)] = rng.choice(EN_POI_NAMES) if rng.random() < 0.5 else rng.choice(EN_POI_TYPES)
+                if rng.random() < 0.5:
+                    words[0] = rng.choice(EN_POI_NAMES)
+                else:
+                    words[-1] = rng.choice(EN_POI_TYPES)
             elif rng.random() < 0.5:
                 words[-1] = rng.choice(EN_LAST)
             else:

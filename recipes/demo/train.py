@@ -13,7 +13,9 @@ Stages (paper -> here):
            contexts or full context). Labels: the lexicon's phonemes of the transcript.
   text     tokenizer (byte-level BPE with the chat special tokens, trained on the transcripts and the
            entity character pools) + a random `demo`-shape Qwen3 pretrained on the transcripts (the
-           prompt with the transcript in the speech slot; loss on the answer).
+           prompt with the transcript in the speech slot; loss on the answer); for half the entity
+           samples the slot holds a look-alike name and the true one is among the hints
+           (hint_copy_sample), so copying from hints is learned where it is cheap.
   align    adaptor alignment: encoder and decoder frozen, the adaptor learns to map speech into the
            decoder's embedding space (cross-entropy on the transcript).
   joint    everything trained: cross-entropy + 0.3 x CTC (the phoneme head keeps feeding hotwords).
@@ -52,7 +54,8 @@ from nim4_edge.export.checkpoint import read_checkpoint, write_checkpoint, write
 from nim4_edge.export.config import preset  # noqa: E402
 from nim4_edge.export.model import Nim4AcousticModel  # noqa: E402
 from nim4_edge.recipes.demo.text import (EN_FIRST_GROUPS, EN_LAST, EN_POI_NAMES, EN_POI_TYPES, ZH_GROUPS,  # noqa: E402
-                                         ZH_POI_SUFFIXES, ZH_SURNAMES, similar_entities)
+                                         ZH_POI_SUFFIXES, ZH_SURNAMES, homophone_variant,
+                                         similar_entities)
 from nim4_edge.runtime.features import Cmvn  # noqa: E402
 from nim4_edge.runtime.phonemes import PhonemeInventory  # noqa: E402
 from nim4_edge.runtime.prompt import PromptTemplate  # noqa: E402
@@ -204,6 +207,25 @@ def draw_hints(row: dict, rng: random.Random, pools: dict) -> list[str]:
         hints = [] if rng.random() < 0.5 else rng.sample(pools[language], rng.randint(1, 3))
     rng.shuffle(hints)
     return hints
+
+
+def hint_copy_sample(row: dict, rng: random.Random, pools: dict):
+    """A text-stage sample. Copy task for commands without an entity (random hints half the time). With
+    an entity: half the time the slot holds a homophone spelling of it (same sound, other characters)
+    while the true entity is among the hints, and the answer is the true transcript: the decoder learns
+    to take the spelling from a hint that sounds like the slot; otherwise the hints are distractors
+    (different sounds) and the answer copies the slot: hints steer, never force."""
+    text, entity, language = row["text"], row.get("entity", ""), row.get("language") or "en"
+    if not entity:
+        hints = [] if rng.random() < 0.5 else rng.sample(pools[language], rng.randint(1, 3))
+        return (text, hints, text)
+    distractors = similar_entities(entity, language, rng, rng.randint(0, 2))
+    look_alike = homophone_variant(entity, language, rng)
+    if look_alike is not None and rng.random() < 0.5:
+        hints = distractors + [entity]
+        rng.shuffle(hints)
+        return (text.replace(entity, look_alike), hints, text)
+    return (text, distractors, text)
 
 
 # --- the stages ------------------------------------------------------------------------------------------
@@ -387,7 +409,8 @@ class Trainer:
             return 0
         if not directory.is_dir():
             self.make_text_decoder(directory)
-        texts = [r["text"] for r in self.corpus.rows if r["text"] and r["source"] == "espeak"]
+        rng = random.Random(args.seed)
+        texts = [hint_copy_sample(r, rng, entity_pools()) for r in self.corpus.rows if r["text"] and r["source"] == "espeak"]
         result = pretrain_decoder_on_text(directory, texts, steps=args.steps, batch_size=32, lr=args.lr,
                                           seed=args.seed, threads=args.threads)
         (self.stage_dir / "done.json").write_text(json.dumps({"stage": "text", **result}) + "\n")
