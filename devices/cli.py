@@ -57,8 +57,8 @@ def _bundle_path(given: Path | None) -> Path:
 
 
 def _build_engine(args, platform, plan) -> Path:
-    from nim4_edge.devices.tensorrt import build_engine, engine_dir, engine_key, file_sha256, tensorrt_version
-    from nim4_edge.runtime.bundle import Bundle
+    from nim4_edge.devices.tensorrt import build_engine, engine_dir, engine_key, tensorrt_version
+    from nim4_edge.runtime.bundle import Bundle, sha256_file
 
     bundle = Bundle.load(_bundle_path(args.bundle))
     version = tensorrt_version()
@@ -67,7 +67,7 @@ def _build_engine(args, platform, plan) -> Path:
                         "(Jetson: apt install python3-libnvinfer)")
     onnx = bundle.path / bundle.manifest.encoder.file
     device = platform.model or (platform.gpus[0].name if platform.gpus else platform.machine)
-    key = engine_key(device, version, file_sha256(onnx), plan.precision, plan.dla_core)
+    key = engine_key(device, version, sha256_file(onnx), plan.precision, plan.dla_core)
     return build_engine(onnx, engine_dir(bundle.path, key), plan.precision, plan.dla_core)
 
 

@@ -48,14 +48,6 @@ def engine_key(device: str, trt_version: str, onnx_sha256: str, precision: str, 
     return f"{_slug(device)}-trt{trt_version}-{precision}{dla}-{digest}"
 
 
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def engine_dir(bundle_dir: Path, key: str) -> Path:
     return Path(bundle_dir) / ENGINE_DIR / key
 

@@ -104,17 +104,13 @@ def encoder_variant_for(plan, variants: dict) -> str | None:
 
 def _engine_cache(bundle: Path, plan) -> Path | None:
     """Where onnxruntime's TensorRT provider keeps its engines for this bundle (only when it is used):
-    BUNDLE/engines when writable, else ~/.cache/nim4-edge/engines/<bundle name>."""
+    BUNDLE/engines when the bundle is writable, else ~/.cache/nim4-edge/engines/<bundle name>."""
     if "TensorrtExecutionProvider" not in plan.providers:
         return None
-    target = bundle / "engines"
-    try:
-        target.mkdir(exist_ok=True)
-        return target if os.access(target, os.W_OK) else None
-    except OSError:
-        fallback = Path.home() / ".cache" / "nim4-edge" / "engines" / bundle.resolve().name
-        fallback.mkdir(parents=True, exist_ok=True)
-        return fallback
+    target = bundle / "engines" if os.access(bundle, os.W_OK) else (
+        Path.home() / ".cache" / "nim4-edge" / "engines" / bundle.resolve().name)
+    target.mkdir(parents=True, exist_ok=True)
+    return target
 
 
 class EventPrinter:
