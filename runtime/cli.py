@@ -155,7 +155,8 @@ def _split(text: str) -> list[str]:
 
 def cmd_bench_encoder(args) -> int:
     bench = _export_module("bench_encoder")
-    report = bench.bench_encoder(args.checkpoint, args.bundle, repeats=args.repeats, warmup=args.warmup, num_threads=args.threads)
+    report = bench.bench_encoder(args.checkpoint, args.bundle, repeats=args.repeats, warmup=args.warmup,
+                                 num_threads=args.threads, precisions=_split(args.precisions) if args.precisions else None)
     return _print_report(report, bench.table)
 
 
@@ -292,10 +293,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="threads (0 = all cores)")
     p.set_defaults(func=cmd_bench_quant)
     bench = p.add_subparsers(dest="bench", required=False, metavar="WHAT")
-    b = bench.add_parser("encoder", help="per-chunk encoder latency: onnxruntime vs PyTorch eager, same weights",
-                         description="Median per-chunk latency over interleaved repeats, the ratio, parameters and memory.")
-    b.add_argument("--checkpoint", type=Path, required=True)
+    b = bench.add_parser("encoder", help="per-chunk encoder latency: the bundle's ONNX variants and PyTorch eager",
+                         description="Median per-chunk latency over interleaved repeats of each encoder variant of "
+                                     "BUNDLE (fp32, fp16, int8-*; build them with `nim4-edge quantize`) and, with "
+                                     "--checkpoint, PyTorch eager on the same weights; speed-ups, RSS, file sizes.",
+                         epilog="Example: nim4-edge bench encoder --bundle FB --precisions fp32,fp16,int8-dynamic")
+    b.add_argument("--checkpoint", type=Path, help="also time PyTorch eager on this checkpoint (needs torch)")
     b.add_argument("--bundle", type=Path, required=True)
+    b.add_argument("--precisions", metavar="VARIANTS",
+                   help="comma-separated encoder variants of the bundle (default: its default variant)")
     b.add_argument("--repeats", type=int, default=20, help="timed repeats per backend (default 20)")
     b.add_argument("--warmup", type=int, default=3, help="untimed repeats first (default 3)")
     b.add_argument("--threads", type=int, default=2, help="threads for both backends (default 2)")

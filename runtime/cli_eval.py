@@ -14,9 +14,9 @@ from nim4_edge.runtime.evaluate import MODES, evaluate, read_manifest, report_ro
 from nim4_edge.runtime.report import format_table
 
 
-def build_manifest_hotwords(items, directory: Path, extra: Path | None) -> Path:
+def build_manifest_hotwords(items, directory: Path, extra: Path | None, tolerant: bool = False) -> Path:
     """A hotword database of every hotword in the manifest (plus the entries of `extra`, a list
-    file), as `nim4-edge hotwords build` would write it."""
+    file), as `nim4-edge hotwords build [--tolerant]` would write it."""
     from nim4_edge.runtime.hotwords import HotwordDatabase, HotwordEntry
     from nim4_edge.runtime.lexicon import Lexicon, LexiconError, pronounce_many
     from nim4_edge.runtime.phonemes import PhonemeInventory
@@ -32,7 +32,7 @@ def build_manifest_hotwords(items, directory: Path, extra: Path | None) -> Path:
     pronounced = [(HotwordEntry(w), p) for w, p in zip(words, pronounce_many(words, inventory))
                   if not isinstance(p, LexiconError)]
     path = directory / "manifest-hotwords.db"
-    HotwordDatabase.build(pronounced, Lexicon(inventory)).save(path)
+    HotwordDatabase.build(pronounced, Lexicon(inventory), tolerant=tolerant).save(path)
     return path
 
 
@@ -52,7 +52,8 @@ def cmd_eval(args) -> int:
     with tempfile.TemporaryDirectory(prefix="nim4-eval-") as tmp:
         if args.manifest_hotwords:
             t0 = time.perf_counter()
-            args.hotwords = build_manifest_hotwords(items, Path(tmp), args.extra_hotwords)
+            args.hotwords = build_manifest_hotwords(items, Path(tmp), args.extra_hotwords,
+                                                   tolerant=args.hotwords_mode.startswith("tolerant"))
             print(f"hotword database from the manifest built in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
         recognizer = build_recognizer(args)
         try:

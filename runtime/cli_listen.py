@@ -17,6 +17,7 @@ from nim4_edge.runtime.vad import VAD_KINDS, VadConfig
 
 BUNDLE_ENV = "NIM4_EDGE_BUNDLE"
 # The shipped demo model (recipes/demo; MODEL_CARD.md inside): the default when no --bundle is given.
+HOTWORD_MODES = ("exact", "tolerant", "text", "exact+text", "tolerant+text")
 DEMO_BUNDLE = Path(__file__).resolve().parent / "demo_bundle"
 
 
@@ -50,9 +51,13 @@ def add_recognizer_flags(p) -> None:
                    help="encoder variant of the bundle: fp32, fp16, int8-dynamic, int8-qdq (default: the profile's "
                         "precision when the bundle has it, else the bundle's default)")
     p.add_argument("--hotwords", type=Path, metavar="DB", help="hotword database (nim4-edge hotwords build)")
-    p.add_argument("--hotwords-mode", choices=("exact", "tolerant", "text"), default="exact",
+    p.add_argument("--hotwords-mode", choices=HOTWORD_MODES, default="exact",
                    help="exact: phonemes as heard; tolerant: forgive one phoneme error (database built with "
-                        "--tolerant); text: from a first-pass transcript (a second decode; default exact)")
+                        "--tolerant); text: from a first-pass transcript (a second decode); exact+text / "
+                        "tolerant+text: both, the first pass already hinted (default exact)")
+    p.add_argument("--no-respell", action="store_true",
+                   help="keep the decoder's spelling even where a span sounds exactly like a retrieved hotword "
+                        "(default: spell it as the hotword; runtime/respell.py)")
 
 
 def build_recognizer(args) -> Recognizer:
@@ -86,7 +91,10 @@ def build_recognizer(args) -> Recognizer:
             encoder_providers=tuple(plan.ort_providers(_engine_cache(bundle, plan))),
             encoder_precision=precision,
             hotwords=args.hotwords,
-            retrieval=RetrievalConfig(tolerant=args.hotwords_mode == "tolerant", from_text=args.hotwords_mode == "text"),
+            retrieval=RetrievalConfig(tolerant=args.hotwords_mode.startswith("tolerant"),
+                                      from_text=args.hotwords_mode == "text",
+                                      add_text=args.hotwords_mode.endswith("+text")),
+            respell_hints=not args.no_respell,
         )
     except ValueError as e:
         raise Nim4Error(str(e)) from None

@@ -233,6 +233,7 @@ def evaluate(recognizer, items: list[EvalItem], modes: list[str], progress=None)
         hyps: list[str | None] = []
         latencies, first_partials, compute_s, audio_s = [], [], 0.0, 0.0
         encoder_ms = chunks = decode_ms = tokens = 0.0
+        hint_hits = [0, 0]  # entity utterances whose entity was among the final's hints, of all
         for n, (item, row) in enumerate(zip(items, details)):
             if item.audio not in audio_cache:
                 try:
@@ -267,9 +268,16 @@ def evaluate(recognizer, items: list[EvalItem], modes: list[str], progress=None)
                         first_partials.append((e.end_s - e.start_s) * 1000 + compute)
                 hyps.append(text)
                 row[mode] = text
+                hints = list(dict.fromkeys(h for f in finals for h in f.hotwords))
+                if item.entity:
+                    row[f"{mode}_hints"] = hints
+                    hint_hits[0] += item.entity in hints
+                    hint_hits[1] += 1
             if progress:
                 progress(mode, n + 1, len(items))
         figures = score(items, hyps)
+        # retrieval's share of entity errors: a decoder can only copy a name it was given
+        figures["hint_recall"] = round(100.0 * hint_hits[0] / hint_hits[1], 2) if hint_hits[1] else None
         figures["rtf"] = round(compute_s / audio_s, 4) if audio_s else None
         if latencies:
             figures["final_latency_ms_p50"] = round(float(np.percentile(latencies, 50)), 1)
@@ -295,6 +303,7 @@ def report_rows(summary: dict) -> list[dict]:
         rows.append({"mode": mode, "CER zh %": f["cer_zh"], "WER en %": f["wer_en"],
                      "entity acc %": f["entity_accuracy"],
                      "homophone ent %": f["entity_accuracy_by_tag"].get("homophone"),
+                     "hint recall %": f.get("hint_recall"),
                      "digit acc %": f["digit_accuracy"], "false text %": f["false_text_rate"],
                      "halluc %": f["hallucination_rate"], "RTF": f["rtf"],
                      "final p50 ms": f.get("final_latency_ms_p50"), "failed": f["counts"]["failed"]})

@@ -314,6 +314,9 @@ class RetrievalConfig:
     max_group: int = 5  # homophones of one key put into the prompt at most (heaviest first)
     tolerant: bool = False  # also retrieve keys one phoneme error (or a wrong tone) away; needs a tolerant db
     from_text: bool = False  # retrieve from a first-pass transcript instead of the CTC phonemes (2 decodes)
+    # also retrieve from a first pass that had the CTC hints, and add what it finds (2 decodes): a name
+    # the CTC head heard with errors but the decoder wrote with the right sound is found this way
+    add_text: bool = False
     max_half_candidates: int = 20000  # a half shared by more keys is too common to verify (batched in C)
 
 

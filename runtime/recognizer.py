@@ -34,6 +34,7 @@ from nim4_edge.runtime.endpoint import EndpointConfig, Endpointer
 from nim4_edge.runtime.errors import Nim4Error
 from nim4_edge.runtime.features import OnlineFbank
 from nim4_edge.runtime.hotwords import HotwordDatabase, HotwordRetriever, RetrievalConfig
+from nim4_edge.runtime.respell import respell
 from nim4_edge.runtime.lexicon import Lexicon
 from nim4_edge.runtime.vad import FRAME_SAMPLES, SAMPLE_RATE_HZ, VadConfig, make_vad
 
@@ -54,6 +55,7 @@ class RecognizerConfig:
     verify_bundle_hashes: bool = False  # sha256 every file at start-up (seconds for a 1 GB decoder)
     hotwords: Path | None = None  # hotword database (nim4-edge hotwords build); shared by all streams
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    respell_hints: bool = True  # a span that sounds exactly like a hint is spelled as it (runtime/respell.py)
 
     def __post_init__(self) -> None:
         if self.partial_every_chunks < 0:
@@ -187,12 +189,18 @@ class _Utterance:
         return [self.symbols[i] for i in self.phoneme_ids]
 
     def _hotwords(self) -> list[str]:
-        if self.stream.hotwords.config.from_text:
+        config = self.stream.hotwords.config
+        if config.from_text:
             return self.text_hotwords
+        if config.add_text:
+            return list(dict.fromkeys(self.retrieval.words() + self.text_hotwords))
         return self.retrieval.words()
 
     def _event(self, kind: str, result, hotwords: list[str], **extra) -> Event:
-        return Event(kind, result.text, self.index, self.start_s, self.end_s, hotwords, self.phonemes,
+        text = result.text
+        if self.stream.recognizer.config.respell_hints and hotwords:
+            text = respell(text, hotwords, self.stream.recognizer.lexicon)
+        return Event(kind, text, self.index, self.start_s, self.end_s, hotwords, self.phonemes,
                      dict(self.timings) | {"result_decode_ms": result.decode_ms}, chunks=self.chunks,
                      tokens=len(result.token_ids), **extra)
 
@@ -204,8 +212,9 @@ class _Utterance:
             self.stream.decoder.final()  # nothing to decode (shorter than one encoder frame): close it
             return []
         seconds = self.end_s - self.start_s
-        if self.stream.hotwords.config.from_text:  # first pass without hints, on a branch
-            first = self.stream.decoder.partial(audio_seconds=seconds)
+        config = self.stream.hotwords.config
+        if config.from_text or config.add_text:  # first pass (CTC hints only, or none), on a branch
+            first = self.stream.decoder.partial(self._hotwords(), audio_seconds=seconds)
             self.timings["decode_ms"] += first.prefill_ms + first.decode_ms
             self.text_hotwords = self.stream.hotwords.retrieve_from_text(first.text)
         hotwords = self._hotwords()

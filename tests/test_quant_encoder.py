@@ -87,3 +87,16 @@ def test_projection_counts_the_full_encoder_step():
     nano16, nano8 = rows[("Orin Nano 8 GB", "fp16", "Q4_K_M")], rows[("Orin Nano 8 GB", "int8", "Q4_K_M")]
     assert nano8["encoder_ms_per_chunk"] < nano16["encoder_ms_per_chunk"]
     assert rows[("AGX Orin 64 GB", "fp16", "Q4_K_M")]["decoder_tokens_per_s"] > nano16["decoder_tokens_per_s"]
+
+
+def test_encoder_bench_times_every_variant(quantized_bundle, tiny_checkpoint):
+    from nim4_edge.export.bench_encoder import bench_encoder, table
+
+    report = bench_encoder(tiny_checkpoint, quantized_bundle[0], repeats=3, warmup=1, num_threads=1,
+                           precisions=["fp32", "int8-dynamic"])
+    names = [b["backend"] for b in report["backends"]]
+    assert names == ["onnxruntime fp32", "onnxruntime int8-dynamic", "torch eager"]
+    fp32, int8, _ = report["backends"]
+    assert all(b["ms_median"] > 0 for b in report["backends"]) and fp32["speedup_vs_first"] == 1
+    assert int8["file_mb"] < fp32["file_mb"]  # weights in int8
+    assert "onnxruntime int8-dynamic" in table(report)
