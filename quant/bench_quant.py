@@ -52,13 +52,17 @@ def pareto_front(rows: list[dict], x: str = "rtf", y: str = "error_rate") -> set
 
 def run_worker(args) -> int:
     from nim4_edge.runtime.evaluate import evaluate, read_manifest
+    from nim4_edge.runtime.hotwords import RetrievalConfig
     from nim4_edge.runtime.recognizer import Recognizer, RecognizerConfig
 
     items = read_manifest(args.testset)
     if args.limit:
         items = items[: args.limit]
     config = RecognizerConfig(bundle=args.bundle, decoder_variant=args.decoder, encoder_precision=args.encoder,
-                              hotwords=args.hotwords, encoder_threads=args.threads)
+                              hotwords=args.hotwords, encoder_threads=args.threads,
+                              retrieval=RetrievalConfig(tolerant=args.hotwords_mode.startswith("tolerant"),
+                                                        from_text=args.hotwords_mode == "text",
+                                                        add_text=args.hotwords_mode.endswith("+text")))
     recognizer = Recognizer(config)
     try:
         passes = [evaluate(recognizer, items, ["streaming"])["modes"]["streaming"] for _ in range(max(1, args.repeats))]
@@ -108,7 +112,8 @@ def ensure_variants(bundle_path: Path, encoders: list[str], decoders: list[str],
 
 
 def bench(bundle_path: Path, testset: Path, encoders: list[str], decoders: list[str], out_dir: Path,
-          repeats: int = 1, limit: int = 0, hotwords: Path | None = None, threads: int = 0) -> dict:
+          repeats: int = 1, limit: int = 0, hotwords: Path | None = None, threads: int = 0,
+          hotwords_mode: str = "exact") -> dict:
     from nim4_edge.runtime.bundle import Bundle
     from nim4_edge.runtime.evaluate import read_manifest
 
@@ -126,9 +131,10 @@ def bench(bundle_path: Path, testset: Path, encoders: list[str], decoders: list[
         row = {"encoder": encoder, "decoder": decoder}
         reason = failed.get(("encoder", encoder)) or failed.get(("decoder", decoder))
         if reason is None:
-            cmd = [sys.executable, "-m", "nim4_edge.quant.bench_quant", "worker", "--bundle", str(bundle_path),
+            cmd = ([sys.executable, "-m", "nim4_edge.quant.bench_quant", "worker", "--bundle", str(bundle_path),
                    "--testset", str(testset), "--encoder", encoder, "--decoder", decoder, "--repeats", str(repeats),
-                   "--limit", str(limit), "--threads", str(threads)] + (["--hotwords", str(hotwords)] if hotwords else [])
+                   "--limit", str(limit), "--threads", str(threads), "--hotwords-mode", hotwords_mode]
+                   + (["--hotwords", str(hotwords)] if hotwords else []))
             proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ | {"OMP_WAIT_POLICY": "PASSIVE"})
             if proc.returncode == 0:
                 row |= json.loads(proc.stdout.strip().splitlines()[-1])
@@ -149,7 +155,7 @@ def bench(bundle_path: Path, testset: Path, encoders: list[str], decoders: list[
         rows[i]["pareto"] = True
     results = {"bundle": str(bundle_path), "testset": str(testset), "utterances": limit or len(items),
                "repeats": repeats, "threads": threads, "hotwords": str(hotwords) if hotwords else None,
-               "seconds": round(time.perf_counter() - t0, 1), "rows": rows}
+               "hotwords_mode": hotwords_mode, "seconds": round(time.perf_counter() - t0, 1), "rows": rows}
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / "results.json", json.dumps(results, indent=1, ensure_ascii=False) + "\n")
     write_text_atomic(out_dir / "report.md", report_markdown(results))
@@ -246,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--limit", type=int, default=0)
     w.add_argument("--threads", type=int, default=0)
     w.add_argument("--hotwords", type=Path)
+    w.add_argument("--hotwords-mode", default="exact")
     args = p.parse_args(argv)
     try:
         return run_worker(args)

@@ -54,8 +54,21 @@ def write_fp16(src: Path, dst: Path) -> None:
     import onnx
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
-    model = onnx.load(str(src))
-    model = convert_float_to_float16(model, keep_io_types=True, op_block_list=DEFAULT_OP_BLOCK_LIST + FP16_KEEP_FP32)
+    if _external(src):
+        # Over 2 GB (the full encoder): the converter's own shape inference serializes the model in
+        # memory, which protobuf refuses. Infer shapes file to file beside the source (its external
+        # data resolves there), then convert without inferring again.
+        inferred = src.with_name(f".{src.stem}-shapes.onnx")
+        try:
+            onnx.shape_inference.infer_shapes_path(str(src), str(inferred))
+            model = onnx.load(str(inferred))
+        finally:
+            inferred.unlink(missing_ok=True)
+        model = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True,
+                                         op_block_list=DEFAULT_OP_BLOCK_LIST + FP16_KEEP_FP32)
+    else:
+        model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True,
+                                         op_block_list=DEFAULT_OP_BLOCK_LIST + FP16_KEEP_FP32)
     onnx.save(model, str(dst), save_as_external_data=_external(src), location=dst.name + ".data")
 
 
@@ -198,12 +211,20 @@ def quantize_encoder(bundle_path: Path, precisions: list[str], audios: list[np.n
         # moved in: an interrupted run leaves nothing half-written in the bundle.
         with tempfile.TemporaryDirectory(prefix=".quant-", dir=bundle.path) as scratch:
             tmp = Path(scratch) / name
-            if precision == "fp16":
-                write_fp16(src, tmp)
-            elif precision == "int8-dynamic":
-                write_int8_dynamic(src, tmp)
-            else:
-                write_int8_qdq(src, tmp, record_calibration_feeds(bundle, frames, max_calibration_steps))
+            try:
+                if precision == "fp16":
+                    write_fp16(src, tmp)
+                elif precision == "int8-dynamic":
+                    write_int8_dynamic(src, tmp)
+                else:
+                    write_int8_qdq(src, tmp, record_calibration_feeds(bundle, frames, max_calibration_steps))
+            except Nim4Error:
+                raise
+            except Exception as e:  # onnx/onnxruntime raise many types: this variant failed, the others go on
+                reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                log.error("encoder %s failed: %s", precision, reason)
+                report["variants"][precision] = {"failed": reason}
+                continue
             written = sorted(Path(scratch).glob(name + "*"))
             for part in written:
                 os.replace(part, bundle.file(part.name))
@@ -214,5 +235,5 @@ def quantize_encoder(bundle_path: Path, precisions: list[str], audios: list[np.n
         report["variants"][precision] = {"file": name, "bytes": sum(files[p.name]["bytes"] for p in written),
                                          "seconds": round(time.perf_counter() - t0, 1)}
     bundle = Bundle.load(bundle_path)
-    report["parity"] = parity_report(bundle, precisions, frames)
+    report["parity"] = parity_report(bundle, [p for p in precisions if "failed" not in report["variants"][p]], frames)
     return report

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from nim4_edge.runtime import __version__
+from nim4_edge.runtime.cli_listen import HOTWORD_MODES
 from nim4_edge.runtime.errors import Nim4Error
 
 EXIT_CHECK_FAILED = 1
@@ -110,7 +111,11 @@ def cmd_quantize(args) -> int:
                                                        make_default=args.make_default,
                                                        agreement=not args.no_agreement, threads=args.threads)
     _print_json(report)
-    return 0
+    failed = {p: v["failed"] for p, v in report.get("encoder", {}).get("variants", {}).items() if "failed" in v}
+    for precision, reason in failed.items():
+        print(f"nim4-edge: encoder {precision} could not be built ({reason}); the other variants were written",
+              file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _calibration_audio(paths: list[Path], limit: int) -> list:
@@ -145,7 +150,7 @@ def cmd_bench_quant(args) -> int:
         raise Nim4Error("nim4-edge bench needs --testset MANIFEST (or a component: bench encoder|decoder|runtime|vad|hotwords)")
     results = bench_quant.bench(resolve_bundle(args.bundle), args.testset, _split(args.encoder), _split(args.decoder),
                                 args.out, repeats=args.repeats, limit=args.limit, hotwords=args.hotwords,
-                                threads=args.threads)
+                                threads=args.threads, hotwords_mode=args.hotwords_mode)
     return _print_report(results, lambda r: format_table(*bench_quant.report_rows(r)))
 
 
@@ -290,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=1, help="passes over the test set; timings are medians (default 1)")
     p.add_argument("--limit", type=int, default=0, help="only the first N utterances")
     p.add_argument("--hotwords", type=Path, metavar="DB", help="hotword database used by every combination")
+    p.add_argument("--hotwords-mode", choices=HOTWORD_MODES, default="exact",
+                   help="hotword retrieval, as for listen (tolerant needs a database built with --tolerant)")
     p.add_argument("--threads", type=int, default=0, help="threads (0 = all cores)")
     p.set_defaults(func=cmd_bench_quant)
     bench = p.add_subparsers(dest="bench", required=False, metavar="WHAT")

@@ -23,7 +23,7 @@ from nim4_edge.recipes.vad_data import FSDD_DIR
 
 # (file, text, language, voice, speed, pitch, entity): voices/speeds/pitches from the test lists only
 EXAMPLES = (
-    ("en_temperature.wav", "set the temperature to 22 degrees", "en", "en-us+f4", 168, 55, ""),
+    ("en_temperature.wav", "set the temperature to 21 degrees", "en", "en-us+f4", 168, 55, ""),
     ("en_call.wav", "call Jon Okafor", "en", "en-gb+m6", 138, 35, "Jon Okafor"),
     ("zh_navigate.wav", "导航到彗心大道", "zh", "cmn-latn-pinyin+f4", 168, 55, "彗心大道"),
     ("zh_window.wav", "打开车窗", "zh", "cmn-latn-pinyin+m6", 138, 35, ""),
