@@ -30,13 +30,14 @@ def bench_encoder(checkpoint_path: Path | None, bundle_path: Path, repeats: int 
     bundle = Bundle.load(bundle_path)
     manifest = bundle.manifest
     names = precisions or [manifest.encoder.precision]
-    sessions, rss_added, file_bytes = {}, {}, {}
+    sessions, loaded = {}, {}  # loaded: backend -> precision, RSS growth when loaded, file size
     for name in names:  # loaded one after another: each one's RSS growth is its own
         before = rss_bytes()
         sessions[name] = EncoderSession(bundle, num_threads=num_threads, precision=name)
-        rss_added[name] = (rss_bytes() - before) / 2**20
+        rss_mb = (rss_bytes() - before) / 2**20
         graph = manifest.encoder.file_for(name)  # + its external data (graph.onnx.data) over 2 GB
-        file_bytes[name] = sum(bundle.file(f).stat().st_size for f in manifest.files if f.startswith(graph))
+        file_mb = sum(bundle.file(f).stat().st_size for f in manifest.files if f.startswith(graph)) / 2**20
+        loaded[f"onnxruntime {name}"] = {"precision": name, "rss_added_mb": rss_mb, "file_mb": file_mb}
 
     # Mid-utterance state: stream 5 chunks of a synthetic utterance so the caches are full.
     geometry = manifest.streaming
@@ -69,7 +70,7 @@ def bench_encoder(checkpoint_path: Path | None, bundle_path: Path, repeats: int 
         before = rss_bytes()
         model = read_checkpoint(checkpoint_path).load_acoustic_model()
         step = StreamingEncoderStep(model).eval()
-        rss_added["torch eager"] = (rss_bytes() - before) / 2**20
+        loaded["torch eager"] = {"precision": "fp32", "rss_added_mb": (rss_bytes() - before) / 2**20, "file_mb": None}
         torch_inputs = (torch.from_numpy(window)[None], torch.tensor([valid]), torch.tensor([state.num_cached_frames]),
                         torch.from_numpy(state.key_cache), torch.from_numpy(state.value_cache),
                         torch.from_numpy(state.conv_cache))
@@ -98,14 +99,11 @@ def bench_encoder(checkpoint_path: Path | None, bundle_path: Path, repeats: int 
     reference = median(times[order[0]])
     backends = []
     for name in order:
-        precision = name.removeprefix("onnxruntime ") if name.startswith("onnxruntime") else "fp32"
         backends.append({
-            "backend": name, "precision": precision,
+            "backend": name, **loaded[name],
             "ms_median": median(times[name]), "ms_p90": percentile(times[name], 90),
             "real_time_factor": median(times[name]) / chunk_ms,
             "speedup_vs_first": reference / median(times[name]),
-            "rss_added_mb": rss_added.get(name.removeprefix("onnxruntime "), rss_added.get(name)),
-            "file_mb": file_bytes[precision] / 2**20 if name.startswith("onnxruntime") else None,
         })
     return {"bundle": str(bundle_path), "threads": num_threads, "repeats": repeats, "chunk_audio_ms": chunk_ms,
             "backends": backends, "peak_rss_mb": peak_rss_bytes() / 2**20, **extra}

@@ -60,9 +60,7 @@ def run_worker(args) -> int:
         items = items[: args.limit]
     config = RecognizerConfig(bundle=args.bundle, decoder_variant=args.decoder, encoder_precision=args.encoder,
                               hotwords=args.hotwords, encoder_threads=args.threads,
-                              retrieval=RetrievalConfig(tolerant=args.hotwords_mode.startswith("tolerant"),
-                                                        from_text=args.hotwords_mode == "text",
-                                                        add_text=args.hotwords_mode.endswith("+text")))
+                              retrieval=RetrievalConfig.from_mode(args.hotwords_mode))
     recognizer = Recognizer(config)
     try:
         passes = [evaluate(recognizer, items, ["streaming"])["modes"]["streaming"] for _ in range(max(1, args.repeats))]

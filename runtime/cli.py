@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from nim4_edge.runtime import __version__
-from nim4_edge.runtime.cli_listen import HOTWORD_MODES
 from nim4_edge.runtime.errors import Nim4Error
+from nim4_edge.runtime.hotwords import HOTWORD_MODES
 
 EXIT_CHECK_FAILED = 1
 EXIT_BAD_INPUT = 2

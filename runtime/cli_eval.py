@@ -11,6 +11,7 @@ from pathlib import Path
 from nim4_edge.runtime.cli_listen import add_recognizer_flags, build_recognizer
 from nim4_edge.runtime.errors import Nim4Error
 from nim4_edge.runtime.evaluate import MODES, evaluate, read_manifest, report_rows
+from nim4_edge.runtime.hotwords import RetrievalConfig
 from nim4_edge.runtime.report import format_table
 
 
@@ -53,7 +54,7 @@ def cmd_eval(args) -> int:
         if args.manifest_hotwords:
             t0 = time.perf_counter()
             args.hotwords = build_manifest_hotwords(items, Path(tmp), args.extra_hotwords,
-                                                   tolerant=args.hotwords_mode.startswith("tolerant"))
+                                                   tolerant=RetrievalConfig.from_mode(args.hotwords_mode).tolerant)
             print(f"hotword database from the manifest built in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
         recognizer = build_recognizer(args)
         try:

@@ -11,13 +11,12 @@ from pathlib import Path
 from nim4_edge.runtime.decoder import DecoderSettings
 from nim4_edge.runtime.endpoint import EndpointConfig
 from nim4_edge.runtime.errors import Nim4Error
-from nim4_edge.runtime.hotwords import RetrievalConfig
+from nim4_edge.runtime.hotwords import HOTWORD_MODES, RetrievalConfig
 from nim4_edge.runtime.recognizer import Event, Recognizer, RecognizerConfig
 from nim4_edge.runtime.vad import VAD_KINDS, VadConfig
 
 BUNDLE_ENV = "NIM4_EDGE_BUNDLE"
 # The shipped demo model (recipes/demo; MODEL_CARD.md inside): the default when no --bundle is given.
-HOTWORD_MODES = ("exact", "tolerant", "text", "exact+text", "tolerant+text")
 DEMO_BUNDLE = Path(__file__).resolve().parent / "demo_bundle"
 
 
@@ -91,9 +90,7 @@ def build_recognizer(args) -> Recognizer:
             encoder_providers=tuple(plan.ort_providers(_engine_cache(bundle, plan))),
             encoder_precision=precision,
             hotwords=args.hotwords,
-            retrieval=RetrievalConfig(tolerant=args.hotwords_mode.startswith("tolerant"),
-                                      from_text=args.hotwords_mode == "text",
-                                      add_text=args.hotwords_mode.endswith("+text")),
+            retrieval=RetrievalConfig.from_mode(args.hotwords_mode),
             respell_hints=not args.no_respell,
         )
     except ValueError as e:

@@ -319,6 +319,16 @@ class RetrievalConfig:
     add_text: bool = False
     max_half_candidates: int = 20000  # a half shared by more keys is too common to verify (batched in C)
 
+    @classmethod
+    def from_mode(cls, mode: str) -> "RetrievalConfig":
+        """The `--hotwords-mode` of listen/eval/bench (HOTWORD_MODES) as a config."""
+        if mode not in HOTWORD_MODES:
+            raise ValueError(f"unknown hotword mode {mode!r}; choose from {', '.join(HOTWORD_MODES)}")
+        return cls(tolerant=mode.startswith("tolerant"), from_text=mode == "text", add_text=mode.endswith("+text"))
+
+
+HOTWORD_MODES = ("exact", "tolerant", "text", "exact+text", "tolerant+text")
+
 
 @dataclass
 class Match:

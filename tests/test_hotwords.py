@@ -272,3 +272,12 @@ def test_text_based_retrieval():
     retriever = HotwordRetriever(_db(), LEX)
     assert retriever.retrieve_from_text("导航到彗新西街") == ["惠新西街", "彗新西街"]  # same sound
     assert retriever.retrieve_from_text("...") == []
+
+
+def test_hotword_modes_map_to_retrieval_configs():
+    assert RetrievalConfig.from_mode("exact") == RetrievalConfig()
+    both = RetrievalConfig.from_mode("tolerant+text")
+    assert both.tolerant and both.add_text and not both.from_text
+    assert RetrievalConfig.from_mode("text").from_text and not RetrievalConfig.from_mode("exact+text").tolerant
+    with pytest.raises(ValueError, match="unknown hotword mode"):
+        RetrievalConfig.from_mode("fuzzy")

@@ -95,9 +95,9 @@ class Corpus:
         cmvn = Cmvn.from_json(json.loads((directory / "cmvn.json").read_text()))
         return cls(features, rows, cmvn)
 
-    def batches(self, rng: random.Random, max_frames: int, rows: list[int] | None = None):
+    def batches(self, rng: random.Random, max_frames: int):
         """Endless batches of row indices with similar lengths, at most `max_frames` padded frames each."""
-        order = rows if rows is not None else list(range(len(self.rows)))
+        order = list(range(len(self.rows)))
         while True:
             shuffled = order[:]
             rng.shuffle(shuffled)
@@ -305,21 +305,20 @@ class Trainer:
             return self.run_text()
         model, decoder, tokenizer = self.load_models()
         builder = PromptBuilder(tokenizer) if tokenizer is not None else None
-        self.cache = self.encoder_cache(model) if args.stage != "ctc" else None
         trainable = self.trainable(model, decoder)
         log.info("%s: %.2fM trainable parameters", args.stage, sum(p.numel() for p in trainable) / 1e6)
         optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.01)
         step = self.resume(model, decoder, optimizer)
         if args.snapshot:  # a checkpoint of the last saved state, to evaluate while training goes on
+            if step == 0:
+                raise SystemExit(f"error: no saved state in {self.stage_dir}; start the {args.stage} stage first")
             write_checkpoint(args.snapshot, model.eval(), self.corpus.cmvn, decoder, tokenizer, overwrite=True,
                              metadata={"stage": args.stage, "steps": str(step)})
             log.info("wrote %s (step %d)", args.snapshot, step)
             return 0
+        self.cache = self.encoder_cache(model) if args.stage != "ctc" else None
         pools = entity_pools()
-        rows = None
-        if args.stage != "ctc":
-            rows = [i for i, r in enumerate(self.corpus.rows)]
-        batches = self.corpus.batches(self.rng, args.max_frames, rows)
+        batches = self.corpus.batches(self.rng, args.max_frames)
         for _ in range(step):  # same batch order after a resume (cheap: indices only)
             next(batches)
         from tqdm import tqdm
@@ -427,8 +426,8 @@ class Trainer:
             return 0
         if not directory.is_dir():
             self.make_text_decoder(directory)
-        rng = random.Random(args.seed)
-        texts = [hint_copy_sample(r, rng, entity_pools()) for r in self.corpus.rows if r["text"] and r["source"] == "espeak"]
+        rng, pools = random.Random(args.seed), entity_pools()
+        texts = [hint_copy_sample(r, rng, pools) for r in self.corpus.rows if r["text"] and r["source"] == "espeak"]
         result = pretrain_decoder_on_text(directory, texts, steps=args.steps, batch_size=32, lr=args.lr,
                                           seed=args.seed, threads=args.threads)
         (self.stage_dir / "done.json").write_text(json.dumps({"stage": "text", **result}) + "\n")
