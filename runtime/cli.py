@@ -347,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "a naive substring scan runs on a few of the same queries for the ratio.")
     b.add_argument("--size", type=int, default=1_000_000)
     b.add_argument("--queries", type=int, default=500)
-    b.add_argument("--exact-only", action="store_true", help="build without the tolerant half-key index")
+    b.add_argument("--exact-only", action="store_true", help="build without the tolerant (halves and thirds) index")
     b.set_defaults(func=cmd_bench_hotwords)
     return parser
 

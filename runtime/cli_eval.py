@@ -71,7 +71,10 @@ def cmd_eval(args) -> int:
             recognizer.close()
     summary["testset"] = str(args.testset)
     summary["bundle"] = str(recognizer.config.bundle)
+    summary["encoder_precision"] = recognizer.encoder.precision
     summary["decoder_variant"] = recognizer.config.decoder_variant or recognizer.bundle.manifest.decoder.default_variant
+    summary["hotwords_mode"] = args.hotwords_mode
+    summary["respell"] = not args.no_respell
     summary["hotwords"] = ("manifest" + (f" + {args.extra_hotwords}" if args.extra_hotwords else "")
                            if args.manifest_hotwords else (str(args.hotwords) if args.hotwords else None))
     details = summary.pop("utterances")

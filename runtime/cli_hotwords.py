@@ -70,7 +70,7 @@ def cmd_build(args) -> int:
 def cmd_query(args) -> int:
     database = HotwordDatabase.load(args.database)
     lexicon = Lexicon(database.inventory)
-    if args.tolerant and database.tolerant is None:
+    if args.tolerant and not database.tolerant:
         raise Nim4Error(f"{args.database} was built without --tolerant; rebuild it to query tolerantly")
     retriever = HotwordRetriever(database, lexicon, RetrievalConfig(top_k=args.top_k, min_syllables=args.min_syllables,
                                                                     tolerant=args.tolerant))
@@ -113,8 +113,8 @@ def add_commands(sub) -> None:
     b.add_argument("--strict", action="store_true", help="fail on any bad line")
     b.add_argument("--jobs", type=int, default=0, help="processes for pronouncing entries (0 = all cores)")
     b.add_argument("--tolerant", action="store_true",
-                   help="also index half-keys, so retrieval can forgive one phoneme error or a wrong tone "
-                        "(more memory and build time; README has the figures)")
+                   help="also index key halves and thirds, so retrieval forgives one phoneme error (two in keys of "
+                        ">= 10 phonemes) and wrong tones (more memory and build time; README has the figures)")
     b.set_defaults(func=cmd_build)
     q = hw.add_parser("query", help="show what a text or phoneme string would retrieve, and why")
     q.add_argument("database", type=Path)

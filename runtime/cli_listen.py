@@ -51,7 +51,7 @@ def add_recognizer_flags(p) -> None:
                         "precision when the bundle has it, else the bundle's default)")
     p.add_argument("--hotwords", type=Path, metavar="DB", help="hotword database (nim4-edge hotwords build)")
     p.add_argument("--hotwords-mode", choices=HOTWORD_MODES, default="exact",
-                   help="exact: phonemes as heard; tolerant: forgive one phoneme error (database built with "
+                   help="exact: phonemes as heard; tolerant: forgive one phoneme error, two in long keys (database built with "
                         "--tolerant); text: from a first-pass transcript (a second decode); exact+text / "
                         "tolerant+text: both, the first pass already hinted (default exact)")
     p.add_argument("--no-respell", action="store_true",

@@ -8,6 +8,7 @@ new part (plus the longest key minus one) is scanned; matches inside a longer ma
 (NIO inside NIO House); keys of fewer than `min_syllables` syllables (two-syllable names cause most
 false matches at a million entries, FACTS.md) count only if they are per-stream additions; the top K
 by length, then weight, go into the prompt. Per-stream additions and removals sit on top of the shared base.
+Tolerant retrieval (`PartIndex`) adds keys heard with one phoneme error (two in keys of >= 10 phonemes).
 
 The file never runs code when loaded: arrays and text in checksummed sections, and the automaton as
 a pickle read by an unpickler that can construct nothing but `ahocorasick.Automaton`.
@@ -106,72 +107,113 @@ class StringTable:
         return ((self.ends - self.starts) // 3).astype(np.int32)
 
 
-class HalfIndex:
-    """For tolerant retrieval: each key of >= 4 phonemes split into a first and a second half. One
-    substituted, inserted or deleted phoneme (or a wrong tone) leaves at least one half intact, so an
-    exact scan for halves finds every candidate; candidates are then verified by edit distance."""
+class PartIndex:
+    """For tolerant retrieval (pigeonhole): each key of >= `min_key` phonemes split into `errors + 1`
+    parts. That many substituted, inserted or deleted phonemes (or wrong tones) leave at least one part
+    intact, so an exact scan for parts finds every candidate; candidates are then verified by edit
+    distance. Two indexes are built: halves (one error, keys of >= 4 phonemes) and thirds (two errors,
+    keys of >= 10 phonemes: at most one error in five, so a long name heard with two errors is found and
+    a short one is not matched by chance)."""
 
-    MIN_KEY = 4
+    def __init__(self, errors: int, min_key: int, pieces: StringTable, offsets: np.ndarray, entries: np.ndarray,
+                 automaton=None):
+        self.errors, self.parts, self.min_key = errors, errors + 1, min_key
+        self.pieces = pieces
+        self.piece_lengths = pieces.code_point_lengths()
+        self.offsets, self.entries = offsets, entries  # CSR: piece id -> key_id * parts + part
+        self.automaton = automaton if automaton is not None else _build_automaton(list(pieces))
+        self.max_length = int(self.piece_lengths.max()) if len(self.piece_lengths) else 0
 
-    def __init__(self, halves: StringTable, offsets: np.ndarray, entries: np.ndarray, automaton=None):
-        self.halves = halves
-        self.half_lengths = halves.code_point_lengths()
-        self.offsets, self.entries = offsets, entries  # CSR: half id -> key_id * 2 + side (0 first, 1 second)
-        self.automaton = automaton if automaton is not None else _build_automaton(list(halves))
-        self.max_length = int(self.half_lengths.max()) if len(self.half_lengths) else 0
+    @staticmethod
+    def bounds(length: int, parts: int) -> list[int]:
+        """Where a key of `length` phonemes is cut: part p is key[b[p]:b[p + 1]]."""
+        return [length * i // parts for i in range(parts + 1)]
 
     @classmethod
-    def build(cls, keys: list[str]) -> "HalfIndex":
+    def build(cls, keys: list[str], errors: int, min_key: int) -> "PartIndex":
+        parts = errors + 1
         ids: dict[str, int] = {}
-        halves: list[str] = []
+        pieces: list[str] = []
         pairs: list[tuple[int, int]] = []
         for key_id, key in enumerate(keys):
-            if len(key) < cls.MIN_KEY:
+            if len(key) < min_key:
                 continue
-            for side, half in enumerate((key[: len(key) // 2], key[len(key) // 2 :])):
-                if half not in ids:
-                    ids[half] = len(halves)
-                    halves.append(half)
-                pairs.append((ids[half], key_id * 2 + side))
+            b = cls.bounds(len(key), parts)
+            for part in range(parts):
+                piece = key[b[part] : b[part + 1]]
+                if piece not in ids:
+                    ids[piece] = len(pieces)
+                    pieces.append(piece)
+                pairs.append((ids[piece], key_id * parts + part))
         pairs.sort()
-        half_of = np.fromiter((h for h, _ in pairs), dtype=np.int64, count=len(pairs))
-        offsets = np.zeros(len(halves) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(half_of, minlength=len(halves)), out=offsets[1:])
+        piece_of = np.fromiter((h for h, _ in pairs), dtype=np.int64, count=len(pairs))
+        offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(piece_of, minlength=len(pieces)), out=offsets[1:])
         entries = np.fromiter((e for _, e in pairs), dtype=np.int32, count=len(pairs))
-        return cls(StringTable.from_strings(halves), offsets, entries)
+        return cls(errors, min_key, StringTable.from_strings(pieces), offsets, entries)
 
-    def group(self, half_id: int) -> np.ndarray:
-        return self.entries[self.offsets[half_id] : self.offsets[half_id + 1]]
+    def group(self, piece_id: int) -> np.ndarray:
+        return self.entries[self.offsets[piece_id] : self.offsets[piece_id + 1]]
 
-    TONELESS_CACHE_HALVES = 4096  # bounded: a long-running stream must not grow without limit
+    TONELESS_CACHE_PIECES = 4096  # bounded: a long-running stream must not grow without limit
 
-    def toneless_keys(self, half_id: int, keys: StringTable, lexicon: Lexicon) -> dict:
-        """A half's keys with tones forgiven, grouped by (side, length): {(side, length): (key ids,
+    def toneless_keys(self, piece_id: int, keys: StringTable, lexicon: Lexicon) -> dict:
+        """A piece's keys with tones forgiven, grouped by (part, length): {(part, length): (key ids,
         toneless keys)}, so one window per group is compared in one batched call. Cached (LRU): common
-        halves come back utterance after utterance."""
+        pieces come back utterance after utterance."""
         cache = self.__dict__.setdefault("_toneless", collections.OrderedDict())
-        if half_id in cache:
-            cache.move_to_end(half_id)
+        if piece_id in cache:
+            cache.move_to_end(piece_id)
         else:
+            # one decode of the group's keys joined, split again (a million-entry piece group is
+            # thousands of keys: per-key slicing and translating was most of a cold query)
+            key_ids, parts = np.divmod(self.group(piece_id).astype(np.int64), self.parts)
+            blob = b"\n".join(keys.blob[s:e] for s, e in zip(keys.starts[key_ids].tolist(), keys.ends[key_ids].tolist()))
             groups: dict[tuple[int, int], tuple[list[int], list[str]]] = {}
-            for packed in self.group(half_id).tolist():
-                key_id, side = packed >> 1, packed & 1
-                want = lexicon.toneless(keys[key_id])
-                ids, wants = groups.setdefault((side, len(want)), ([], []))
+            for key_id, part, want in zip(key_ids.tolist(), parts.tolist(), lexicon.toneless(blob.decode("utf-8")).split("\n")):
+                ids, wants = groups.setdefault((part, len(want)), ([], []))
                 ids.append(key_id)
                 wants.append(want)
-            cache[half_id] = groups
-            if len(cache) > self.TONELESS_CACHE_HALVES:
+            cache[piece_id] = groups
+            if len(cache) > self.TONELESS_CACHE_PIECES:
                 cache.popitem(last=False)
-        return cache[half_id]
+        return cache[piece_id]
+
+    def windows(self, start: int, end: int, part: int, length: int) -> list[tuple[int, int]]:
+        """Spans of the heard phonemes where a key of `length` whose `part` was found at [start, end)
+        can lie with at most `errors` edits: shifted by the edits before the part (none for the first
+        part) and after it (none for the last)."""
+        b = self.bounds(length, self.parts)
+        e = self.errors
+        out = []
+        for before in range(-e, e + 1) if part else (0,):
+            for after in range(-e, e + 1) if part < self.parts - 1 else (0,):
+                if abs(before) + abs(after) <= e:
+                    out.append((start - b[part] - before, end + (length - b[part + 1]) + after))
+        return out
+
+    SECTION_PREFIX = {1: "half", 2: "third"}  # file sections by tolerated errors (format 1 had halves only)
 
     def sections(self) -> dict[str, bytes]:
+        prefix = self.SECTION_PREFIX[self.errors]
         return {
-            "half_keys": self.halves.blob,
-            "half_offsets": self.offsets.astype("<i8").tobytes(),
-            "half_entries": self.entries.astype("<i4").tobytes(),
-            "half_automaton": pickle.dumps(self.automaton, protocol=5),
+            f"{prefix}_keys": self.pieces.blob,
+            f"{prefix}_offsets": self.offsets.astype("<i8").tobytes(),
+            f"{prefix}_entries": self.entries.astype("<i4").tobytes(),
+            f"{prefix}_automaton": pickle.dumps(self.automaton, protocol=5),
         }
+
+    @classmethod
+    def from_sections(cls, errors: int, min_key: int, sections: dict[str, bytes]) -> "PartIndex | None":
+        prefix = cls.SECTION_PREFIX[errors]
+        if f"{prefix}_automaton" not in sections:
+            return None
+        return cls(errors, min_key, StringTable(sections[f"{prefix}_keys"]),
+                   np.frombuffer(sections[f"{prefix}_offsets"], "<i8"), np.frombuffer(sections[f"{prefix}_entries"], "<i4"),
+                   _AutomatonOnly(io.BytesIO(sections[f"{prefix}_automaton"])).load())
+
+
+TOLERANT_INDEXES = ((1, 4), (2, 10))  # (errors tolerated, shortest key in phonemes): halves, thirds
 
 
 class HotwordDatabase:
@@ -179,9 +221,11 @@ class HotwordDatabase:
 
     def __init__(self, inventory: PhonemeInventory, words: StringTable, weights: np.ndarray, categories: StringTable,
                  keys: StringTable, key_syllables: np.ndarray, group_offsets: np.ndarray, group_entries: np.ndarray,
-                 automaton=None, tolerant: HalfIndex | None = None):
+                 automaton=None, tolerant: tuple["PartIndex", ...] = ()):
         self.inventory = inventory
-        self.tolerant = tolerant  # HalfIndex when built with tolerant=True
+        # PartIndex per TOLERANT_INDEXES when built with tolerant=True, else (); one without keys long
+        # enough has no automaton to scan and is left out
+        self.tolerant = tuple(index for index in tolerant if len(index.pieces))
         self.key_syllables = key_syllables  # key id -> syllable count
         self.words, self.weights, self.categories = words, weights, categories
         self.keys = keys  # key id -> code-point string
@@ -197,7 +241,7 @@ class HotwordDatabase:
     def build(cls, entries: Iterable[tuple[HotwordEntry, list[str]]], lexicon: Lexicon,
               tolerant: bool = False) -> "HotwordDatabase":
         """entries: (entry, phonemes) pairs, phonemes of `lexicon`'s inventory. `tolerant` adds the
-        half-key index for retrieval despite one phoneme error (more memory and build time)."""
+        part indexes for retrieval despite phoneme errors (more memory and build time)."""
         encode = lexicon.encode
         words, weights, categories, key_of, syllables = [], [], [], [], []
         key_ids: dict[str, int] = {}
@@ -220,7 +264,7 @@ class HotwordDatabase:
         return cls(lexicon.inventory, StringTable.from_strings(words), np.asarray(weights, dtype=np.float32),
                    StringTable.from_strings(categories), StringTable.from_strings(keys),
                    np.asarray(syllables, dtype=np.int16), offsets, order.astype(np.int32),
-                   tolerant=HalfIndex.build(keys) if tolerant else None)
+                   tolerant=tuple(PartIndex.build(keys, e, k) for e, k in TOLERANT_INDEXES) if tolerant else ())
 
     def category(self, entry_id: int) -> str:
         return self.categories[entry_id] if len(self.categories) == len(self.words) else ""
@@ -244,7 +288,7 @@ class HotwordDatabase:
             "group_offsets": self.group_offsets.astype("<i8").tobytes(),
             "group_entries": self.group_entries.astype("<i4").tobytes(),
             "automaton": pickle.dumps(self.automaton, protocol=5),
-            **(self.tolerant.sections() if self.tolerant is not None else {}),
+            **{name: data for index in self.tolerant for name, data in index.sections().items()},
         }
         layout, offset = {}, 0
         for name, data in sections.items():
@@ -292,11 +336,9 @@ class HotwordDatabase:
             sections[name] = chunk
         try:
             automaton = _AutomatonOnly(io.BytesIO(sections["automaton"])).load()
-            tolerant = None
-            if "half_automaton" in sections:
-                tolerant = HalfIndex(StringTable(sections["half_keys"]), np.frombuffer(sections["half_offsets"], "<i8"),
-                                     np.frombuffer(sections["half_entries"], "<i4"),
-                                     _AutomatonOnly(io.BytesIO(sections["half_automaton"])).load())
+            # a database built before the thirds existed has halves only: it still retrieves with one error
+            tolerant = tuple(index for e, k in TOLERANT_INDEXES
+                             if (index := PartIndex.from_sections(e, k, sections)) is not None)
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
             raise HotwordError(f"{path}: automaton section rejected ({e})") from None
         words = StringTable(sections["words"])
@@ -312,12 +354,12 @@ class RetrievalConfig:
     top_k: int = 10  # words put into the prompt at most
     min_syllables: int = 3  # shorter base keys (two-syllable names) need to be per-stream additions
     max_group: int = 5  # homophones of one key put into the prompt at most (heaviest first)
-    tolerant: bool = False  # also retrieve keys one phoneme error (or a wrong tone) away; needs a tolerant db
+    tolerant: bool = False  # also keys one phoneme error away (two in keys of >= 10), tones forgiven; needs a tolerant db
     from_text: bool = False  # retrieve from a first-pass transcript instead of the CTC phonemes (2 decodes)
     # also retrieve from a first pass that had the CTC hints, and add what it finds (2 decodes): a name
     # the CTC head heard with errors but the decoder wrote with the right sound is found this way
     add_text: bool = False
-    max_half_candidates: int = 20000  # a half shared by more keys is too common to verify (batched in C)
+    max_piece_candidates: int = 20000  # a key part shared by more keys is too common to verify (batched in C)
 
     @classmethod
     def from_mode(cls, mode: str) -> "RetrievalConfig":
@@ -335,7 +377,8 @@ class Match:
     start: int  # phoneme index in the utterance
     end: int  # exclusive
     key_id: int
-    source: str  # "base" or "stream"
+    source: str  # "base", "stream" or "tolerant"
+    errors: int = 0  # tolerant: edit distance to the key (tones forgiven)
 
 
 class HotwordRetriever:
@@ -400,7 +443,7 @@ class RetrievalSession:
     retriever: HotwordRetriever
     code: str = ""
     matches: list[Match] = field(default_factory=list)
-    half_matches: list[tuple[int, int, int]] = field(default_factory=list)  # (start, end, half id)
+    piece_matches: list[tuple[int, int, int, int]] = field(default_factory=list)  # (index, start, end, piece id)
     _tolerant_cache: tuple[int, list[Match]] = (-1, [])
 
     def extend(self, phonemes: list[str]) -> None:
@@ -418,46 +461,45 @@ class RetrievalSession:
                 end = end_index + 1
                 if end > old:  # ends in the new part: not found before
                     self.matches.append(Match(end - lengths[key_id], end, key_id, source))
-        index = self._half_index()
-        if index is not None:
-            for end_index, half_id in index.automaton.iter(self.code, max(0, old - (index.max_length - 1))):
+        for number, index in enumerate(self._part_indexes()):
+            for end_index, piece_id in index.automaton.iter(self.code, max(0, old - (index.max_length - 1))):
                 if end_index + 1 > old:
-                    self.half_matches.append((end_index + 1 - int(index.half_lengths[half_id]), end_index + 1, half_id))
+                    start = end_index + 1 - int(index.piece_lengths[piece_id])
+                    self.piece_matches.append((number, start, end_index + 1, piece_id))
 
-    def _half_index(self) -> HalfIndex | None:
+    def _part_indexes(self) -> tuple[PartIndex, ...]:
         r = self.retriever
-        return r.base.tolerant if r.config.tolerant and r.base is not None else None
+        return r.base.tolerant if r.config.tolerant and r.base is not None else ()
 
     def tolerant_matches(self) -> list[Match]:
-        """Base keys one edit (substitution, insertion, deletion; tones forgiven) from the phonemes
-        around an intact half, and not matched exactly. Verified on demand, cached per length."""
+        """Base keys within their index's edit distance (substitutions, insertions, deletions; tones
+        forgiven) of the phonemes around an intact part, and not matched exactly; a key found by both
+        indexes keeps its fewest errors. Verified on demand, cached per length."""
         if self._tolerant_cache[0] == len(self.code):
             return self._tolerant_cache[1]
-        index, r = self._half_index(), self.retriever
-        found: list[Match] = []
-        if index is not None:
+        indexes, r = self._part_indexes(), self.retriever
+        best: dict[int, Match] = {}
+        if indexes:
             from rapidfuzz import process
             from rapidfuzz.distance import Levenshtein
 
             exact = {m.key_id for m in self.matches if m.source == "base"}
-            seen: set[int] = set()
             lexicon, n = r.lexicon, len(self.code)
-            for start, end, half_id in self.half_matches:
-                group = index.group(half_id)
-                if len(group) > r.config.max_half_candidates:
-                    continue  # too common a half: the key's other half has to find it
-                for (side, length), (ids, wants) in index.toneless_keys(half_id, r.base.keys, lexicon).items():
-                    for delta in (0, -1, 1):  # substitution or tone, deletion, insertion
-                        a, b = (start, start + length + delta) if side == 0 else (end - length - delta, end)
+            for number, start, end, piece_id in self.piece_matches:
+                index = indexes[number]
+                if len(index.group(piece_id)) > r.config.max_piece_candidates:
+                    continue  # too common a piece: another part of the key has to find it
+                for (part, length), (ids, wants) in index.toneless_keys(piece_id, r.base.keys, lexicon).items():
+                    for a, b in index.windows(start, end, part, length):
                         if a < 0 or b > n:
                             continue
                         heard = lexicon.toneless(self.code[a:b])
-                        for _, _, i in process.extract(heard, wants, scorer=Levenshtein.distance, score_cutoff=1,
-                                                       limit=None):
+                        for _, errors, i in process.extract(heard, wants, scorer=Levenshtein.distance,
+                                                            score_cutoff=index.errors, limit=None):
                             key_id = ids[i]
-                            if key_id not in exact and key_id not in seen:
-                                found.append(Match(a, b, key_id, "tolerant"))
-                                seen.add(key_id)
+                            if key_id not in exact and (key_id not in best or errors < best[key_id].errors):
+                                best[key_id] = Match(a, b, key_id, "tolerant", int(errors))
+        found = list(best.values())
         self._tolerant_cache = (len(self.code), found)
         return found
 
@@ -473,10 +515,13 @@ class RetrievalSession:
         """(match, words, weight, why) for every match, best first; `why` is "" for kept ones."""
         r, cfg = self.retriever, self.retriever.config
         matches = self.matches + self.tolerant_matches()
-        spans = [(m.start, m.end) for m in matches]
+        spans = [(m.start, m.end, m.errors) for m in matches]
         out = []
         for m in matches:
-            inside = any(s <= m.start and m.end <= e and (e - s) > (m.end - m.start) for s, e in spans)
+            # shadowed by a longer match, unless that one is a two-error guess at a long name and this
+            # one was heard better (exact or one error)
+            inside = any(s <= m.start and m.end <= e and (e - s) > (m.end - m.start) and errors <= max(m.errors, 1)
+                         for s, e, errors in spans)
             if m.source in ("base", "tolerant"):
                 ids = r.base.group(m.key_id)
                 words = [w for w in (r.base.words[i] for i in ids.tolist()) if w not in r.removed][: cfg.max_group]
@@ -488,7 +533,8 @@ class RetrievalSession:
                    f"fewer than {cfg.min_syllables} syllables" if m.source != "stream" and r.base.key_syllables[m.key_id] < cfg.min_syllables else
                    "removed for this stream" if not words else "")
             out.append((m, words, weight, why))
-        out.sort(key=lambda c: (c[3] != "", c[0].source == "tolerant", -(c[0].end - c[0].start), -c[2], c[0].start))
+        out.sort(key=lambda c: (c[3] != "", c[0].source == "tolerant", c[0].errors, -(c[0].end - c[0].start), -c[2],
+                                c[0].start))
         return out
 
     def words(self) -> list[str]:

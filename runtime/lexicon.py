@@ -189,6 +189,10 @@ class Lexicon:
             self._toneless_table = table
         return code.translate(self._toneless_table)
 
+    def ids(self, phonemes: list[str]) -> list[int]:
+        """Phoneme symbols -> CTC class ids."""
+        return [self._ids[p] for p in phonemes]
+
     def encode_ids(self, ids) -> str:
         return "".join(chr(CODE_POINT_BASE + int(i)) for i in ids)
 

@@ -35,7 +35,7 @@ from nim4_edge.runtime.errors import Nim4Error
 from nim4_edge.runtime.features import OnlineFbank
 from nim4_edge.runtime.hotwords import HotwordDatabase, HotwordRetriever, RetrievalConfig
 from nim4_edge.runtime.lexicon import Lexicon
-from nim4_edge.runtime.respell import respell
+from nim4_edge.runtime.respell import respell, respell_by_sound
 from nim4_edge.runtime.vad import FRAME_SAMPLES, SAMPLE_RATE_HZ, VadConfig, make_vad
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,9 @@ class RecognizerConfig:
     verify_bundle_hashes: bool = False  # sha256 every file at start-up (seconds for a 1 GB decoder)
     hotwords: Path | None = None  # hotword database (nim4-edge hotwords build); shared by all streams
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
-    respell_hints: bool = True  # a span that sounds exactly like a hint is spelled as it (runtime/respell.py)
+    # a span that sounds exactly like a hint is spelled as it; in finals, a span that shares a character
+    # (word) with a hint becomes the hint where CTC scores the result higher (runtime/respell.py)
+    respell_hints: bool = True
 
     def __post_init__(self) -> None:
         if self.partial_every_chunks < 0:
@@ -135,6 +137,7 @@ class _Utterance:
         self.blank = manifest.phonemes.blank_id
         self.symbols = manifest.phonemes.symbols
         self.phoneme_ids: list[int] = []
+        self.log_probs: list[np.ndarray] = []  # per chunk (frames, P): for respelling by sound (finals)
         self._prev_label = self.blank
         self.chunks = 0
         self.timings = {"encoder_ms": 0.0, "prefill_ms": 0.0, "decode_ms": 0.0}
@@ -174,6 +177,8 @@ class _Utterance:
                 new.append(label)
             self._prev_label = label
         self.phoneme_ids += new
+        if self.stream.recognizer.config.respell_hints:
+            self.log_probs.append(chunk.phoneme_log_probs)
         self.retrieval.extend_code(self.stream.recognizer.lexicon.encode_ids(new))
         t0 = time.perf_counter()
         self.stream.decoder.append(chunk.embeddings)
@@ -187,6 +192,9 @@ class _Utterance:
         result = self.stream.decoder.partial(hotwords)
         self.timings["decode_ms"] += result.prefill_ms + result.decode_ms
         return [self._event("partial", result, hotwords)]
+
+    def all_log_probs(self) -> np.ndarray:
+        return np.concatenate(self.log_probs) if self.log_probs else np.zeros((0, len(self.symbols)), np.float32)
 
     @property
     def phonemes(self) -> list[str]:
@@ -203,7 +211,12 @@ class _Utterance:
     def _event(self, kind: str, result, hotwords: list[str], **extra) -> Event:
         text = result.text
         if self.stream.recognizer.config.respell_hints and hotwords:
-            text = respell(text, hotwords, self.stream.recognizer.lexicon)
+            lexicon = self.stream.recognizer.lexicon
+            if kind == "final":  # a CTC forward per candidate span: finals only, partials stay cheap
+                t0 = time.perf_counter()
+                text = respell_by_sound(text, hotwords, lexicon, self.all_log_probs(), self.blank)
+                self.timings["respell_ms"] = (time.perf_counter() - t0) * 1000
+            text = respell(text, hotwords, lexicon)
         return Event(kind, text, self.index, self.start_s, self.end_s, hotwords, self.phonemes,
                      dict(self.timings) | {"result_decode_ms": result.decode_ms}, chunks=self.chunks,
                      tokens=len(result.token_ids), **extra)
@@ -225,8 +238,9 @@ class _Utterance:
         result = self.stream.decoder.final(hotwords, audio_seconds=seconds)
         self.timings["prefill_ms"] += result.prefill_ms
         self.timings["decode_ms"] += result.decode_ms
-        self.timings["final_latency_ms"] = (time.perf_counter() - endpoint_time) * 1000
-        return [self._event("final", result, hotwords, stopped_by=result.stopped_by)]
+        event = self._event("final", result, hotwords, stopped_by=result.stopped_by)
+        event.timings["final_latency_ms"] = (time.perf_counter() - endpoint_time) * 1000  # respelling included
+        return [event]
 
 
 class Stream:

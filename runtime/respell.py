@@ -10,11 +10,22 @@ because the CTC head heard those phonemes. Hints that sound different change not
 cannot force a name in. The same idea as the homophone replacers of production ASR stacks, restricted
 to the hints of this utterance. `RecognizerConfig.respell_hints` (listen/eval `--no-respell`) turns
 it off; `nim4-edge eval` reports both ways for the demo model (MODEL_CARD.md).
+
+A second pass, `respell_by_sound`, handles the decoder's other miss: it copies the hint only in part
+(锐平 written 锐锐, Lindsey Whitlock written Cyndi Whitlock). A span that shares a character (a word)
+with a retrieved hint is replaced by the hint when the whole transcript then explains the audio
+better: a higher CTC log-likelihood of its lexicon phonemes under the utterance's phoneme
+log-probabilities (the forward algorithm; Graves et al. 2006). That is acoustic rescoring of two
+hypotheses, as CTC rescoring of attention/LLM n-best lists does; a distractor hint that sounds
+different scores lower and changes nothing.
 """
 
 from __future__ import annotations
 
 import re
+
+import numpy as np
+from rapidfuzz.distance import Levenshtein
 
 from nim4_edge.runtime.lexicon import Lexicon, LexiconError
 
@@ -69,3 +80,100 @@ def _respell_words(text: str, hint: str, target: tuple, hints: list[str], lexico
         if _sound(lexicon, window) == target:
             return " ".join(words[:start] + [hint] + words[start + k :])
     return text
+
+
+def ctc_log_likelihood(log_probs: np.ndarray, labels: list[int], blank: int) -> float:
+    """log P(labels | audio) under CTC: log_probs (T, P) per-frame log-softmax outputs of the phoneme
+    head, labels without blanks. -inf when the labels cannot fit in T frames."""
+    frames = len(log_probs)
+    if not frames:
+        return -np.inf
+    extended = np.full(2 * len(labels) + 1, blank, dtype=np.int64)  # blank, l1, blank, l2, ..., blank
+    extended[1::2] = labels
+    emit = log_probs[:, extended].astype(np.float64)  # (T, S): one gather instead of one per frame
+    # a skip from s-2 to s is allowed onto a label that differs from the label two places back
+    skip_penalty = np.full(len(extended), -np.inf)
+    skip_penalty[3::2] = np.where(extended[3::2] != extended[1:-2:2], 0.0, -np.inf)
+    alpha = np.full(len(extended), -np.inf)
+    alpha[:2] = emit[0, :2]
+    for t in range(1, frames):
+        new = alpha.copy()
+        np.logaddexp(new[1:], alpha[:-1], out=new[1:])
+        np.logaddexp(new[2:], alpha[:-2] + skip_penalty[2:], out=new[2:])
+        new += emit[t]
+        alpha = new
+    return float(np.logaddexp.reduce(alpha[-2:])) if labels else float(alpha[-1])
+
+
+def respell_by_sound(text: str, hints: list[str], lexicon: Lexicon, log_probs: np.ndarray, blank: int,
+                     margin: float = 0.0) -> str:
+    """`text` with a span that shares a character (a word) with a hint and sounds roughly like it (at
+    most half its phonemes differ, tones forgiven) replaced by that hint, where the whole text then
+    scores higher under CTC (by more than `margin` nats). Hints longest first; each hint replaces at
+    most one span. Cost: one CTC forward per candidate (~1 ms per 5 s of audio on one core)."""
+    if not text or not hints or not len(log_probs):
+        return text
+    pieces = _Pieces(lexicon)
+    whole = pieces.ids(text)
+    if whole is None:
+        return text
+    score = ctc_log_likelihood(log_probs, whole, blank)
+    for hint in sorted(dict.fromkeys(hints), key=len, reverse=True):
+        target = pieces.code(hint)
+        if not hint or target is None or hint.lower() in text.lower():
+            continue
+        best = None
+        for start, end in _overlapping_spans(text, hint):
+            window = pieces.code(text[start:end])
+            if window is None or Levenshtein.distance(lexicon.toneless(window), lexicon.toneless(target)) > len(target) // 2:
+                continue  # sounds too different to be a misheard copy of the hint
+            candidate = text[:start] + hint + text[end:]
+            # a prefix or suffix of punctuation only has no sound: None from the lexicon counts as none
+            ids = (pieces.ids(text[:start]) or []) + pieces.ids(hint) + (pieces.ids(text[end:]) or [])
+            s = ctc_log_likelihood(log_probs, ids, blank)
+            if s > score + margin and (best is None or s > best[0]):
+                best = (s, candidate)
+        if best is not None:
+            score, text = best
+    return text
+
+
+class _Pieces:
+    """Phonemes of text pieces, cached for one call: a candidate's phonemes are its prefix's, the
+    hint's and its suffix's (no lexicon run over every whole candidate)."""
+
+    def __init__(self, lexicon: Lexicon):
+        self.lexicon = lexicon
+        self._cache: dict[str, list[int] | None] = {}
+
+    def ids(self, text: str) -> list[int] | None:
+        if not text.strip():
+            return []
+        if text not in self._cache:
+            try:
+                self._cache[text] = self.lexicon.ids(self.lexicon.phonemes(text))
+            except LexiconError:
+                self._cache[text] = None
+        return self._cache[text]
+
+    def code(self, text: str) -> str | None:
+        ids = self.ids(text)
+        return self.lexicon.encode_ids(ids) if ids else None
+
+
+def _overlapping_spans(text: str, hint: str):
+    """(start, end) character spans of `text` as long as the hint (Han characters for a Han hint, else
+    words) that share a unit with it."""
+    if _HAN.search(hint):
+        n, units = len(hint), set(hint)
+        for start in range(len(text) - n + 1):
+            window = text[start : start + n]
+            if all(_HAN.match(c) for c in window) and units & set(window):
+                yield start, start + n
+    else:
+        units, k = {w.lower() for w in hint.split()}, len(hint.split())
+        starts = [m.start() for m in re.finditer(r"\S+", text)]
+        ends = [m.end() for m in re.finditer(r"\S+", text)]
+        for i in range(len(starts) - k + 1):
+            if units & {w.lower() for w in text[starts[i] : ends[i + k - 1]].split()}:
+                yield starts[i], ends[i + k - 1]

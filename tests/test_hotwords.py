@@ -220,6 +220,8 @@ def test_bench_hotwords_reports_measured_figures():
     assert report["entries"] == 300 and report["recall_exact"] == 1.0
     assert report["query_us_p50"] > 0 and report["load_seconds"] > 0 and report["naive_substring_ms_p50"] > 0
     assert "false retrievals" in table(report)
+    assert report["two_error_queries"] > 0 and report["two_error_recall_tolerant"] > 0.8
+    assert report["two_error_recall_halves_only"] < report["two_error_recall_tolerant"]
 
 
 def test_syllable_split_equals_pypinyin_strict_style():
@@ -268,6 +270,35 @@ def test_tolerant_retrieval_forgives_one_error_or_a_wrong_tone(tmp_path):
     assert HotwordRetriever(no_index, LEX, RetrievalConfig(tolerant=True)).retrieve(cases["deletion"]) == []
 
 
+def test_long_keys_forgive_two_errors_short_keys_one(tmp_path):
+    names = ("Carole Quintero", "惠新西街")  # 13 phonemes (thirds index), 8 (halves only)
+    built = HotwordDatabase.build([(HotwordEntry(w), LEX.phonemes(w)) for w in names], LEX, tolerant=True)
+    built.save(tmp_path / "t.db")
+    db = HotwordDatabase.load(tmp_path / "t.db")
+    assert [(i.errors, i.parts) for i in db.tolerant] == [(1, 2), (2, 3)]
+    tolerant = HotwordRetriever(db, LEX, RetrievalConfig(tolerant=True))
+    heard = LEX.phonemes("phone Carole Quintero")  # F OW N K AE R AH L K W IY N T EH R OW
+    two_errors = heard[:5] + ["AA"] + heard[6:10] + heard[11:]  # R AH -> R AA (sub), W IY -> W (del)
+    assert LEX.phonemes("phone Karl Quintero") != two_errors
+    assert tolerant.retrieve(two_errors) == ["Carole Quintero"]
+    assert HotwordRetriever(db, LEX).retrieve(two_errors) == []  # exact retrieval does not
+    three_errors = two_errors[:-1] + ["AH"]
+    assert tolerant.retrieve(three_errors) == []
+    session = tolerant.session()
+    session.extend(two_errors)
+    (match, words, _, why), = session.candidates()
+    assert (match.source, match.errors, words, why) == ("tolerant", 2, ["Carole Quintero"], "")
+    # a short key is not matched with two errors (one in four phonemes would match names by chance)
+    short = [{"x": "s", "j": "zh"}.get(p, p) for p in LEX.phonemes("惠新西街")]
+    assert tolerant.retrieve(short) == []
+    # a database written before the thirds index existed (halves only) loads and forgives one error
+    built.tolerant = built.tolerant[:1]
+    built.save(tmp_path / "halves.db")
+    halves = HotwordRetriever(HotwordDatabase.load(tmp_path / "halves.db"), LEX, RetrievalConfig(tolerant=True))
+    assert halves.retrieve(two_errors) == []
+    assert halves.retrieve(heard[:5] + ["AA"] + heard[6:]) == ["Carole Quintero"]
+
+
 def test_text_based_retrieval():
     retriever = HotwordRetriever(_db(), LEX)
     assert retriever.retrieve_from_text("导航到彗新西街") == ["惠新西街", "彗新西街"]  # same sound
@@ -281,3 +312,14 @@ def test_hotword_modes_map_to_retrieval_configs():
     assert RetrievalConfig.from_mode("text").from_text and not RetrievalConfig.from_mode("exact+text").tolerant
     with pytest.raises(ValueError, match="unknown hotword mode"):
         RetrievalConfig.from_mode("fuzzy")
+
+
+def test_a_tolerant_database_of_short_keys_only(tmp_path):
+    """No key is long enough for the thirds (or even the halves): the database still saves, loads and
+    retrieves (an empty index has no automaton to scan)."""
+    for words in (["惠新西街"], ["王辉"]):
+        db = HotwordDatabase.build([(HotwordEntry(w), LEX.phonemes(w)) for w in words], LEX, tolerant=True)
+        db.save(tmp_path / "s.db")
+        loaded = HotwordDatabase.load(tmp_path / "s.db")
+        retriever = HotwordRetriever(loaded, LEX, RetrievalConfig(tolerant=True, min_syllables=1))
+        assert retriever.retrieve(LEX.phonemes("导航到" + words[0])) == words

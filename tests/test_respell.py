@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+
+import numpy as np
+
 from nim4_edge.runtime.lexicon import Lexicon
-from nim4_edge.runtime.respell import respell
+from nim4_edge.runtime.respell import ctc_log_likelihood, respell, respell_by_sound
 
 LEXICON = Lexicon()
 
@@ -27,3 +31,65 @@ def test_text_already_holding_a_homophone_hint_is_left_alone():
     assert respell("导航到惠新大道", ["彗心大道", "惠新大道"], LEXICON) == "导航到惠新大道"
     assert respell("", ["彗心大道"], LEXICON) == ""
     assert respell("打开车窗", [], LEXICON) == "打开车窗"
+
+
+# --- respelling by sound: CTC rescoring of the hint replacement -------------------------------------
+
+
+def _collapse(path, blank):
+    out, prev = [], blank
+    for label in path:
+        if label != prev and label != blank:
+            out.append(label)
+        prev = label
+    return out
+
+
+def test_ctc_log_likelihood_equals_the_sum_over_all_alignments():
+    rng = np.random.default_rng(0)
+    frames, classes = 5, 3
+    logits = rng.normal(size=(frames, classes)) * 2
+    log_probs = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
+    for labels in ([1], [1, 2], [1, 1], [2, 1, 2], []):
+        total = -np.inf
+        for path in itertools.product(range(classes), repeat=frames):  # every frame labelling
+            if _collapse(path, 0) == labels:
+                total = np.logaddexp(total, sum(log_probs[t, c] for t, c in enumerate(path)))
+        assert abs(ctc_log_likelihood(log_probs, labels, blank=0) - total) < 1e-9, labels
+    assert ctc_log_likelihood(log_probs[:2], [1, 1, 1], blank=0) == -np.inf  # cannot fit in 2 frames
+
+
+def _posteriors_of(text: str, frames_per_phoneme: int = 3, confidence: float = 0.9) -> np.ndarray:
+    """Phoneme log-probs as a well-trained CTC head would give for `text`: each phoneme peaks for a
+    few frames, blanks between."""
+    ids = LEXICON.ids(LEXICON.phonemes(text))
+    classes = len(LEXICON.inventory)
+    rows = []
+    for i in ids + [0]:
+        for label in [i] * frames_per_phoneme + [0]:
+            row = np.full(classes, (1 - confidence) / (classes - 1))
+            row[label] = confidence
+            rows.append(np.log(row))
+    return np.array(rows)
+
+
+def test_a_half_copied_hint_is_completed_when_the_audio_says_so():
+    heard = _posteriors_of("去锐平火车站")
+    assert respell_by_sound("去锐锐火车站", ["锐平火车站"], LEXICON, heard, blank=0) == "去锐平火车站"
+    heard = _posteriors_of("dial Lindsey Whitlock")
+    assert respell_by_sound("dial Cyndi Whitlock", ["Lindsey Whitlock"], LEXICON, heard, blank=0) == "dial Lindsey Whitlock"
+
+
+def test_a_hint_the_audio_does_not_support_changes_nothing():
+    heard = _posteriors_of("去锐锐火车站")  # the audio really says 锐锐
+    assert respell_by_sound("去锐锐火车站", ["锐平火车站"], LEXICON, heard, blank=0) == "去锐锐火车站"
+    heard = _posteriors_of("dial Cyndi Whitlock")
+    assert respell_by_sound("dial Cyndi Whitlock", ["Lindsey Whitlock"], LEXICON, heard, blank=0) == "dial Cyndi Whitlock"
+
+
+def test_only_spans_sharing_a_unit_with_the_hint_are_tried():
+    heard = _posteriors_of("去锐平火车站")
+    # 东门广场 shares nothing with what was written: no span to replace, however the audio sounds
+    assert respell_by_sound("去锐锐火车站", ["东门广场"], LEXICON, heard, blank=0) == "去锐锐火车站"
+    assert respell_by_sound("", ["锐平火车站"], LEXICON, heard, blank=0) == ""
+    assert respell_by_sound("去锐锐火车站", ["锐平火车站"], LEXICON, heard[:0], blank=0) == "去锐锐火车站"
