@@ -110,14 +110,19 @@ def respell_by_sound(text: str, hints: list[str], lexicon: Lexicon, log_probs: n
     """`text` with a span that shares a character (a word) with a hint and sounds roughly like it (at
     most half its phonemes differ, tones forgiven) replaced by that hint, where the whole text then
     scores higher under CTC (by more than `margin` nats). Hints longest first; each hint replaces at
-    most one span. Cost: one CTC forward per candidate (~1 ms per 5 s of audio on one core)."""
+    most one span. Cost: one or two CTC forwards per candidate (~1 ms per 5 s of audio on one core)."""
     if not text or not hints or not len(log_probs):
         return text
     pieces = _Pieces(lexicon)
-    whole = pieces.ids(text)
-    if whole is None:
+    if pieces.ids(text) is None:
         return text
-    score = ctc_log_likelihood(log_probs, whole, blank)
+    scores: dict[tuple, float] = {}
+
+    def score(ids: list[int]) -> float:
+        if tuple(ids) not in scores:
+            scores[tuple(ids)] = ctc_log_likelihood(log_probs, ids, blank)
+        return scores[tuple(ids)]
+
     for hint in sorted(dict.fromkeys(hints), key=len, reverse=True):
         target = pieces.code(hint)
         if not hint or target is None or hint.lower() in text.lower():
@@ -127,14 +132,14 @@ def respell_by_sound(text: str, hints: list[str], lexicon: Lexicon, log_probs: n
             window = pieces.code(text[start:end])
             if window is None or Levenshtein.distance(lexicon.toneless(window), lexicon.toneless(target)) > len(target) // 2:
                 continue  # sounds too different to be a misheard copy of the hint
-            candidate = text[:start] + hint + text[end:]
-            # a prefix or suffix of punctuation only has no sound: None from the lexicon counts as none
-            ids = (pieces.ids(text[:start]) or []) + pieces.ids(hint) + (pieces.ids(text[end:]) or [])
-            s = ctc_log_likelihood(log_probs, ids, blank)
-            if s > score + margin and (best is None or s > best[0]):
-                best = (s, candidate)
+            # both hypotheses pronounced the same way, piece by piece (a prefix or suffix of punctuation
+            # only has no sound: the lexicon's None counts as none)
+            before, after = pieces.ids(text[:start]) or [], pieces.ids(text[end:]) or []
+            gain = score(before + pieces.ids(hint) + after) - score(before + pieces.ids(text[start:end]) + after)
+            if gain > margin and (best is None or gain > best[0]):
+                best = (gain, text[:start] + hint + text[end:])
         if best is not None:
-            score, text = best
+            text = best[1]
     return text
 
 
