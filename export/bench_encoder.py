@@ -35,8 +35,7 @@ def bench_encoder(checkpoint_path: Path | None, bundle_path: Path, repeats: int 
         before = rss_bytes()
         sessions[name] = EncoderSession(bundle, num_threads=num_threads, precision=name)
         rss_mb = (rss_bytes() - before) / 2**20
-        graph = manifest.encoder.file_for(name)  # + its external data (graph.onnx.data) over 2 GB
-        file_mb = sum(bundle.file(f).stat().st_size for f in manifest.files if f.startswith(graph)) / 2**20
+        file_mb = bundle.encoder_bytes(name) / 2**20
         loaded[f"onnxruntime {name}"] = {"precision": name, "rss_added_mb": rss_mb, "file_mb": file_mb}
 
     # Mid-utterance state: stream 5 chunks of a synthetic utterance so the caches are full.

@@ -144,8 +144,7 @@ def bench(bundle_path: Path, testset: Path, encoders: list[str], decoders: list[
             row |= {"status": "failed", "reason": reason}
         else:
             row["error_rate"] = error_rate(row)
-            row["encoder_mb"] = round(sum(bundle.file(name).stat().st_size for name in bundle.manifest.files
-                                          if name.startswith(bundle.manifest.encoder.file_for(encoder))) / 2**20, 2)
+            row["encoder_mb"] = round(bundle.encoder_bytes(encoder) / 2**20, 2)
             row["decoder_mb"] = round(bundle.decoder_file(decoder).stat().st_size / 2**20, 2)
         rows.append(row)
     _progress(len(combos), len(combos), "done", t0)

@@ -267,6 +267,12 @@ class Bundle:
     def file(self, name: str) -> Path:
         return self.path / name
 
+    def encoder_bytes(self, precision: str | None = None) -> int:
+        """Size of an encoder variant on disk: its graph and the external data beside it (graph.onnx.data,
+        for graphs over protobuf's 2 GB)."""
+        graph = self.manifest.encoder.file_for(precision)
+        return sum(self.file(name).stat().st_size for name in self.manifest.files if name.startswith(graph))
+
     def decoder_file(self, variant: str | None = None) -> Path:
         try:
             return self.path / self.manifest.decoder.file_for(variant)

@@ -204,15 +204,9 @@ def transcribe_streaming(recognizer, audio: np.ndarray) -> tuple[str, list]:
 
 def transcribe_offline(recognizer, audio: np.ndarray) -> tuple[str, list]:
     """The whole file as one utterance (no VAD, no partials)."""
-    from nim4_edge.runtime.recognizer import _Utterance
-
     stream = recognizer.create_stream()
     try:
-        raw = stream._fbank.accept(np.ascontiguousarray(audio, np.float32))
-        utterance = _Utterance(stream, 0, 0)
-        if len(raw):
-            utterance.feed(stream.cmvn.apply(raw))
-        finals = [e for e in utterance.finish(time.perf_counter()) if e.kind == "final"]
+        finals = [e for e in stream.decode_whole(audio) if e.kind == "final"]
     finally:
         stream.close()
     return " ".join(e.text.strip() for e in finals), finals

@@ -157,13 +157,14 @@ class _Utterance:
         window = self.stream.recognizer.bundle.manifest.fbank.frame_length_samples
         return ((self.start_frame + self.num_frames - 1) * FRAME_SAMPLES + window) / SAMPLE_RATE_HZ
 
-    def feed(self, frames: np.ndarray) -> list[Event]:
+    def feed(self, frames: np.ndarray, partials: bool = True) -> list[Event]:
         """frames: (n, F) CMVN'd fbank frames of this utterance, in order."""
         self.num_frames += len(frames)
         events = []
         for chunk in self.encoder.accept_frames(frames):
             self._consume(chunk)
-            events += self._maybe_partial()
+            if partials:
+                events += self._maybe_partial()
         return events
 
     def _consume(self, chunk) -> None:
@@ -295,6 +296,18 @@ class Stream:
         if self._utterance is not None:
             events += self._end_utterance()
         return events
+
+    def decode_whole(self, samples: np.ndarray) -> list[Event]:
+        """All of `samples` (16 kHz mono floats) as one utterance: no VAD, no endpointer, no partials,
+        one final decode (offline evaluation). Only on a stream that has taken no audio."""
+        if self._frame_index or self._utterance is not None or self._utterances:
+            raise Nim4Error("decode_whole needs a fresh stream (this one has taken audio)")
+        raw = self._fbank.accept(np.ascontiguousarray(samples, np.float32))
+        utterance = _Utterance(self, 0, 0)
+        self._utterances = 1
+        if len(raw):
+            utterance.feed(self.cmvn.apply(raw), partials=False)
+        return utterance.finish(time.perf_counter())
 
     def _process(self, audio: np.ndarray) -> list[Event]:
         """16 kHz samples -> fbank frames -> VAD decisions -> endpointer -> utterance."""

@@ -17,6 +17,7 @@ pytest.importorskip("llama_cpp")
 
 from nim4_edge.runtime.audio import AudioError  # noqa: E402
 from nim4_edge.runtime.endpoint import EndpointConfig, Endpointer  # noqa: E402
+from nim4_edge.runtime.errors import Nim4Error  # noqa: E402
 from nim4_edge.runtime.recognizer import Recognizer, RecognizerConfig  # noqa: E402
 from nim4_edge.runtime.vad import VadConfig  # noqa: E402
 
@@ -106,6 +107,12 @@ def test_endpoint_flush_equals_offline_run(tiny_bundle):
         stream.decoder.start_utterance()
         stream.decoder.append(np.concatenate([c.embeddings for c in chunks]))
         assert stream.decoder.final(audio_seconds=len(segment) / RATE).text == final.text
+        whole = recognizer.create_stream()  # the offline mode of `eval`: the same segment, one decode
+        (offline_final,) = whole.decode_whole(segment)
+        assert (offline_final.kind, offline_final.phonemes, offline_final.text) == ("final", final.phonemes, final.text)
+        with pytest.raises(Nim4Error, match="fresh stream"):
+            whole.decode_whole(segment)
+        whole.close()
     stream.close()
     recognizer.close()
 
