@@ -104,3 +104,47 @@ def test_encoder_cache_holds_the_frozen_encoders_output(tmp_path):
     assert (directory / "meta.json").stat().st_mtime_ns == meta
     build_cache(directory, corpus, model, {"steps": 2}, 16, 4, versions=2)  # another encoder: rebuilt
     assert json.loads((directory / "meta.json").read_text())["source"] == {"steps": 2}
+
+
+def test_head_stage_trains_the_phoneme_head_alone(tmp_path):
+    """`train head`: CTC on the cached encoder outputs moves the phoneme head and nothing else (the
+    adaptor, hence the decoder's input, stays what `context` trained)."""
+    import random
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+
+    from nim4_edge.export.config import preset
+    from nim4_edge.export.model import Nim4AcousticModel
+    from nim4_edge.recipes.demo.encoded import build_cache
+    from nim4_edge.recipes.demo.train import Corpus, Trainer
+    from nim4_edge.runtime.features import Cmvn
+    from nim4_edge.runtime.phonemes import PhonemeInventory
+
+    torch.manual_seed(0)
+    model = Nim4AcousticModel(preset("tiny", len(PhonemeInventory.default())).model)
+    lengths = [90, 40, 130, 70]
+    features = np.random.default_rng(0).standard_normal((sum(lengths), 80)).astype(np.float16)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    labels = [[5, 9, 12], [7], [3, 3, 8, 20, 11], [14, 2]]
+    rows = [{"frames": [int(s), n], "phonemes": p} for s, n, p in zip(starts, lengths, labels)]
+    corpus = Corpus(features, rows, Cmvn(mean=(0.0,) * 80, inv_std=(1.0,) * 80))
+    cache = build_cache(tmp_path / "encoded", corpus, model.eval(), {"steps": 1}, 16, 4, versions=2, max_frames=200)
+
+    trainer = Trainer.__new__(Trainer)  # the stage's own set-up and loss, without a corpus on disk
+    trainer.args, trainer.rng, trainer.cache, trainer.corpus = SimpleNamespace(stage="head"), random.Random(0), cache, corpus
+    params = trainer.trainable(model, None)
+    assert {id(p) for p in params} == {id(p) for p in model.phoneme_head.parameters()}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = torch.optim.AdamW(params, lr=1e-2)
+    losses = []
+    for _ in range(40):
+        loss, _ = trainer.loss(model, None, None, [0, 1, 2, 3], None)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(before[k], v)}
+    assert changed and all(k.startswith("phoneme_head.") for k in changed)

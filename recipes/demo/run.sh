@@ -15,4 +15,7 @@ stage text 1500
 stage align 800      # builds WORK/encoded (the frozen encoder's outputs) first: ~3 min
 stage joint 2400
 stage context 2000
-nim4-edge export "$WORK/context/checkpoint" -o "$WORK/bundle" --decoder-type f16 --verify --overwrite
+stage head 6000      # the phoneme head alone on the cached encoder outputs: ~5 min
+nim4-edge export "$WORK/head/checkpoint" -o "$WORK/bundle" --decoder-type f16 --verify --overwrite
+# the shipped bundle also holds: nim4-edge quantize "$WORK/bundle" --encoder int8-dynamic,int8-qdq \
+#   --calibration <40 FSDD train takes> --decoder Q4_K_M   (runtime/demo_bundle/MODEL_CARD.md)
