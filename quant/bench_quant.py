@@ -214,15 +214,24 @@ def plot(results: dict, path: Path) -> str | None:
     rows = [r for r in results["rows"] if r["status"] == "ok" and r.get("rtf") is not None
             and r.get("error_rate") is not None]
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for r in rows:
+    x_span = (max(r["rtf"] for r in rows) - min(r["rtf"] for r in rows)) if rows else 0
+    y_span = (max(r["error_rate"] for r in rows) - min(r["error_rate"] for r in rows)) if rows else 0
+    labelled: list[tuple[float, float, int]] = []  # (x, y, label level)
+    for r in sorted(rows, key=lambda r: r["rtf"]):
         ax.scatter(r["rtf"], r["error_rate"], s=40 + r.get("decoder_mb", 0) + r.get("encoder_mb", 0),
                    color="tab:red" if r.get("pareto") else "tab:blue", alpha=0.8)
+        # near-equal points (the same error rate is common) get their labels stacked, not overprinted
+        taken = {level for x, y, level in labelled
+                 if abs(x - r["rtf"]) <= 0.3 * x_span and abs(y - r["error_rate"]) <= 0.03 * y_span}
+        level = min(set(range(len(taken) + 1)) - taken)
+        labelled.append((r["rtf"], r["error_rate"], level))
         ax.annotate(f"{r['encoder']} + {r['decoder']}", (r["rtf"], r["error_rate"]), fontsize=7,
-                    xytext=(4, 4), textcoords="offset points")
+                    xytext=(4, 4 + 9 * level), textcoords="offset points")
     front = sorted((r for r in rows if r.get("pareto")), key=lambda r: r["rtf"])
     if len(front) > 1:
         ax.plot([r["rtf"] for r in front], [r["error_rate"] for r in front], color="tab:red", lw=1, label="Pareto front")
         ax.legend(loc="best", fontsize=8)
+    ax.margins(x=0.08, y=0.2)  # room for the stacked labels
     ax.set_xlabel("real-time factor (compute s per audio s, lower is faster)")
     ax.set_ylabel("error rate % (mean of CER zh, WER en)")
     ax.set_title("Accuracy vs latency per encoder + decoder quantization", fontsize=10)
