@@ -20,6 +20,8 @@ Rates are pooled over the set (total edits / total reference units).
                       normalized hypothesis
     digit accuracy    utterances tagged "digit": the hypothesis equals the reference
     false text        utterances with an empty reference that produced any text
+    phoneme error     the greedy CTC phonemes of the finals against the lexicon's phonemes of the
+                      reference (edit distance / reference phonemes): what hotword retrieval reads
     hallucination     (NIM4-ASR paper) output longer than 1.5x the reference with negligible overlap:
                       here, fewer than 10% of the hypothesis units match the reference in the alignment;
                       for an empty reference, any output
@@ -215,6 +217,24 @@ def transcribe_offline(recognizer, audio: np.ndarray) -> tuple[str, list]:
 MODES = {"streaming": transcribe_streaming, "offline": transcribe_offline}
 
 
+def _count_phoneme_errors(lexicon, item: EvalItem, heard: list[str], into: dict[str, list[int]]) -> None:
+    from nim4_edge.runtime.lexicon import LexiconError
+
+    if not item.text.strip():
+        return
+    try:
+        reference = lexicon.encode(lexicon.phonemes(item.text))
+    except LexiconError:
+        return  # nothing pronounceable in the reference: no phoneme figure for it
+    from rapidfuzz.distance import Levenshtein
+
+    edits = Levenshtein.distance(reference, lexicon.encode(heard))
+    for tag in ["", *item.tags]:
+        counts = into.setdefault(tag, [0, 0])
+        counts[0] += edits
+        counts[1] += len(reference)
+
+
 def evaluate(recognizer, items: list[EvalItem], modes: list[str], progress=None) -> dict:
     """Run every item in every mode. Returns {"modes": {mode: score + timing}, "utterances": [...]}."""
     from nim4_edge.runtime.audio import AudioError, load_audio
@@ -228,6 +248,7 @@ def evaluate(recognizer, items: list[EvalItem], modes: list[str], progress=None)
         latencies, first_partials, compute_s, audio_s = [], [], 0.0, 0.0
         encoder_ms = chunks = decode_ms = tokens = 0.0
         hint_hits = [0, 0]  # entity utterances whose entity was among the final's hints, of all
+        phoneme_edits: dict[str, list[int]] = {}  # tag ("" = all) -> [edits, reference phonemes]
         for n, (item, row) in enumerate(zip(items, details)):
             if item.audio not in audio_cache:
                 try:
@@ -262,6 +283,7 @@ def evaluate(recognizer, items: list[EvalItem], modes: list[str], progress=None)
                         first_partials.append((e.end_s - e.start_s) * 1000 + compute)
                 hyps.append(text)
                 row[mode] = text
+                _count_phoneme_errors(recognizer.lexicon, item, [p for f in finals for p in f.phonemes], phoneme_edits)
                 hints = list(dict.fromkeys(h for f in finals for h in f.hotwords))
                 if item.entity:
                     row[f"{mode}_hints"] = hints
@@ -273,6 +295,10 @@ def evaluate(recognizer, items: list[EvalItem], modes: list[str], progress=None)
         # retrieval's share of entity errors: a decoder can only copy a name it was given
         figures["hint_recall"] = round(100.0 * hint_hits[0] / hint_hits[1], 2) if hint_hits[1] else None
         figures["rtf"] = round(compute_s / audio_s, 4) if audio_s else None
+        # the phoneme head's greedy output against the lexicon's phonemes of the reference (retrieval's input)
+        per = {tag: round(100.0 * e / n, 2) for tag, (e, n) in sorted(phoneme_edits.items()) if n}
+        figures["phoneme_error_rate"] = per.pop("", None)
+        figures["phoneme_error_rate_by_tag"] = per
         if latencies:
             figures["final_latency_ms_p50"] = round(float(np.percentile(latencies, 50)), 1)
             figures["final_latency_ms_p95"] = round(float(np.percentile(latencies, 95)), 1)
@@ -297,7 +323,7 @@ def report_rows(summary: dict) -> list[dict]:
         rows.append({"mode": mode, "CER zh %": f["cer_zh"], "WER en %": f["wer_en"],
                      "entity acc %": f["entity_accuracy"],
                      "homophone ent %": f["entity_accuracy_by_tag"].get("homophone"),
-                     "hint recall %": f.get("hint_recall"),
+                     "hint recall %": f.get("hint_recall"), "PER %": f.get("phoneme_error_rate"),
                      "digit acc %": f["digit_accuracy"], "false text %": f["false_text_rate"],
                      "halluc %": f["hallucination_rate"], "RTF": f["rtf"],
                      "final p50 ms": f.get("final_latency_ms_p50"), "failed": f["counts"]["failed"]})

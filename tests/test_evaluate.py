@@ -107,6 +107,7 @@ def test_eval_command_runs_both_modes_and_reports_missing_audio(tiny_bundle, tmp
         assert figures["counts"]["failed"] == 1 and figures["counts"]["scored"] == 1
         assert figures["wer_en"] is not None and figures["rtf"] > 0
         assert figures["hint_recall"] == 0.0  # one entity utterance, no hotword database: never among hints
+        assert figures["phoneme_error_rate"] > 0  # a random phoneme head
     assert "streaming_minus_offline" in summary
     saved = json.loads(out.read_text(encoding="utf-8"))
     assert "missing.wav" in saved["utterances"][1]["error"]
