@@ -115,9 +115,8 @@ class PartIndex:
     keys of >= 10 phonemes: at most one error in five, so a long name heard with two errors is found and
     a short one is not matched by chance)."""
 
-    def __init__(self, errors: int, min_key: int, pieces: StringTable, offsets: np.ndarray, entries: np.ndarray,
-                 automaton=None):
-        self.errors, self.parts, self.min_key = errors, errors + 1, min_key
+    def __init__(self, errors: int, pieces: StringTable, offsets: np.ndarray, entries: np.ndarray, automaton=None):
+        self.errors, self.parts = errors, errors + 1
         self.pieces = pieces
         self.piece_lengths = pieces.code_point_lengths()
         self.offsets, self.entries = offsets, entries  # CSR: piece id -> key_id * parts + part
@@ -150,7 +149,7 @@ class PartIndex:
         offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
         np.cumsum(np.bincount(piece_of, minlength=len(pieces)), out=offsets[1:])
         entries = np.fromiter((e for _, e in pairs), dtype=np.int32, count=len(pairs))
-        return cls(errors, min_key, StringTable.from_strings(pieces), offsets, entries)
+        return cls(errors, StringTable.from_strings(pieces), offsets, entries)
 
     def group(self, piece_id: int) -> np.ndarray:
         return self.entries[self.offsets[piece_id] : self.offsets[piece_id + 1]]
@@ -204,11 +203,11 @@ class PartIndex:
         }
 
     @classmethod
-    def from_sections(cls, errors: int, min_key: int, sections: dict[str, bytes]) -> "PartIndex | None":
+    def from_sections(cls, errors: int, sections: dict[str, bytes]) -> "PartIndex | None":
         prefix = cls.SECTION_PREFIX[errors]
         if f"{prefix}_automaton" not in sections:
             return None
-        return cls(errors, min_key, StringTable(sections[f"{prefix}_keys"]),
+        return cls(errors, StringTable(sections[f"{prefix}_keys"]),
                    np.frombuffer(sections[f"{prefix}_offsets"], "<i8"), np.frombuffer(sections[f"{prefix}_entries"], "<i4"),
                    _AutomatonOnly(io.BytesIO(sections[f"{prefix}_automaton"])).load())
 
@@ -337,8 +336,8 @@ class HotwordDatabase:
         try:
             automaton = _AutomatonOnly(io.BytesIO(sections["automaton"])).load()
             # a database built before the thirds existed has halves only: it still retrieves with one error
-            tolerant = tuple(index for e, k in TOLERANT_INDEXES
-                             if (index := PartIndex.from_sections(e, k, sections)) is not None)
+            tolerant = tuple(index for errors, _ in TOLERANT_INDEXES
+                             if (index := PartIndex.from_sections(errors, sections)) is not None)
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
             raise HotwordError(f"{path}: automaton section rejected ({e})") from None
         words = StringTable(sections["words"])
@@ -444,7 +443,11 @@ class RetrievalSession:
     code: str = ""
     matches: list[Match] = field(default_factory=list)
     piece_matches: list[tuple[int, int, int, int]] = field(default_factory=list)  # (index, start, end, piece id)
-    _tolerant_cache: tuple[int, list[Match]] = (-1, [])
+    # tolerant verification is incremental: piece matches before `_verified` are done, except those in
+    # `_pending` (a window ran past the phonemes heard so far); `_tolerant` holds the best match per key
+    _verified: int = 0
+    _pending: list[int] = field(default_factory=list)
+    _tolerant: dict[int, Match] = field(default_factory=dict)
 
     def extend(self, phonemes: list[str]) -> None:
         self.extend_code(self.retriever.lexicon.encode(phonemes))
@@ -474,34 +477,39 @@ class RetrievalSession:
     def tolerant_matches(self) -> list[Match]:
         """Base keys within their index's edit distance (substitutions, insertions, deletions; tones
         forgiven) of the phonemes around an intact part, and not matched exactly; a key found by both
-        indexes keeps its fewest errors. Verified on demand, cached per length."""
-        if self._tolerant_cache[0] == len(self.code):
-            return self._tolerant_cache[1]
-        indexes, r = self._part_indexes(), self.retriever
-        best: dict[int, Match] = {}
+        indexes keeps its fewest errors. Only piece matches that are new, or whose windows reached past
+        the phonemes heard so far, are verified: a partial per chunk does not redo the utterance."""
+        indexes = self._part_indexes()
         if indexes:
-            from rapidfuzz import process
-            from rapidfuzz.distance import Levenshtein
+            todo = self._pending + list(range(self._verified, len(self.piece_matches)))
+            self._verified, self._pending = len(self.piece_matches), []
+            for i in todo:
+                if self._verify(indexes, *self.piece_matches[i]):
+                    self._pending.append(i)
+        exact = {m.key_id for m in self.matches if m.source == "base"}
+        return [m for key_id, m in self._tolerant.items() if key_id not in exact]
 
-            exact = {m.key_id for m in self.matches if m.source == "base"}
-            lexicon, n = r.lexicon, len(self.code)
-            for number, start, end, piece_id in self.piece_matches:
-                index = indexes[number]
-                if len(index.group(piece_id)) > r.config.max_piece_candidates:
-                    continue  # too common a piece: another part of the key has to find it
-                for (part, length), (ids, wants) in index.toneless_keys(piece_id, r.base.keys, lexicon).items():
-                    for a, b in index.windows(start, end, part, length):
-                        if a < 0 or b > n:
-                            continue
-                        heard = lexicon.toneless(self.code[a:b])
-                        for _, errors, i in process.extract(heard, wants, scorer=Levenshtein.distance,
-                                                            score_cutoff=index.errors, limit=None):
-                            key_id = ids[i]
-                            if key_id not in exact and (key_id not in best or errors < best[key_id].errors):
-                                best[key_id] = Match(a, b, key_id, "tolerant", int(errors))
-        found = list(best.values())
-        self._tolerant_cache = (len(self.code), found)
-        return found
+    def _verify(self, indexes: tuple[PartIndex, ...], number: int, start: int, end: int, piece_id: int) -> bool:
+        """Verify the keys behind one found piece; True when a window lay past the end (check again later)."""
+        from rapidfuzz import process
+        from rapidfuzz.distance import Levenshtein
+
+        r, index, n = self.retriever, indexes[number], len(self.code)
+        if len(index.group(piece_id)) > r.config.max_piece_candidates:
+            return False  # too common a piece: another part of the key has to find it
+        lexicon, beyond = r.lexicon, False
+        for (part, length), (ids, wants) in index.toneless_keys(piece_id, r.base.keys, lexicon).items():
+            for a, b in index.windows(start, end, part, length):
+                if a < 0 or b > n:
+                    beyond |= b > n and a >= 0
+                    continue
+                heard = lexicon.toneless(self.code[a:b])
+                for _, errors, i in process.extract(heard, wants, scorer=Levenshtein.distance,
+                                                    score_cutoff=index.errors, limit=None):
+                    key_id = ids[i]
+                    if key_id not in self._tolerant or errors < self._tolerant[key_id].errors:
+                        self._tolerant[key_id] = Match(a, b, key_id, "tolerant", int(errors))
+        return beyond
 
     def _automata(self):
         r = self.retriever

@@ -177,8 +177,7 @@ def _overlapping_spans(text: str, hint: str):
                 yield start, start + n
     else:
         units, k = {w.lower() for w in hint.split()}, len(hint.split())
-        starts = [m.start() for m in re.finditer(r"\S+", text)]
-        ends = [m.end() for m in re.finditer(r"\S+", text)]
-        for i in range(len(starts) - k + 1):
-            if units & {w.lower() for w in text[starts[i] : ends[i + k - 1]].split()}:
-                yield starts[i], ends[i + k - 1]
+        words = list(re.finditer(r"\S+", text))
+        for i in range(len(words) - k + 1):
+            if units & {w.group().lower() for w in words[i : i + k]}:
+                yield words[i].start(), words[i + k - 1].end()

@@ -222,6 +222,7 @@ def test_bench_hotwords_reports_measured_figures():
     assert "false retrievals" in table(report)
     assert report["two_error_queries"] > 0 and report["two_error_recall_tolerant"] > 0.8
     assert report["two_error_recall_halves_only"] < report["two_error_recall_tolerant"]
+    assert report["tolerant_streamed_us_p50"] > 0 and "streamed" in table(report)
 
 
 def test_syllable_split_equals_pypinyin_strict_style():
@@ -312,6 +313,34 @@ def test_hotword_modes_map_to_retrieval_configs():
     assert RetrievalConfig.from_mode("text").from_text and not RetrievalConfig.from_mode("exact+text").tolerant
     with pytest.raises(ValueError, match="unknown hotword mode"):
         RetrievalConfig.from_mode("fuzzy")
+
+
+def test_tolerant_retrieval_chunk_by_chunk_equals_one_pass():
+    """Verification is incremental (a partial per chunk must not redo the utterance): phonemes fed a
+    few at a time, with words() asked after each, end with the matches of a single pass."""
+    names = ("Carole Quintero", "惠新西街", "朝阳公园南门", "Jessica Oldham")
+    db = HotwordDatabase.build([(HotwordEntry(w), LEX.phonemes(w)) for w in names], LEX, tolerant=True)
+    retriever = HotwordRetriever(db, LEX, RetrievalConfig(tolerant=True))
+    # the errors sit at the ends of the names: only a first part is intact, and when it is found the
+    # rest of the name has not been heard yet (the verification has to come back to it)
+    heard = LEX.phonemes("phone Carole Quintero then go to 朝阳公园南门 and 惠新西街 now")
+    i = heard.index("OW", heard.index("EH"))
+    heard = heard[: i - 2] + ["AE"] + heard[i - 1 : i] + heard[i + 1 :]  # Quintero: T EH R OW -> T AE R
+    j = heard.index("en2")
+    heard = heard[:j] + ["en3"] + heard[j + 1 :]  # a wrong tone in 南门
+    k = heard.index("ie1")
+    heard = heard[:k] + heard[k + 1 :]  # a deletion in 西街
+    one_pass = retriever.session()
+    one_pass.extend(heard)
+    for step in (1, 2, 3, 5):
+        session = retriever.session()
+        for start in range(0, len(heard), step):
+            session.extend(heard[start : start + step])
+            session.words()
+        key = lambda m: (m.key_id, m.start, m.end, m.errors)  # noqa: E731
+        assert sorted(map(key, session.tolerant_matches())) == sorted(map(key, one_pass.tolerant_matches())), step
+        assert session.words() == one_pass.words()
+    assert set(one_pass.words()) == {"Carole Quintero", "朝阳公园南门", "惠新西街"}
 
 
 def test_a_tolerant_database_of_short_keys_only(tmp_path):
