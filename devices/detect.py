@@ -7,6 +7,7 @@ and no hardware is needed. A probe that fails leaves its field empty; detection 
 
 from __future__ import annotations
 
+import os
 import platform as _platform
 import re
 import shutil
@@ -109,7 +110,7 @@ def parse_nvidia_smi(text: str | None) -> list[GpuInfo]:
 
 def ort_providers() -> list[str]:
     try:
-        import onnxruntime
+        import onnxruntime  # probe: a broken install is reported, never raised
 
         return list(onnxruntime.get_available_providers())
     except Exception:  # noqa: BLE001 - a broken install is reported by `doctor`, not raised here
@@ -118,7 +119,7 @@ def ort_providers() -> list[str]:
 
 def llama_gpu_offload() -> bool:
     try:
-        import llama_cpp
+        import llama_cpp  # probe: a broken install is reported, never raised
 
         return bool(llama_cpp.llama_supports_gpu_offload())
     except Exception:  # noqa: BLE001
@@ -128,8 +129,6 @@ def llama_gpu_offload() -> bool:
 def detect(root: Path = Path("/"), run: Runner = run_command, machine: str | None = None,
            providers: list[str] | None = None, gpu_offload: bool | None = None, cpu_count: int | None = None) -> Platform:
     """Probe the machine (or a fixture tree under `root`). Keyword overrides are for tests."""
-    import os
-
     machine = machine or _platform.machine()
     model = _read(root, "/proc/device-tree/model")
     release = l4t_release(_read(root, "/etc/nv_tegra_release"))

@@ -202,33 +202,3 @@ def make_plan(platform: Platform, profiles: dict[str, Profile], override: str | 
                         "capped at 75% of it")
         budget = int(platform.memory_mb * 0.75)
     return Plan(profile, reason, providers, precision, dla, gpu_layers, budget, warnings)
-
-
-# --- memory ------------------------------------------------------------------------------------------
-
-def bundle_memory_mb(bundle, decoder_variant: str | None, n_ctx: int = 4096) -> dict:
-    """Estimated resident memory of a recognizer with this bundle: encoder weights (+ the same again as
-    onnxruntime's arena and graph copies, measured 1.9x on the full model), decoder weights, KV cache
-    (f32, n_ctx positions; an upper bound: the manifest has the hidden width, not the KV heads), and
-    ~150 MB of runtime (Python, onnxruntime, llama.cpp; a hotword database comes on top)."""
-    manifest = bundle.manifest
-    encoder_mb = sum(p.stat().st_size for p in bundle.path.glob("encoder*")) / 2**20
-    decoder_mb = bundle.decoder_file(decoder_variant).stat().st_size / 2**20
-    cfg = manifest.decoder
-    kv_mb = 2 * cfg.num_layers * cfg.hidden_size * n_ctx * 4 / 2**20
-    parts = {"encoder_mb": round(2 * encoder_mb), "decoder_mb": round(decoder_mb), "kv_cache_mb": round(kv_mb),
-             "runtime_mb": 150}
-    parts["total_mb"] = sum(parts.values())
-    return parts
-
-
-def check_memory(need: dict, plan: Plan, available_mb: int = 0) -> tuple[bool, str]:
-    """(fits, one line): the bundle's estimate against the plan's budget and, when known, free memory."""
-    total = need["total_mb"]
-    if total > plan.memory_budget_mb:
-        return False, (f"needs ~{total} MB but the {plan.profile.name} budget is {plan.memory_budget_mb} MB: "
-                       "use a smaller decoder variant (e.g. --decoder-variant Q4_K_M) or an INT8 encoder")
-    if available_mb and total > available_mb:
-        return False, f"needs ~{total} MB but only {available_mb} MB are free now: close other programs"
-    return True, f"needs ~{total} MB of a {plan.memory_budget_mb} MB budget" + (
-        f" ({available_mb} MB free)" if available_mb else "")

@@ -54,7 +54,7 @@ def engine_dir(bundle_dir: Path, key: str) -> Path:
 
 def tensorrt_version() -> str | None:
     try:
-        import tensorrt
+        import tensorrt  # optional dependency: imported only when this path runs
 
         return tensorrt.__version__
     except ImportError:
@@ -65,7 +65,7 @@ def build_engine(onnx_path: Path, out_dir: Path, precision: str, dla_core: int =
     """Build and serialize an engine with the tensorrt Python API (TensorRT 8.6+ / 10). Returns its path.
     Written through a temporary file; the timing cache is kept beside it to speed up rebuilds."""
     try:
-        import tensorrt as trt
+        import tensorrt as trt  # optional dependency: imported only when this path runs
     except ImportError:
         raise TensorRTError("the tensorrt Python package is missing (on Jetson it comes with JetPack: "
                             "apt install python3-libnvinfer)") from None

@@ -12,6 +12,7 @@ from pathlib import Path
 from nim4_edge.export.checkpoint import read_checkpoint
 from nim4_edge.export.gguf_convert import write_decoder
 from nim4_edge.export.onnx_export import write_encoder
+from nim4_edge.export.verify import VerifyOptions, verify_bundle
 from nim4_edge.runtime import __version__
 from nim4_edge.runtime.atomic import atomic_directory
 from nim4_edge.runtime.bundle import MANIFEST_FILE, Manifest
@@ -53,8 +54,6 @@ def export_bundle(
         manifest.check_consistency()
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest.to_json(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         if verify:
-            from nim4_edge.export.verify import VerifyOptions, verify_bundle
-
             report = verify_bundle(checkpoint, tmp, verify_options or VerifyOptions())
             report["bundle"] = str(bundle_path)
             if not report["passed"]:

@@ -20,7 +20,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from transformers import Qwen3Config, Qwen3ForCausalLM
+
 from nim4_edge.export.config import DecoderConfig, Nim4Config, preset
+from nim4_edge.export.model import Nim4AcousticModel, count_parameters
+from nim4_edge.export.tokenizer import DEFAULT_CORPUS, save_hf_tokenizer, train_bpe_tokenizer
 from nim4_edge.runtime.atomic import atomic_directory
 from nim4_edge.runtime.errors import CheckpointError
 from nim4_edge.runtime.features import Cmvn
@@ -58,11 +65,6 @@ class Checkpoint:
 
     def load_acoustic_model(self):
         """The PyTorch reference (eval mode, float32) with the checkpoint's weights."""
-        import torch
-        from safetensors import safe_open
-
-        from nim4_edge.export.model import Nim4AcousticModel
-
         model = Nim4AcousticModel(self.config)
         state = {}
         with safe_open(str(self.path / ACOUSTIC_FILE), framework="pt") as f:
@@ -138,11 +140,6 @@ def _check_tokenizer(tokenizer_file: Path) -> None:
 
 def _check_acoustic_tensors(checkpoint: Checkpoint) -> None:
     """Compare tensor names and shapes in the safetensors header with the model the config describes."""
-    import torch
-    from safetensors import SafetensorError, safe_open
-
-    from nim4_edge.export.model import Nim4AcousticModel
-
     file = checkpoint.path / ACOUSTIC_FILE
     with torch.device("meta"):
         expected = {k: tuple(v.shape) for k, v in Nim4AcousticModel(checkpoint.config).state_dict().items()}
@@ -166,11 +163,6 @@ def _check_acoustic_tensors(checkpoint: Checkpoint) -> None:
 def init_checkpoint(path: Path, preset_name: str, seed: int, overwrite: bool = False, decoder_shape: str | None = None) -> Path:
     """Write a random-weight checkpoint of the given preset's shape (optionally another decoder
     shape, see config.DECODER_SHAPES). Returns the directory."""
-    import torch
-    from safetensors.torch import save_file
-
-    from nim4_edge.export.model import Nim4AcousticModel, count_parameters
-
     inventory = PhonemeInventory.default()
     chosen = preset(preset_name, len(inventory), decoder_shape)
     with atomic_directory(Path(path), overwrite=overwrite) as tmp:
@@ -200,8 +192,6 @@ def write_checkpoint(path: Path, model, cmvn: Cmvn, decoder, decoder_tokenizer, 
                      metadata: dict | None = None) -> Path:
     """Write a trained checkpoint: `model` a Nim4AcousticModel, `decoder` an HF Qwen3ForCausalLM and
     its tokenizer (anything with save_pretrained). All in float32; atomic."""
-    from safetensors.torch import save_file
-
     inventory = PhonemeInventory.default()
     if model.cfg.phoneme_head.num_phonemes != len(inventory):
         raise ValueError("the model's phoneme head does not match the default phoneme inventory")
@@ -221,11 +211,6 @@ def write_random_decoder(directory: Path, shape: DecoderConfig, seed: int, corpu
                          tokenizer_vocab: int = 512) -> None:
     """A random-weight HF Qwen3 folder of `shape`, with a BPE tokenizer of `tokenizer_vocab` entries
     trained on `corpus` (default: tokenizer.DEFAULT_CORPUS)."""
-    import torch
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
-    from nim4_edge.export.tokenizer import DEFAULT_CORPUS, save_hf_tokenizer, train_bpe_tokenizer
-
     directory.mkdir()
     tokenizer = train_bpe_tokenizer(corpus or DEFAULT_CORPUS, vocab_size=tokenizer_vocab)
     num_tokens = tokenizer.get_vocab_size(with_added_tokens=True)

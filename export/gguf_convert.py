@@ -17,9 +17,18 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import gguf
 import numpy as np
+import torch
+from gguf import MODEL_TENSOR as T
+from gguf import TENSOR_NAMES, TokenType
+from safetensors import safe_open
+from tokenizers import Tokenizer
+from tqdm import tqdm
 
+from nim4_edge.runtime.bundle import DecoderSpec, decoder_file_name, describe_file
 from nim4_edge.runtime.errors import CheckpointError
+from nim4_edge.runtime.prompt import PromptTemplate
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +39,6 @@ GGUF_TYPES = ("f32", "f16")
 def _qwen3_table():
     """HF Qwen3 tensor name -> GGUF tensor (source: transformers' modeling_qwen3 parameter names,
     llama.cpp's gguf-py MODEL_TENSORS[QWEN3])."""
-    from gguf import MODEL_TENSOR as T
-
     return {
         "model.embed_tokens.weight": T.TOKEN_EMBD,
         "model.norm.weight": T.OUTPUT_NORM,
@@ -52,8 +59,6 @@ def _qwen3_table():
 
 def gguf_tensor_name(hf_name: str, num_layers: int) -> str:
     """The GGUF name of an HF Qwen3 tensor; raises CheckpointError for anything not in the table."""
-    from gguf import TENSOR_NAMES
-
     for pattern, tensor in _qwen3_table().items():
         regex = "^" + re.escape(pattern).replace(r"\{bid\}", r"(\d+)") + "$"
         match = re.match(regex, hf_name)
@@ -75,8 +80,6 @@ class TokenizerFacts:
 
 def read_tokenizer(decoder_dir: Path, vocab_size: int) -> TokenizerFacts:
     """Byte-level BPE vocabulary, types and merges from tokenizer.json, padded to `vocab_size` rows."""
-    from gguf import TokenType
-
     path = decoder_dir / "tokenizer.json"
     data = json.loads(path.read_text(encoding="utf-8"))
     model = data.get("model", {})
@@ -103,7 +106,6 @@ def _safetensors_index(decoder_dir: Path) -> dict[str, Path]:
     files = sorted(decoder_dir.glob("*.safetensors"))
     if not files:
         raise CheckpointError(f"{decoder_dir}: no *.safetensors weights")
-    from safetensors import safe_open
 
     index = {}
     for file in files:
@@ -115,10 +117,6 @@ def _safetensors_index(decoder_dir: Path) -> dict[str, Path]:
 
 def convert_qwen3(decoder_dir: Path, out_path: Path, out_type: str = "f32", progress: bool = True) -> dict:
     """Write `out_path` (a GGUF) from an HF Qwen3 folder. Returns the facts the manifest records."""
-    import gguf
-    import torch
-    from safetensors import safe_open
-
     if out_type not in GGUF_TYPES:
         raise ValueError(f"GGUF type {out_type!r}: choose one of {GGUF_TYPES}")
     config = json.loads((decoder_dir / "config.json").read_text(encoding="utf-8"))
@@ -185,8 +183,6 @@ def convert_qwen3(decoder_dir: Path, out_path: Path, out_type: str = "f32", prog
     writer.write_ti_data_to_file()
     iterator = order
     if progress:
-        from tqdm import tqdm
-
         iterator = tqdm(order, desc=f"GGUF {out_type}", unit="tensor", leave=False)
     for name in iterator:
         with safe_open(str(index[name]), framework="pt") as f:
@@ -216,8 +212,6 @@ def _tensor_order(gguf_name: str) -> tuple:
 
 def source_dtype(decoder_dir: Path) -> str:
     """'float32', 'bfloat16', ... of the first weight tensor (chooses the default GGUF type)."""
-    from safetensors import safe_open
-
     index = _safetensors_index(decoder_dir)
     name = next(iter(index))
     with safe_open(str(index[name]), framework="pt") as f:
@@ -235,11 +229,6 @@ def write_decoder(checkpoint, out_dir: Path, gguf_type: str | None = None):
 
     gguf_type None: f32 for float32 sources (exact parity), f16 for bf16/f16 sources.
     """
-    from tokenizers import Tokenizer
-
-    from nim4_edge.runtime.bundle import DecoderSpec, decoder_file_name, describe_file
-    from nim4_edge.runtime.prompt import PromptTemplate
-
     decoder_dir = checkpoint.decoder_dir
     if gguf_type is None:
         gguf_type = "f32" if source_dtype(decoder_dir) == "float32" else "f16"

@@ -13,7 +13,12 @@ import time
 import warnings
 from pathlib import Path
 
+import onnx
+import torch
+
 from nim4_edge.export.checkpoint import Checkpoint
+from nim4_edge.export.model import count_parameters
+from nim4_edge.export.streaming import INPUT_NAMES, OUTPUT_NAMES, StreamingEncoderStep
 from nim4_edge.runtime.bundle import EncoderSpec, TensorSpec, describe_file
 
 log = logging.getLogger(__name__)
@@ -26,12 +31,6 @@ EXTERNAL_DATA_THRESHOLD_BYTES = 1_500_000_000
 
 def write_encoder(checkpoint: Checkpoint, out_dir: Path) -> tuple[EncoderSpec, dict]:
     """Export the encoder step into `out_dir`. Returns its manifest entry and {file: facts}."""
-    import onnx
-    import torch
-
-    from nim4_edge.export.model import count_parameters
-    from nim4_edge.export.streaming import INPUT_NAMES, OUTPUT_NAMES, StreamingEncoderStep
-
     cfg = checkpoint.config
     t0 = time.perf_counter()
     model = checkpoint.load_acoustic_model()

@@ -13,6 +13,9 @@ import random
 import time
 from pathlib import Path
 
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
 from nim4_edge.runtime.prompt import PromptTemplate
 
 log = logging.getLogger(__name__)
@@ -48,9 +51,6 @@ def pretrain_decoder_on_text(decoder_dir: Path, texts: list, steps: int = 300, b
     Each item of `texts` is a transcript (copied: it fills the speech slot and is the answer) or a
     (slot text, hotword hints, answer) triple, which lets a recipe teach the decoder to take a name
     from the hints when the slot only sounds like it (recipes/demo/train.py)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     prompt = PromptTemplate.from_paper()

@@ -10,6 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
 ENDOFTEXT = "<|endoftext|>"
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
@@ -55,8 +58,6 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int):
 
     Returns a `tokenizers.Tokenizer`.
     """
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [
@@ -77,8 +78,6 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int):
 
 def save_hf_tokenizer(tokenizer, directory: Path) -> None:
     """Write tokenizer.json + tokenizer_config.json as a Qwen3 HF folder expects them."""
-    from transformers import PreTrainedTokenizerFast
-
     hf = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         eos_token=IM_END,

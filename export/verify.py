@@ -21,9 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from transformers import AutoModelForCausalLM
 
 from nim4_edge.export.checkpoint import Checkpoint
-from nim4_edge.runtime.audio import load_audio
+from nim4_edge.export.gguf_convert import PROBE_HOTWORDS
+from nim4_edge.runtime.audio import load_audio, synthetic_utterance
+from nim4_edge.runtime.bundle import Bundle
+from nim4_edge.runtime.decoder import DecoderSession, DecoderSettings
+from nim4_edge.runtime.encoder import EncoderSession, EncoderStream
 from nim4_edge.runtime.features import compute_fbank
 
 DEFAULT_DURATIONS_S = (0.37, 1.13, 2.9, 7.3)
@@ -50,25 +56,8 @@ class VerifyOptions:
     speech_rows: int = 10  # embedding rows in the decoder check
 
 
-def synthetic_utterance(seconds: float, sample_rate_hz: int, seed: int) -> np.ndarray:
-    """A speech-like test signal: voiced segments (harmonics of a gliding f0, syllable-rate envelope),
-    noise bursts like fricatives, and pauses. float32 in [-1, 1]."""
-    rng = np.random.default_rng(seed)
-    n = int(round(seconds * sample_rate_hz))
-    t = np.arange(n) / sample_rate_hz
-    f0 = 120 + 40 * np.sin(2 * np.pi * 0.7 * t + rng.uniform(0, 6.28))
-    phase = 2 * np.pi * np.cumsum(f0) / sample_rate_hz
-    voiced = sum(np.sin(h * phase) / h for h in range(1, 12))
-    envelope = np.clip(np.sin(2 * np.pi * 4.0 * t + rng.uniform(0, 6.28)), 0, None)
-    noise = rng.standard_normal(n) * (rng.uniform(size=n // 800 + 1).repeat(800)[:n] > 0.7)
-    signal = 0.25 * voiced * envelope + 0.05 * noise
-    return (0.5 * signal / max(1e-9, np.abs(signal).max())).astype(np.float32)
-
-
 def verify_bundle(checkpoint: Checkpoint, bundle_path: Path, options: VerifyOptions) -> dict:
     """Both checks; `passed` only if each passed."""
-    from nim4_edge.runtime.bundle import Bundle
-
     bundle = Bundle.load(bundle_path, verify_hashes=True)
     report = {"bundle": str(bundle_path), "encoder": verify_encoder(checkpoint, bundle, options)}
     if options.decoder:
@@ -78,10 +67,6 @@ def verify_bundle(checkpoint: Checkpoint, bundle_path: Path, options: VerifyOpti
 
 
 def verify_encoder(checkpoint: Checkpoint, bundle, options: VerifyOptions) -> dict:
-    import torch
-
-    from nim4_edge.runtime.encoder import EncoderSession, EncoderStream
-
     manifest = bundle.manifest
     model = checkpoint.load_acoustic_model()
     geometry = manifest.streaming
@@ -152,12 +137,6 @@ def verify_encoder(checkpoint: Checkpoint, bundle, options: VerifyOptions) -> di
 
 
 def verify_decoder(checkpoint: Checkpoint, bundle, options: VerifyOptions, variant: str | None = None) -> dict:
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from nim4_edge.export.gguf_convert import PROBE_HOTWORDS
-    from nim4_edge.runtime.decoder import DecoderSession, DecoderSettings
-
     spec = bundle.manifest.decoder
     variant = variant or spec.default_variant
     tolerance = DECODER_TOLERANCE.get(variant)
@@ -167,7 +146,7 @@ def verify_decoder(checkpoint: Checkpoint, bundle, options: VerifyOptions, varia
     # the token cap is exactly GREEDY_TOKENS so both sides stop at the same length.
     settings = DecoderSettings(kv_cache_type="f32", flash_attn=False, n_ctx=512,
                                min_new_tokens=GREEDY_TOKENS, max_tokens_per_second=0.0)
-    session = DecoderSession.open(bundle.decoder_file(variant), spec, settings)
+    session = DecoderSession.open(bundle.decoder_file(variant), spec, settings, bundle.manifest.seconds_per_embedding)
     try:
         model = AutoModelForCausalLM.from_pretrained(str(checkpoint.decoder_dir), dtype=torch.float32).eval()
         embed = model.get_input_embeddings()

@@ -32,8 +32,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from rapidfuzz.distance import Levenshtein
 
+from nim4_edge.quant.gguf_quant import rewrite_manifest
+from nim4_edge.runtime.bundle import Bundle, describe_file
+from nim4_edge.runtime.encoder import EncoderSession, EncoderStream
 from nim4_edge.runtime.errors import Nim4Error
+from nim4_edge.runtime.features import OnlineFbank
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +56,7 @@ def _external(path: Path) -> bool:
 
 
 def write_fp16(src: Path, dst: Path) -> None:
-    import onnx
+    import onnx  # optional dependency: imported only when this path runs
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
     if _external(src):
@@ -75,7 +80,7 @@ def write_fp16(src: Path, dst: Path) -> None:
 def matmuls_without_2d_weights(src: Path) -> list[str]:
     """MatMul nodes whose constant operand is not a 2-D weight matrix (or that have none): onnxruntime's
     per-channel integer kernels only take 2-D weights, so these stay float."""
-    import onnx
+    import onnx  # optional dependency: imported only when this path runs
 
     model = onnx.load(str(src), load_external_data=False)
     shapes = {init.name: len(init.dims) for init in model.graph.initializer}
@@ -84,7 +89,10 @@ def matmuls_without_2d_weights(src: Path) -> list[str]:
 
 
 def write_int8_dynamic(src: Path, dst: Path) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import (  # optional dependency: imported only when this path runs
+        QuantType,
+        quantize_dynamic,
+    )
 
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
                      op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=matmuls_without_2d_weights(src),
@@ -105,7 +113,12 @@ class _Feeds:
 
 
 def write_int8_qdq(src: Path, dst: Path, feeds: list[dict]) -> None:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (  # optional dependency: imported only when this path runs
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     if not feeds:
         raise Nim4Error("int8-qdq needs calibration audio (--calibration MANIFEST or WAV files)")
@@ -122,16 +135,12 @@ def write_int8_qdq(src: Path, dst: Path, feeds: list[dict]) -> None:
 
 def utterance_frames(bundle, audios: list[np.ndarray]) -> list[np.ndarray]:
     """CMVN'd fbank frames of each 16 kHz utterance, as the runtime computes them."""
-    from nim4_edge.runtime.features import OnlineFbank
-
     manifest = bundle.manifest
     return [manifest.cmvn.apply(OnlineFbank(manifest.fbank).accept(np.asarray(a, np.float32))) for a in audios]
 
 
 def stream_outputs(session, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(log-probs (T', P), embeddings (E, D)) of one utterance through EncoderStream (exact flush)."""
-    from nim4_edge.runtime.encoder import EncoderStream
-
     stream = EncoderStream(session)
     chunks = stream.accept_frames(frames) + stream.flush()
     return (np.concatenate([c.phoneme_log_probs for c in chunks]), np.concatenate([c.embeddings for c in chunks]))
@@ -147,8 +156,6 @@ def greedy_phonemes(log_probs: np.ndarray, blank: int = 0) -> list[int]:
 
 
 def record_calibration_feeds(bundle, frames: list[np.ndarray], max_steps: int = 200) -> list[dict]:
-    from nim4_edge.runtime.encoder import EncoderSession
-
     session = EncoderSession(bundle, precision="fp32")
     session.recorded_feeds = []
     for f in frames:
@@ -160,27 +167,29 @@ def record_calibration_feeds(bundle, frames: list[np.ndarray], max_steps: int = 
 
 def parity_report(bundle, precisions: list[str], frames: list[np.ndarray]) -> dict:
     """Each variant against fp32 on the same utterances (see the module docstring)."""
-    from rapidfuzz.distance import Levenshtein
-
-    from nim4_edge.runtime.encoder import EncoderSession
-
     reference = EncoderSession(bundle, precision="fp32", num_threads=1)
     ref = [stream_outputs(reference, f) for f in frames]
     report = {}
     for precision in precisions:
         session = EncoderSession(bundle, precision=precision, num_threads=1)
         lp_diff = emb_diff = 0.0
+        # relative error of the embeddings, ||diff|| / ||fp32|| over all frames: their magnitude follows
+        # the weights (random, trained, full size), so an absolute difference alone says little
+        emb_err_sq = emb_ref_sq = 0.0
         edits = total = 0
         t0 = time.perf_counter()
         for f, (ref_lp, ref_emb) in zip(frames, ref):
             lp, emb = stream_outputs(session, f)
             lp_diff = max(lp_diff, float(np.abs(lp - ref_lp).max()))
             emb_diff = max(emb_diff, float(np.abs(emb - ref_emb).max()))
+            emb_err_sq += float(np.square(emb.astype(np.float64) - ref_emb).sum())
+            emb_ref_sq += float(np.square(ref_emb.astype(np.float64)).sum())
             want = greedy_phonemes(ref_lp, bundle.manifest.phonemes.blank_id)
             edits += Levenshtein.distance(want, greedy_phonemes(lp, bundle.manifest.phonemes.blank_id))
             total += len(want)
         report[precision] = {
             "max_abs_diff_log_probs": lp_diff, "max_abs_diff_embeddings": emb_diff,
+            "rel_error_embeddings": float(np.sqrt(emb_err_sq / emb_ref_sq)) if emb_ref_sq else None,
             "phoneme_error_rate_vs_fp32": round(100.0 * edits / total, 2) if total else None,
             "reference_phonemes": total, "seconds": round(time.perf_counter() - t0, 2),
         }
@@ -190,9 +199,6 @@ def parity_report(bundle, precisions: list[str], frames: list[np.ndarray]) -> di
 def quantize_encoder(bundle_path: Path, precisions: list[str], audios: list[np.ndarray],
                      max_calibration_steps: int = 200) -> dict:
     """Add encoder variants to a bundle (manifest rewritten after each) and report parity on `audios`."""
-    from nim4_edge.quant.gguf_quant import rewrite_manifest
-    from nim4_edge.runtime.bundle import Bundle, describe_file
-
     unknown = [p for p in precisions if p not in ENCODER_PRECISIONS]
     if unknown:
         raise Nim4Error(f"unknown encoder precision(s) {unknown}; choose from {', '.join(ENCODER_PRECISIONS)}")

@@ -16,10 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import llama_cpp
 import numpy as np
 
 from nim4_edge.runtime.atomic import set_default_permissions, write_text_atomic
 from nim4_edge.runtime.bundle import MANIFEST_FILE, Bundle, decoder_file_name, describe_file
+from nim4_edge.runtime.decoder import DecoderSession, DecoderSettings, _quiet_llama_logs
 from nim4_edge.runtime.errors import Nim4Error
 
 log = logging.getLogger(__name__)
@@ -61,10 +63,6 @@ def parse_levels(text: str) -> list[str]:
 
 def quantize_file(src: Path, dst: Path, level: str, threads: int = 0) -> None:
     """Quantize GGUF `src` into `dst` (written to a temporary name first)."""
-    import llama_cpp
-
-    from nim4_edge.runtime.decoder import _quiet_llama_logs
-
     _quiet_llama_logs()
     params = llama_cpp.llama_model_quantize_default_params()
     params.nthread = threads or os.cpu_count() or 1
@@ -132,14 +130,12 @@ def greedy_agreement(bundle: Bundle, reference: str, variants: list[str], prompt
                      max_new_tokens: int = 24, threads: int = 0) -> dict:
     """For each variant: the share of prompts whose greedy output equals the reference's, and the
     share of reference output tokens that the variant also ranks first (teacher-forced)."""
-    from nim4_edge.runtime.decoder import DecoderSession, DecoderSettings
-
     spec = bundle.manifest.decoder
     settings = DecoderSettings(kv_cache_type="f32", n_ctx=512, n_threads=threads, n_threads_batch=threads,
                                min_new_tokens=max_new_tokens, max_tokens_per_second=0.0)
 
     def run(variant: str):
-        session = DecoderSession.open(bundle.decoder_file(variant), spec, settings)
+        session = DecoderSession.open(bundle.decoder_file(variant), spec, settings, bundle.manifest.seconds_per_embedding)
         try:
             outputs = []
             for text in prompts:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from nim4_edge.recipes.noise import car_noise, mix_at_snr, other_noise
+from nim4_edge.runtime.audio import load_audio
 
 RATE = 16000
 FRAME = 160
@@ -50,8 +51,6 @@ def fsdd_recordings(split: str, fsdd_dir: Path = FSDD_DIR) -> list[Path]:
 
 
 def espeak(text: str, voice: str, speed: int, pitch: int) -> np.ndarray:
-    from nim4_edge.runtime.audio import load_audio
-
     with tempfile.NamedTemporaryFile(suffix=".wav") as f:
         subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", f.name, text],
                        check=True, capture_output=True)
@@ -59,8 +58,6 @@ def espeak(text: str, voice: str, speed: int, pitch: int) -> np.ndarray:
 
 
 def speech_pool(split: str, rng: np.random.Generator, espeak_count: int) -> list[np.ndarray]:
-    from nim4_edge.runtime.audio import load_audio
-
     pool = [load_audio(p, RATE) for p in fsdd_recordings(split)]
     voices = TRAIN_VOICES if split == "train" else HELD_OUT_VOICES
     for _ in range(espeak_count):

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import nn
 
 from nim4_edge.recipes.vad_data import make_clip, speech_pool
 from nim4_edge.runtime.features import FbankOptions, compute_fbank
@@ -47,9 +49,6 @@ def build(clips: int, seed: int, espeak_count: int, split: str = "train") -> tup
 
 
 def train(x: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> dict:
-    import torch
-    from torch import nn
-
     torch.manual_seed(seed)
     mean, std = x.mean(axis=0), x.std(axis=0) + 1e-3
     xt = torch.from_numpy((x - mean) / std)

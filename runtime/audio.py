@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soxr
 
 from nim4_edge.runtime.errors import Nim4Error
 
@@ -160,8 +161,6 @@ class StreamResampler:
         self.in_rate_hz, self.out_rate_hz = in_rate_hz, out_rate_hz
         self._soxr = None
         if in_rate_hz != out_rate_hz:
-            import soxr
-
             self._soxr = soxr.ResampleStream(in_rate_hz, out_rate_hz, 1, dtype="float32", quality="HQ")
 
     def process(self, samples: np.ndarray, last: bool = False) -> np.ndarray:
@@ -208,3 +207,18 @@ def clean_samples(samples: np.ndarray, stats: InputStats) -> np.ndarray:
         stats.clipped += int(over.sum())
         x = np.clip(x, -1.0, 1.0)
     return x
+
+
+def synthetic_utterance(seconds: float, sample_rate_hz: int, seed: int) -> np.ndarray:
+    """A speech-like test signal: voiced segments (harmonics of a gliding f0, syllable-rate envelope),
+    noise bursts like fricatives, and pauses. float32 in [-1, 1]."""
+    rng = np.random.default_rng(seed)
+    n = int(round(seconds * sample_rate_hz))
+    t = np.arange(n) / sample_rate_hz
+    f0 = 120 + 40 * np.sin(2 * np.pi * 0.7 * t + rng.uniform(0, 6.28))
+    phase = 2 * np.pi * np.cumsum(f0) / sample_rate_hz
+    voiced = sum(np.sin(h * phase) / h for h in range(1, 12))
+    envelope = np.clip(np.sin(2 * np.pi * 4.0 * t + rng.uniform(0, 6.28)), 0, None)
+    noise = rng.standard_normal(n) * (rng.uniform(size=n // 800 + 1).repeat(800)[:n] > 0.7)
+    signal = 0.25 * voiced * envelope + 0.05 * noise
+    return (0.5 * signal / max(1e-9, np.abs(signal).max())).astype(np.float32)

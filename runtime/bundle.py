@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,6 +142,12 @@ class Manifest:
     files: dict[str, dict] = field(default_factory=dict)  # name -> {"sha256": hex, "bytes": n}
     created_by: str = ""
     source: dict = field(default_factory=dict)  # what it was exported from (for people, not code)
+
+    @property
+    def seconds_per_embedding(self) -> float:
+        """Audio per adaptor embedding row (0.16 s at NIM4's 640 ms chunks of 4 rows)."""
+        chunk_ms = self.streaming.chunk_duration_ms(self.fbank.frame_shift_ms)
+        return chunk_ms / 1000 / self.streaming.embeddings_per_chunk
 
     def to_json(self) -> dict:
         return {
@@ -278,3 +285,20 @@ class Bundle:
             return self.path / self.manifest.decoder.file_for(variant)
         except ValueError as e:
             raise BundleError(f"{self.path}: {e}") from None
+
+
+BUNDLE_ENV = "NIM4_EDGE_BUNDLE"
+# The shipped demo model (recipes/demo; MODEL_CARD.md inside): the default when no bundle is given.
+DEMO_BUNDLE = Path(__file__).resolve().parent / "demo_bundle"
+
+
+def resolve_bundle(given: Path | None) -> Path:
+    """The bundle folder to use: `given`, else $NIM4_EDGE_BUNDLE, else the shipped demo model."""
+    if given is not None:
+        return Path(given)
+    if os.environ.get(BUNDLE_ENV):
+        return Path(os.environ[BUNDLE_ENV])
+    if (DEMO_BUNDLE / MANIFEST_FILE).is_file():
+        return DEMO_BUNDLE
+    raise BundleError(f"no --bundle given, no ${BUNDLE_ENV}, and this install ships no demo bundle; "
+                      "pass --bundle DIR (make one: nim4-edge init -o C && nim4-edge export C -o DIR)")

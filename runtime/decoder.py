@@ -23,10 +23,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import llama_cpp
 import numpy as np
 
 from nim4_edge.runtime.bundle import DecoderSpec
-from nim4_edge.runtime.errors import BundleError, Nim4Error
+from nim4_edge.runtime.errors import BundleError, Nim4RuntimeError
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,9 @@ PREFIX_SEQ, UTTERANCE_SEQ, BRANCH_SEQ = 0, 1, 2
 KV_TYPES = {"f32": 0, "f16": 1, "q8_0": 8}  # ggml_type ids
 
 
-class DecoderError(Nim4Error):
-    """Bad input to the decoder session (wrong embedding width, context overflow, ...)."""
+class DecoderError(Nim4RuntimeError):
+    """The decoder session failed: context overflow, llama_decode failed, out of memory, or input
+    that cannot come from a valid bundle (wrong embedding width, NaN)."""
 
 
 @dataclass(frozen=True)
@@ -92,10 +94,8 @@ class IncrementalDetokenizer:
 def _quiet_llama_logs() -> None:
     """llama-cpp-python prints llama.cpp's load logs to stderr unless told otherwise."""
     try:
-        from llama_cpp import _logger
-
-        _logger.set_verbose(False)
-    except (ImportError, AttributeError):
+        llama_cpp._logger.set_verbose(False)
+    except AttributeError:  # a llama-cpp-python without the module-level logger switch
         pass
 
 
@@ -104,10 +104,6 @@ class DecoderModel:
     contexts of one model share its weights)."""
 
     def __init__(self, gguf_path: Path, spec: DecoderSpec, n_gpu_layers: int = 0):
-        try:
-            import llama_cpp
-        except ImportError as e:
-            raise Nim4Error("the decoder needs llama-cpp-python: pip install llama-cpp-python") from e
         _quiet_llama_logs()
         self.lib = llama_cpp
         self.spec = spec
@@ -190,7 +186,12 @@ class DecoderModel:
 class DecoderSession:
     """A llama.cpp context over a DecoderModel; one utterance at a time (one session per stream)."""
 
-    def __init__(self, model: DecoderModel, settings: DecoderSettings = DecoderSettings()):
+    def __init__(self, model: DecoderModel, settings: DecoderSettings, seconds_per_embedding: float):
+        """seconds_per_embedding: audio per embedding row (Manifest.seconds_per_embedding), for the
+        new-token cap of a partial or final given no audio_seconds."""
+        if not seconds_per_embedding > 0:
+            raise ValueError(f"seconds_per_embedding must be > 0, got {seconds_per_embedding}")
+        self.seconds_per_embedding = seconds_per_embedding
         self.decoder_model = model
         self.lib = model.lib
         self.spec = model.spec
@@ -215,11 +216,12 @@ class DecoderSession:
         self.last_suffix = ""  # the suffix text of the last partial/final (hotword hints included)
 
     @classmethod
-    def open(cls, gguf_path: Path, spec: DecoderSpec, settings: DecoderSettings = DecoderSettings()) -> "DecoderSession":
+    def open(cls, gguf_path: Path, spec: DecoderSpec, settings: DecoderSettings,
+             seconds_per_embedding: float) -> "DecoderSession":
         """A session with a model of its own (tools and tests; a Recognizer shares one model)."""
         model = DecoderModel(gguf_path, spec, settings.n_gpu_layers)
         try:
-            session = cls(model, settings)
+            session = cls(model, settings, seconds_per_embedding)
         except BaseException:
             model.close()
             raise
@@ -403,8 +405,7 @@ class DecoderSession:
             self.position = len(self.prefix_ids)
 
     def _speech_seconds(self) -> float:
-        # 4 embeddings per 640 ms chunk: 0.16 s per embedding row at NIM4's 6.25 Hz.
-        return (self.position - len(self.prefix_ids)) * 0.16
+        return (self.position - len(self.prefix_ids)) * self.seconds_per_embedding
 
     # --- diagnostics ----------------------------------------------------------------------------
 

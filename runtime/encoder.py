@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import onnxruntime as ort
 
 from nim4_edge.runtime.bundle import Bundle
 from nim4_edge.runtime.errors import BundleError
@@ -45,8 +46,6 @@ class EncoderSession:
                  precision: str | None = None):
         """`precision`: which of the bundle's encoder variants (fp32, fp16, int8-dynamic, int8-qdq);
         None = the manifest's default."""
-        import onnxruntime as ort
-
         self.bundle = bundle
         self.spec = bundle.manifest.encoder
         self.geometry = bundle.manifest.streaming

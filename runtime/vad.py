@@ -18,8 +18,10 @@ from typing import Protocol
 
 import numpy as np
 
+from nim4_edge.runtime.errors import Nim4Error
+from nim4_edge.runtime.features import SAMPLE_RATE_HZ
+
 FRAME_MS = 10
-SAMPLE_RATE_HZ = 16000
 FRAME_SAMPLES = SAMPLE_RATE_HZ * FRAME_MS // 1000  # 160
 
 
@@ -54,10 +56,10 @@ class WebRtcVad:
     """webrtcvad on 10 ms sample frames; fbank frame j takes the decision of sample frame j + 1."""
 
     def __init__(self, mode: int = 2):
-        try:
+        try:  # optional at run time: only --vad webrtc needs it (the learned VAD is the default)
             import webrtcvad
-        except ImportError as e:
-            raise ImportError("webrtcvad is missing: pip install webrtcvad-wheels") from e
+        except ImportError:
+            raise Nim4Error("webrtcvad is not installed: pip install webrtcvad-wheels (or use --vad learned)") from None
         self._vad = webrtcvad.Vad(mode)
         self.reset()
 
@@ -105,7 +107,7 @@ class MlpWeights:
 
     def __init__(self, path: Path = LEARNED_VAD_WEIGHTS):
         if not Path(path).is_file():
-            raise FileNotFoundError(f"{path}: learned VAD weights missing (reinstall nim4-edge, or use --vad webrtc)")
+            raise Nim4Error(f"{path}: learned VAD weights missing (reinstall nim4-edge, or use --vad webrtc)")
         with np.load(path, allow_pickle=False) as data:  # never unpickle: data only
             self.arrays = {k: data[k].astype(np.float32) for k in data.files if k != "meta"}
             self.meta = json.loads(str(data["meta"]))

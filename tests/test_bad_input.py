@@ -10,8 +10,8 @@ import pytest
 
 pytest.importorskip("torch")
 
+from nim4_edge.cli.main import main  # noqa: E402
 from nim4_edge.runtime.bundle import Bundle  # noqa: E402
-from nim4_edge.runtime.cli import main  # noqa: E402
 from nim4_edge.runtime.errors import BundleError  # noqa: E402
 
 
@@ -100,7 +100,7 @@ def test_existing_output_is_not_replaced(tiny_checkpoint, tmp_path, capsys):
 
 def test_cli_error_is_one_line_without_traceback(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "nim4_edge.runtime.cli", "export", str(tmp_path / "nope"), "-o", str(tmp_path / "B")],
+        [sys.executable, "-m", "nim4_edge.cli", "export", str(tmp_path / "nope"), "-o", str(tmp_path / "B")],
         capture_output=True, text=True,
     )
     assert proc.returncode == 2

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from nim4_edge.quant.bench_quant import error_rate, pareto_front
+from nim4_edge.bench.quant import error_rate, pareto_front
 from tests.wavutil import write_wav
 
 
@@ -27,7 +27,7 @@ def test_bench_writes_results_report_and_plot(bundle_copy, tmp_path):
     manifest.write_text('{"audio": "a.wav", "text": "call Jon"}\n{"audio": "b.wav", "text": "导航到公司"}\n',
                         encoding="utf-8")
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "nim4_edge.runtime.cli", "bench", "--bundle", str(bundle_copy),
+    proc = subprocess.run([sys.executable, "-m", "nim4_edge.cli", "bench", "--bundle", str(bundle_copy),
                            "--testset", str(manifest), "--encoder", "fp32,int8-dynamic", "--decoder", "Q8_0,Q3_X",
                            "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr

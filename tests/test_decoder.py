@@ -19,7 +19,8 @@ PARITY = DecoderSettings(kv_cache_type="f32", n_ctx=512)
 
 def _session(bundle_path, settings=PARITY, variant=None):
     bundle = Bundle.load(bundle_path)
-    return DecoderSession.open(bundle.decoder_file(variant), bundle.manifest.decoder, settings)
+    return DecoderSession.open(bundle.decoder_file(variant), bundle.manifest.decoder, settings,
+                               bundle.manifest.seconds_per_embedding)
 
 
 def _speech(session, rows, seed=0):
@@ -172,7 +173,7 @@ def test_truncated_gguf_is_refused(tiny_bundle, tmp_path):
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(bundle.decoder_file().read_bytes()[:5000])
     with pytest.raises(BundleError, match="cannot load"):
-        DecoderSession.open(broken, bundle.manifest.decoder, PARITY)
+        DecoderSession.open(broken, bundle.manifest.decoder, PARITY, bundle.manifest.seconds_per_embedding)
 
 
 def test_quantized_levels_agree_with_f32_on_a_trained_decoder(trained_bundle, tmp_path):
@@ -195,14 +196,14 @@ def test_quantized_levels_agree_with_f32_on_a_trained_decoder(trained_bundle, tm
 
 
 def test_unknown_quant_level_is_one_clear_error(tiny_bundle, capsys):
-    from nim4_edge.runtime.cli import main
+    from nim4_edge.cli.main import main
 
     assert main(["quantize", str(tiny_bundle), "--decoder", "Q3_XL"]) == 2
     assert "Q4_K_M" in capsys.readouterr().err
 
 
 def test_bench_decoder_reports_both_loops(tiny_bundle):
-    from nim4_edge.quant.bench_decoder import bench_decoder, table
+    from nim4_edge.bench.decoder import bench_decoder, table
 
     report = bench_decoder(tiny_bundle, tokens=4, rows=8, repeats=1)
     (row,) = report["results"]

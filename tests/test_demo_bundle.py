@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from nim4_edge.runtime.cli_listen import DEMO_BUNDLE
-from nim4_edge.runtime.evaluate import normalize
+from nim4_edge.runtime.bundle import DEMO_BUNDLE
+from nim4_edge.bench.evaluate import normalize
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -30,7 +30,7 @@ def test_bundle_fits_the_size_budget():
 
 def test_listen_defaults_to_the_demo_bundle_and_transcribes_an_example():
     (first,) = [e for e in examples() if e["audio"] == "en_temperature.wav"]
-    proc = subprocess.run([sys.executable, "-m", "nim4_edge.runtime.cli", "listen", "--wav",
+    proc = subprocess.run([sys.executable, "-m", "nim4_edge.cli", "listen", "--wav",
                            str(EXAMPLES / first["audio"]), "--json"], capture_output=True, text=True, timeout=120,
                           env={k: v for k, v in __import__("os").environ.items() if k != "NIM4_EDGE_BUNDLE"})
     assert proc.returncode == 0, proc.stderr
@@ -40,7 +40,7 @@ def test_listen_defaults_to_the_demo_bundle_and_transcribes_an_example():
 
 def test_every_example_is_transcribed_right_with_its_hotwords(tmp_path):
     out = tmp_path / "r.json"
-    proc = subprocess.run([sys.executable, "-m", "nim4_edge.runtime.cli", "eval", "--testset",
+    proc = subprocess.run([sys.executable, "-m", "nim4_edge.cli", "eval", "--testset",
                            str(EXAMPLES / "transcripts.jsonl"), "--manifest-hotwords", "--hotwords-mode", "tolerant+text", "--modes", "streaming",
                            "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from nim4_edge.recipes.demo.text import (EN_FIRST_GROUPS, ZH_GROUPS, common_form, make_utterances,
-                                         similar_entities, reserved_for_test, zh_number)
-from nim4_edge.runtime.lexicon import Lexicon, split_syllable
+from nim4_edge.recipes.demo.text import (
+    EN_FIRST_GROUPS,
+    ZH_GROUPS,
+    common_form,
+    make_utterances,
+    reserved_for_test,
+    similar_entities,
+    zh_number,
+)
+from nim4_edge.runtime.hotwords.lexicon import Lexicon, split_syllable
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from nim4_edge.devices.detect import detect, l4t_release, parse_nvidia_smi
-from nim4_edge.devices.profiles import (Plan, ProfileError, bundle_memory_mb, check_memory, load_profiles,
-                                        make_plan)
+from nim4_edge.devices.config import check_memory, memory_estimate_mb, recognizer_config
+from nim4_edge.devices.profiles import Plan, ProfileError, load_profiles, make_plan
 from nim4_edge.devices.tensorrt import engine_key
 
 FIXTURES = Path(__file__).parent / "fixtures" / "devices"
@@ -116,9 +116,17 @@ def test_memory_budget_check(profiles, tiny_bundle):
     from nim4_edge.runtime.bundle import Bundle
 
     bundle = Bundle.load(tiny_bundle)
-    need = bundle_memory_mb(bundle, None)
-    assert need["total_mb"] == sum(v for k, v in need.items() if k != "total_mb")
     plan = make_plan(fixture_platform("orin-nano-8gb"), profiles)
+    config = recognizer_config(bundle, plan)
+    need = memory_estimate_mb(bundle, config)
+    assert need["total_mb"] == sum(v for k, v in need.items() if k != "total_mb")
+    # the same sizes and settings as the runtime: the encoder variant it loads, the decoder's KV cache
+    assert need["encoder_mb"] == round(2 * bundle.encoder_bytes(config.encoder_precision) / 2**20)
+    spec, settings = bundle.manifest.decoder, config.decoder
+    kv_bytes = {"f32": 4, "f16": 2}[settings.kv_cache_type]
+    assert need["kv_cache_mb"] == round(2 * spec.num_layers * spec.hidden_size * settings.n_ctx * kv_bytes / 2**20)
+    assert memory_estimate_mb(bundle, config, streams=3)["kv_cache_mb"] == round(
+        3 * 2 * spec.num_layers * spec.hidden_size * settings.n_ctx * kv_bytes / 2**20)
     fits, line = check_memory(need, plan, available_mb=5000)
     assert fits, line
     small = Plan(plan.profile, "", ["CPUExecutionProvider"], "fp32", -1, 0, memory_budget_mb=10)
@@ -140,14 +148,14 @@ def test_engine_cache_keys_change_with_everything_that_invalidates_an_engine():
 
 
 def test_devices_and_doctor_commands_on_this_machine(tiny_bundle):
-    out = subprocess.run([sys.executable, "-m", "nim4_edge.runtime.cli", "devices", "--json"],
+    out = subprocess.run([sys.executable, "-m", "nim4_edge.cli", "devices", "--json"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     platform = report["platform"]
     if not platform["gpus"] and platform["kind"] != "jetson":
         assert report["plan"]["profile"] == "cpu" and report["plan"]["providers"] == ["CPUExecutionProvider"]
-    doctor = subprocess.run([sys.executable, "-m", "nim4_edge.runtime.cli", "doctor", "--bundle", str(tiny_bundle)],
+    doctor = subprocess.run([sys.executable, "-m", "nim4_edge.cli", "doctor", "--bundle", str(tiny_bundle)],
                             capture_output=True, text=True, timeout=120)
     assert "bundle memory" in doctor.stdout and "Traceback" not in doctor.stderr
     failed = any(line.startswith("FAIL") for line in doctor.stdout.splitlines())

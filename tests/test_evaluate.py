@@ -9,8 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from nim4_edge.runtime.evaluate import (ManifestError, EvalItem, contains_entity, normalize, read_manifest, score,
-                                        units)
+from nim4_edge.bench.evaluate import EvalItem, ManifestError, contains_entity, normalize, read_manifest, score, units
 from tests.wavutil import write_wav
 
 
@@ -97,7 +96,7 @@ def test_eval_command_runs_both_modes_and_reports_missing_audio(tiny_bundle, tmp
             {"audio": "missing.wav", "text": "yes"}]
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     out = tmp_path / "r.json"
-    proc = subprocess.run([sys.executable, "-m", "nim4_edge.runtime.cli", "eval", "--bundle", str(tiny_bundle),
+    proc = subprocess.run([sys.executable, "-m", "nim4_edge.cli", "eval", "--bundle", str(tiny_bundle),
                            "--testset", str(manifest), "--out", str(out), "--partial-every", "0"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -117,7 +116,7 @@ def test_eval_command_runs_both_modes_and_reports_missing_audio(tiny_bundle, tmp
 def test_eval_command_rejects_a_bad_manifest(tiny_bundle, tmp_path):
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("not json\n", encoding="utf-8")
-    proc = subprocess.run([sys.executable, "-m", "nim4_edge.runtime.cli", "eval", "--bundle", str(tiny_bundle),
+    proc = subprocess.run([sys.executable, "-m", "nim4_edge.cli", "eval", "--bundle", str(tiny_bundle),
                            "--testset", str(manifest)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "m.jsonl:1: not valid JSON" in proc.stderr and "Traceback" not in proc.stderr

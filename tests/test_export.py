@@ -8,8 +8,8 @@ import pytest
 
 pytest.importorskip("torch")
 
+from nim4_edge.cli.main import main  # noqa: E402
 from nim4_edge.runtime.bundle import Bundle  # noqa: E402
-from nim4_edge.runtime.cli import main  # noqa: E402
 
 
 def _run_json(capsys, argv):

@@ -17,15 +17,17 @@ pytest.importorskip("ahocorasick")
 pytest.importorskip("pypinyin")
 
 from nim4_edge.runtime.hotwords import (  # noqa: E402
-    MAGIC,
     HotwordDatabase,
     HotwordEntry,
     HotwordError,
     HotwordRetriever,
+    Rejection,
     RetrievalConfig,
+    RetrievalMode,
     parse_hotword_lines,
 )
-from nim4_edge.runtime.lexicon import Lexicon, LexiconError  # noqa: E402
+from nim4_edge.runtime.hotwords.database import MAGIC  # noqa: E402
+from nim4_edge.runtime.hotwords.lexicon import Lexicon, LexiconError  # noqa: E402
 from nim4_edge.runtime.phonemes import PhonemeInventory  # noqa: E402
 
 LEX = Lexicon()
@@ -160,7 +162,7 @@ def test_parse_reports_bad_lines():
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "nim4_edge.runtime.cli", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "nim4_edge.cli", *args], capture_output=True, text=True)
 
 
 def test_build_cli_reports_lines_and_strict_writes_nothing(tmp_path):
@@ -184,7 +186,7 @@ def test_runtime_puts_retrieved_hotwords_into_the_final_prompt(tiny_bundle, tmp_
     """Phonemes the (random) tiny model really emits are registered as a hotword's pronunciation;
     the stream must retrieve it and the final prompt must carry it."""
     pytest.importorskip("llama_cpp")
-    from nim4_edge.export.verify import synthetic_utterance
+    from nim4_edge.runtime.audio import synthetic_utterance
     from nim4_edge.runtime.recognizer import Recognizer, RecognizerConfig
     from nim4_edge.runtime.vad import VadConfig
 
@@ -213,7 +215,7 @@ def test_runtime_puts_retrieved_hotwords_into_the_final_prompt(tiny_bundle, tmp_
 
 
 def test_bench_hotwords_reports_measured_figures():
-    from nim4_edge.recipes.hotword_bench import bench_hotwords, generate_entries, table
+    from nim4_edge.bench.hotwords import bench_hotwords, generate_entries, table
 
     assert len(set(generate_entries(500))) == 500
     report = bench_hotwords(300, queries=40, naive_queries=5)
@@ -232,7 +234,7 @@ def test_syllable_split_equals_pypinyin_strict_style():
     import pypinyin
     from pypinyin import Style
 
-    from nim4_edge.runtime.lexicon import split_syllable
+    from nim4_edge.runtime.hotwords.lexicon import split_syllable
 
     differ = set()
     for code in range(0x4E00, 0x9FA6):
@@ -253,7 +255,7 @@ def test_tolerant_retrieval_forgives_one_error_or_a_wrong_tone(tmp_path):
     db.save(tmp_path / "t.db")
     db = HotwordDatabase.load(tmp_path / "t.db")
     exact = HotwordRetriever(db, LEX)
-    tolerant = HotwordRetriever(db, LEX, RetrievalConfig(tolerant=True))
+    tolerant = HotwordRetriever(db, LEX, RetrievalConfig(mode=RetrievalMode.TOLERANT))
     heard = LEX.phonemes("导航到惠新西街")
     i = heard.index("uei4")
     cases = {
@@ -268,7 +270,7 @@ def test_tolerant_retrieval_forgives_one_error_or_a_wrong_tone(tmp_path):
     two_errors = [{"x": "s", "j": "zh"}.get(p, p) for p in heard]  # 西 -> si, 街 -> zhie: two edits
     assert tolerant.retrieve(two_errors) == []
     no_index = HotwordDatabase.build([(HotwordEntry("惠新西街"), LEX.phonemes("惠新西街"))], LEX)
-    assert HotwordRetriever(no_index, LEX, RetrievalConfig(tolerant=True)).retrieve(cases["deletion"]) == []
+    assert HotwordRetriever(no_index, LEX, RetrievalConfig(mode=RetrievalMode.TOLERANT)).retrieve(cases["deletion"]) == []
 
 
 def test_long_keys_forgive_two_errors_short_keys_one(tmp_path):
@@ -277,7 +279,7 @@ def test_long_keys_forgive_two_errors_short_keys_one(tmp_path):
     built.save(tmp_path / "t.db")
     db = HotwordDatabase.load(tmp_path / "t.db")
     assert [(i.errors, i.parts) for i in db.tolerant] == [(1, 2), (2, 3)]
-    tolerant = HotwordRetriever(db, LEX, RetrievalConfig(tolerant=True))
+    tolerant = HotwordRetriever(db, LEX, RetrievalConfig(mode=RetrievalMode.TOLERANT))
     heard = LEX.phonemes("phone Carole Quintero")  # F OW N K AE R AH L K W IY N T EH R OW
     two_errors = heard[:5] + ["AA"] + heard[6:10] + heard[11:]  # R AH -> R AA (sub), W IY -> W (del)
     assert LEX.phonemes("phone Karl Quintero") != two_errors
@@ -287,15 +289,16 @@ def test_long_keys_forgive_two_errors_short_keys_one(tmp_path):
     assert tolerant.retrieve(three_errors) == []
     session = tolerant.session()
     session.extend(two_errors)
-    (match, words, _, why), = session.candidates()
-    assert (match.source, match.errors, words, why) == ("tolerant", 2, ["Carole Quintero"], "")
+    (candidate,) = session.candidates()
+    assert (candidate.match.source, candidate.match.errors, candidate.words, candidate.kept) == (
+        "tolerant", 2, ["Carole Quintero"], True)
     # a short key is not matched with two errors (one in four phonemes would match names by chance)
     short = [{"x": "s", "j": "zh"}.get(p, p) for p in LEX.phonemes("惠新西街")]
     assert tolerant.retrieve(short) == []
     # a database written before the thirds index existed (halves only) loads and forgives one error
     built.tolerant = built.tolerant[:1]
     built.save(tmp_path / "halves.db")
-    halves = HotwordRetriever(HotwordDatabase.load(tmp_path / "halves.db"), LEX, RetrievalConfig(tolerant=True))
+    halves = HotwordRetriever(HotwordDatabase.load(tmp_path / "halves.db"), LEX, RetrievalConfig(mode=RetrievalMode.TOLERANT))
     assert halves.retrieve(two_errors) == []
     assert halves.retrieve(heard[:5] + ["AA"] + heard[6:]) == ["Carole Quintero"]
 
@@ -308,11 +311,38 @@ def test_text_based_retrieval():
 
 def test_hotword_modes_map_to_retrieval_configs():
     assert RetrievalConfig.from_mode("exact") == RetrievalConfig()
-    both = RetrievalConfig.from_mode("tolerant+text")
-    assert both.tolerant and both.add_text and not both.from_text
-    assert RetrievalConfig.from_mode("text").from_text and not RetrievalConfig.from_mode("exact+text").tolerant
+    both = RetrievalConfig.from_mode("tolerant+text").mode
+    assert both.tolerant and both.first_pass
+    assert RetrievalMode.TEXT.first_pass and not RetrievalMode.EXACT_TEXT.tolerant and not RetrievalMode.EXACT.first_pass
     with pytest.raises(ValueError, match="unknown hotword mode"):
         RetrievalConfig.from_mode("fuzzy")
+    with pytest.raises(ValueError, match="RetrievalMode"):
+        RetrievalConfig(mode="tolerant")
+
+
+def test_each_mode_combines_hints_as_it_says():
+    heard, transcript = ["惠新西街"], ["朝阳公园", "惠新西街"]
+    assert RetrievalMode.EXACT.hints(heard, transcript) == heard
+    assert RetrievalMode.TOLERANT.hints(heard, transcript) == heard
+    assert RetrievalMode.TEXT.hints(heard, transcript) == transcript
+    assert RetrievalMode.EXACT_TEXT.hints(heard, transcript) == ["惠新西街", "朝阳公园"]
+    # a session's hints: before the first pass only what was heard; after it, both
+    session = HotwordRetriever(_db(), LEX, RetrievalConfig(mode=RetrievalMode.EXACT_TEXT, min_syllables=1)).session()
+    session.extend(LEX.phonemes("导航到惠新西街"))
+    assert session.hints() == ["惠新西街", "彗新西街"]  # the homophone group
+    session.take_first_pass("去朝阳公园")
+    assert session.hints() == ["惠新西街", "彗新西街", "朝阳公园"]
+
+
+def test_rejected_candidates_say_why():
+    retriever = HotwordRetriever(_db(), LEX, RetrievalConfig(min_syllables=3))
+    retriever.remove(["朝阳公园"])
+    session = retriever.session()
+    session.extend(LEX.phonemes("张伟去朝阳公园 NIO House"))
+    why = {c.words[0] if c.words else "": c.rejected for c in session.candidates()}
+    assert why["张伟"] is Rejection.TOO_SHORT
+    assert why[""] is Rejection.REMOVED
+    assert why["NIO House"] is None and why["NIO"] is Rejection.INSIDE_LONGER
 
 
 def test_tolerant_retrieval_chunk_by_chunk_equals_one_pass():
@@ -320,7 +350,7 @@ def test_tolerant_retrieval_chunk_by_chunk_equals_one_pass():
     few at a time, with words() asked after each, end with the matches of a single pass."""
     names = ("Carole Quintero", "惠新西街", "朝阳公园南门", "Jessica Oldham")
     db = HotwordDatabase.build([(HotwordEntry(w), LEX.phonemes(w)) for w in names], LEX, tolerant=True)
-    retriever = HotwordRetriever(db, LEX, RetrievalConfig(tolerant=True))
+    retriever = HotwordRetriever(db, LEX, RetrievalConfig(mode=RetrievalMode.TOLERANT))
     # the errors sit at the ends of the names: only a first part is intact, and when it is found the
     # rest of the name has not been heard yet (the verification has to come back to it)
     heard = LEX.phonemes("phone Carole Quintero then go to 朝阳公园南门 and 惠新西街 now")
@@ -350,5 +380,5 @@ def test_a_tolerant_database_of_short_keys_only(tmp_path):
         db = HotwordDatabase.build([(HotwordEntry(w), LEX.phonemes(w)) for w in words], LEX, tolerant=True)
         db.save(tmp_path / "s.db")
         loaded = HotwordDatabase.load(tmp_path / "s.db")
-        retriever = HotwordRetriever(loaded, LEX, RetrievalConfig(tolerant=True, min_syllables=1))
+        retriever = HotwordRetriever(loaded, LEX, RetrievalConfig(mode=RetrievalMode.TOLERANT, min_syllables=1))
         assert retriever.retrieve(LEX.phonemes("导航到" + words[0])) == words

@@ -41,21 +41,24 @@ def test_parity_against_fp32(quantized_bundle):
     _, report = quantized_bundle
     parity = report["parity"]
     # the tiny random model's log-probs are near-uniform (|log p| ~ 5.6): fp16 rounding stays far below
-    # 1e-2, int8 well below 0.2; a wrong scale or a broken cast gives differences of order 1
+    # 1e-2, int8 well below 0.2. Embeddings by their relative error ||diff|| / ||fp32|| (their scale
+    # follows the weights; measured on onnxruntime 1.32: fp16 ~1e-3, int8 0.2-0.35 on this random
+    # model, whose activations have outliers a trained one does not): outputs unrelated to the fp32
+    # ones give ~1.4 (sqrt 2), a wrong scale or a broken cast errors of order 1 or more.
     assert parity["fp16"]["max_abs_diff_log_probs"] < 1e-2
-    assert parity["fp16"]["max_abs_diff_embeddings"] < 1e-2
+    assert parity["fp16"]["rel_error_embeddings"] < 1e-2
     for variant in ("int8-dynamic", "int8-qdq"):
         assert 0 < parity[variant]["max_abs_diff_log_probs"] < 0.2, variant
-        assert parity[variant]["max_abs_diff_embeddings"] < 0.2, variant
+        assert 0 < parity[variant]["rel_error_embeddings"] < 0.5, (variant, parity[variant])
 
 
 def test_runtime_picks_a_variant_and_names_a_missing_one(quantized_bundle, tiny_bundle):
     path, _ = quantized_bundle
     wav = str(pytest.importorskip("tests.wavutil").write_wav(path.parent / "a.wav", np.zeros(16000), 16000))
-    ok = subprocess.run([sys.executable, "-m", "nim4_edge.runtime.cli", "listen", "--bundle", str(path), "--wav", wav,
+    ok = subprocess.run([sys.executable, "-m", "nim4_edge.cli", "listen", "--bundle", str(path), "--wav", wav,
                          "--encoder-precision", "int8-qdq", "--json"], capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
-    missing = subprocess.run([sys.executable, "-m", "nim4_edge.runtime.cli", "listen", "--bundle", str(tiny_bundle),
+    missing = subprocess.run([sys.executable, "-m", "nim4_edge.cli", "listen", "--bundle", str(tiny_bundle),
                               "--wav", wav, "--encoder-precision", "fp16"], capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "no fp16 encoder in this bundle" in missing.stderr
 
@@ -65,19 +68,19 @@ def test_quantize_command_reports_both_parts(tiny_bundle, tmp_path):
 
     path = tmp_path / "b"
     shutil.copytree(tiny_bundle, path)
-    out = subprocess.run([sys.executable, "-m", "nim4_edge.runtime.cli", "quantize", str(path), "--encoder", "fp16",
+    out = subprocess.run([sys.executable, "-m", "nim4_edge.cli", "quantize", str(path), "--encoder", "fp16",
                           "--decoder", "Q8_0", "--no-agreement"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert set(report) == {"encoder", "decoder"} and "fp16" in report["encoder"]["parity"]
-    bad = subprocess.run([sys.executable, "-m", "nim4_edge.runtime.cli", "quantize", str(path), "--encoder", "int4"],
+    bad = subprocess.run([sys.executable, "-m", "nim4_edge.cli", "quantize", str(path), "--encoder", "int4"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "unknown encoder precision" in bad.stderr
 
 
 def test_projection_counts_the_full_encoder_step():
+    from nim4_edge.bench.projection import decoder_token_bytes, encoder_step_cost, project
     from nim4_edge.export.config import DecoderConfig, EncoderConfig
-    from nim4_edge.quant.projection import decoder_token_bytes, encoder_step_cost, project
 
     step = encoder_step_cost(EncoderConfig())
     assert 18e9 < step["flops"] < 22e9  # ARCHITECTURE.md: ~19 GFLOP per 640 ms chunk at full size
@@ -90,7 +93,7 @@ def test_projection_counts_the_full_encoder_step():
 
 
 def test_encoder_bench_times_every_variant(quantized_bundle, tiny_checkpoint):
-    from nim4_edge.export.bench_encoder import bench_encoder, table
+    from nim4_edge.bench.encoder import bench_encoder, table
 
     report = bench_encoder(tiny_checkpoint, quantized_bundle[0], repeats=3, warmup=1, num_threads=1,
                            precisions=["fp32", "int8-dynamic"])

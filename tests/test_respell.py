@@ -6,8 +6,9 @@ import itertools
 
 import numpy as np
 
-from nim4_edge.runtime.lexicon import Lexicon
-from nim4_edge.runtime.respell import ctc_log_likelihood, respell, respell_by_sound
+from nim4_edge.runtime.hotwords.lexicon import Lexicon
+from nim4_edge.runtime.hotwords.ctc import ctc_log_likelihood
+from nim4_edge.runtime.hotwords.respell import respell, respell_by_sound
 
 LEXICON = Lexicon()
 

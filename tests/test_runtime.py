@@ -25,7 +25,7 @@ RATE = 16000
 
 
 def speech_like(seconds: float, seed: int) -> np.ndarray:
-    from nim4_edge.export.verify import synthetic_utterance
+    from nim4_edge.runtime.audio import synthetic_utterance
 
     return synthetic_utterance(seconds, RATE, seed)
 
@@ -50,7 +50,7 @@ def speech_wav(tmp_path_factory):
 def _cli(*args, stdin=None):
     if args[0] in ("listen", "transcribe") and "--vad" not in args:
         args = (*args, *WEBRTC)
-    return subprocess.run([sys.executable, "-m", "nim4_edge.runtime.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "nim4_edge.cli", *args], capture_output=True, text=True,
                           input=stdin)
 
 
@@ -224,7 +224,7 @@ def test_stdin_and_realtime_sources(tiny_bundle, speech_wav):
 
     samples, _ = read_wav(speech_wav)
     pcm = (samples * 32767).astype("<i2").tobytes()
-    proc = subprocess.run([sys.executable, "-m", "nim4_edge.runtime.cli", "listen", "--bundle", str(tiny_bundle),
+    proc = subprocess.run([sys.executable, "-m", "nim4_edge.cli", "listen", "--bundle", str(tiny_bundle),
                            "--stdin", "--json", "--partial-every", "0", *WEBRTC], input=pcm, capture_output=True)
     assert proc.returncode == 0, proc.stderr
     assert len(_events(proc.stdout.decode())) == 2
@@ -236,7 +236,7 @@ def test_stdin_and_realtime_sources(tiny_bundle, speech_wav):
 
 def test_long_input_keeps_memory_bounded(tiny_bundle):
     """Ten minutes streamed faster than real time: the stream's state stays bounded."""
-    from nim4_edge.runtime.report import rss_bytes
+    from nim4_edge.bench.report import rss_bytes
 
     recognizer = Recognizer(RecognizerConfig(bundle=tiny_bundle, partial_every_chunks=0, vad=VadConfig("webrtc")))
     stream = recognizer.create_stream()
@@ -284,7 +284,7 @@ def test_default_learned_vad_on_real_speech(tiny_bundle, tmp_path):
     mask = np.abs(clean) > 0.02
     audio = mix_at_snr(clean, car_noise(len(clean) / RATE, RATE, np.random.default_rng(0))[: len(clean)], 10.0, mask)
     path = write_wav(tmp_path / "digits_in_car.wav", audio * 0.5, RATE)
-    proc = subprocess.run([sys.executable, "-m", "nim4_edge.runtime.cli", "listen", "--bundle", str(tiny_bundle),
+    proc = subprocess.run([sys.executable, "-m", "nim4_edge.cli", "listen", "--bundle", str(tiny_bundle),
                            "--wav", str(path), "--json"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     finals = [e for e in _events(proc.stdout) if e["kind"] == "final"]

@@ -16,11 +16,11 @@ from nim4_edge.runtime.phonemes import PhonemeInventory
 def test_runtime_modules_do_not_import_torch():
     code = (
         "import sys\n"
-        "import nim4_edge.runtime.cli, nim4_edge.runtime.cli_listen, nim4_edge.runtime.cli_hotwords, "
+        "import nim4_edge.cli.main, nim4_edge.cli.listen, nim4_edge.cli.hotwords, "
         "nim4_edge.runtime.bundle, nim4_edge.runtime.encoder, nim4_edge.runtime.decoder, "
         "nim4_edge.runtime.recognizer, nim4_edge.runtime.sources, nim4_edge.runtime.vad, "
-        "nim4_edge.runtime.features, nim4_edge.runtime.audio, nim4_edge.runtime.lexicon, "
-        "nim4_edge.runtime.hotwords, nim4_edge.runtime.bench_runtime\n"
+        "nim4_edge.runtime.features, nim4_edge.runtime.audio, nim4_edge.runtime.hotwords.lexicon, "
+        "nim4_edge.runtime.hotwords.database, nim4_edge.bench.runtime\n"
         "heavy = sorted(m for m in ('torch', 'transformers', 'onnx', 'safetensors') if m in sys.modules)\n"
         "assert not heavy, heavy\n"
     )
@@ -66,7 +66,7 @@ def test_fbank_frames_and_cmvn():
 
 
 def test_cli_help_lists_commands():
-    proc = subprocess.run([sys.executable, "-m", "nim4_edge.runtime.cli", "--help"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "nim4_edge.cli", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0
     for command in ("init", "export", "verify", "bench"):
         assert command in proc.stdout

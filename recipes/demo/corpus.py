@@ -34,12 +34,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pypinyin
+from pypinyin import Style
+from tqdm import tqdm
 
 from nim4_edge.recipes.demo.text import Utterance, make_utterances
 from nim4_edge.recipes.noise import car_noise, mix_at_snr, other_noise
 from nim4_edge.recipes.vad_data import FSDD_DIR, fsdd_recordings
 from nim4_edge.runtime.atomic import atomic_directory
+from nim4_edge.runtime.audio import load_audio
 from nim4_edge.runtime.features import Cmvn, FbankOptions, compute_fbank
+from nim4_edge.runtime.hotwords.lexicon import Lexicon
+from nim4_edge.runtime.phonemes import PhonemeInventory
 
 log = logging.getLogger(__name__)
 
@@ -77,15 +83,11 @@ def spoken_form(utterance: Utterance) -> str:
     """What espeak-ng reads: the English text, or pinyin with tone numbers for Mandarin."""
     if utterance.language != "zh":
         return utterance.text
-    import pypinyin
-    from pypinyin import Style
 
     return " ".join(pypinyin.lazy_pinyin(utterance.text, style=Style.TONE3, neutral_tone_with_five=True))
 
 
 def espeak(text: str, voice: str, speed: int, pitch: int) -> np.ndarray:
-    from nim4_edge.runtime.audio import load_audio
-
     with tempfile.NamedTemporaryFile(suffix=".wav") as f:
         subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", f.name, text],
                        check=True, capture_output=True)
@@ -94,8 +96,6 @@ def espeak(text: str, voice: str, speed: int, pitch: int) -> np.ndarray:
 
 def render(spec: ClipSpec) -> np.ndarray:
     """The clip's audio: speech (or nothing) + padding + optional noise + noise floor + level."""
-    from nim4_edge.runtime.audio import load_audio
-
     rng = np.random.default_rng(spec.seed)
     if spec.source == "espeak":
         speech = espeak(spoken_form(spec.utterance), spec.voice, spec.speed, spec.pitch)
@@ -172,8 +172,6 @@ def plan(en: int, zh: int, test_en: int, test_zh: int, noise_train: int, noise_t
 
 
 def _run(specs: list[ClipSpec], jobs: int, label: str):
-    from tqdm import tqdm
-
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         for result in tqdm(pool.map(_work, specs, chunksize=32), total=len(specs), desc=label, unit="clip",
                            file=sys.stderr, mininterval=5):
@@ -181,9 +179,6 @@ def _run(specs: list[ClipSpec], jobs: int, label: str):
 
 
 def build(out: Path, args) -> dict:
-    from nim4_edge.runtime.lexicon import Lexicon
-    from nim4_edge.runtime.phonemes import PhonemeInventory
-
     if not FSDD_DIR.is_dir():
         raise SystemExit(f"error: FSDD recordings not found at {FSDD_DIR}; the corpus needs ../shared/data/fsdd")
     train, test = plan(args.en, args.zh, args.test_en, args.test_zh, args.noise_train, args.noise_test,

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,6 @@ def build_cache(directory: Path, corpus, model, source: dict, chunk: int, left: 
         if meta.get("source") == source and meta.get("versions") == versions and meta.get("chunk") == [chunk, left]:
             return EncodedCache(directory)
         log.info("encoder cache at %s is from another encoder or settings: rebuilding", directory)
-    from tqdm import tqdm
 
     frames = [r["frames"][1] for r in corpus.rows]
     encoded_lengths = [max(0, (n - 3) // 4) for n in frames]  # Conv2dSubsampling's output length

@@ -8,7 +8,7 @@ TEST=$WORK/corpus/test/test.jsonl
 OUT=${OUT:-$WORK/eval}
 mkdir -p "$OUT"
 [ -f "$WORK/distractors-1m.txt" ] || python -c "
-from nim4_edge.recipes.hotword_bench import generate_entries
+from nim4_edge.bench.hotwords import generate_entries
 open('$WORK/distractors-1m.txt', 'w').write('\n'.join(generate_entries(1_000_000, seed=0)) + '\n')"
 MODE=${MODE:-tolerant+text}  # hotword retrieval of the shipped configuration (README: Hotwords)
 # 1. everything, streaming and offline, with the test set's hotwords (contacts and POIs) as the database

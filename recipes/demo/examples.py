@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nim4_edge.recipes.demo.corpus import espeak
+from nim4_edge.recipes.demo.corpus import espeak, spoken_form
 from nim4_edge.recipes.demo.text import Utterance
 from nim4_edge.recipes.vad_data import FSDD_DIR
 
@@ -40,8 +40,6 @@ def write_pcm16(path: Path, audio: np.ndarray, rate: int = 16000) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nim4_edge.recipes.demo.corpus import spoken_form
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("examples"))
     args = p.parse_args(argv)

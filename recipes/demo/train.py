@@ -49,6 +49,7 @@ import math
 import os
 import random
 import re
+import shutil
 import signal
 import sys
 import time
@@ -56,6 +57,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from nim4_edge.export.text_pretrain import pretrain_decoder_on_text
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning threads slow a shared 2-core machine 3-15x
 
@@ -66,12 +71,21 @@ from nim4_edge.export.checkpoint import read_checkpoint, write_checkpoint, write
 from nim4_edge.export.config import preset  # noqa: E402
 from nim4_edge.export.model import Nim4AcousticModel  # noqa: E402
 from nim4_edge.recipes.demo.encoded import EncodedCache, build_cache  # noqa: E402
-from nim4_edge.recipes.demo.text import (EN_FIRST_GROUPS, EN_LAST, EN_POI_NAMES, EN_POI_TYPES, ZH_GROUPS,  # noqa: E402
-                                         ZH_POI_SUFFIXES, ZH_SURNAMES, homophone_variant,
-                                         similar_entities)
+from nim4_edge.recipes.demo.text import (  # noqa: E402
+    EN_FIRST_GROUPS,
+    EN_LAST,
+    EN_POI_NAMES,
+    EN_POI_TYPES,
+    ZH_GROUPS,
+    ZH_POI_SUFFIXES,
+    ZH_SURNAMES,
+    homophone_variant,
+    similar_entities,
+)
 from nim4_edge.runtime.features import Cmvn  # noqa: E402
 from nim4_edge.runtime.phonemes import PhonemeInventory  # noqa: E402
 from nim4_edge.runtime.prompt import PromptTemplate  # noqa: E402
+from nim4_edge.runtime.text import HAN_CHARACTER_CLASS  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +259,7 @@ def hint_copy_sample(row: dict, rng: random.Random, pools: dict):
 
 # --- the stages ------------------------------------------------------------------------------------------
 
-CJK = re.compile(r"([\u3400-\u9fff])")
+CJK = re.compile(f"([{HAN_CHARACTER_CLASS}])")
 
 
 def tokenizer_corpus(corpus: Corpus) -> list[str]:
@@ -283,8 +297,6 @@ class Trainer:
 
     def load_models(self):
         """(acoustic model, decoder, tokenizer, checkpoint cmvn) of the previous stage's checkpoint."""
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         args = self.args
         if args.stage == "ctc":
             inventory = PhonemeInventory.default()
@@ -328,7 +340,6 @@ class Trainer:
         batches = self.corpus.batches(self.rng, args.max_frames)
         for _ in range(step):  # same batch order after a resume (cheap: indices only)
             next(batches)
-        from tqdm import tqdm
 
         bar = tqdm(total=args.steps, initial=step, desc=args.stage, file=sys.stderr, mininterval=10)
         smooth = None
@@ -358,7 +369,6 @@ class Trainer:
                 decoder_dir = self.work / "text" / "decoder"
                 if not decoder_dir.is_dir():
                     self.make_text_decoder(decoder_dir)
-                from transformers import AutoModelForCausalLM, AutoTokenizer
 
                 decoder = AutoModelForCausalLM.from_pretrained(str(decoder_dir), dtype=torch.float32)
                 tokenizer = AutoTokenizer.from_pretrained(str(decoder_dir))
@@ -422,16 +432,12 @@ class Trainer:
         tmp = directory.with_name(directory.name + ".tmp")
         tmp.parent.mkdir(parents=True, exist_ok=True)
         if tmp.exists():
-            import shutil
-
             shutil.rmtree(tmp)
         write_random_decoder(tmp, shape, self.args.seed, corpus=tokenizer_corpus(self.corpus),
                              tokenizer_vocab=TOKENIZER_VOCAB)
         tmp.rename(directory)
 
     def run_text(self):
-        from nim4_edge.export.text_pretrain import pretrain_decoder_on_text
-
         args = self.args
         directory = self.stage_dir / "decoder"
         if (self.stage_dir / "done.json").is_file():

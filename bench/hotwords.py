@@ -10,6 +10,7 @@ entry (or a homophone of it), and other entries retrieved (false retrievals). A 
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
@@ -20,10 +21,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+from rapidfuzz import process
+from rapidfuzz.distance import Levenshtein
 
-from nim4_edge.runtime.hotwords import HotwordDatabase, HotwordEntry, HotwordRetriever, PartIndex, RetrievalConfig
-from nim4_edge.runtime.lexicon import Lexicon, pronounce_many
-from nim4_edge.runtime.report import format_table, percentile
+from nim4_edge.bench.report import format_table, percentile
+from nim4_edge.runtime.hotwords import HotwordDatabase, HotwordEntry, HotwordRetriever, RetrievalConfig, RetrievalMode
+from nim4_edge.runtime.hotwords.index import PartIndex
+from nim4_edge.runtime.hotwords.lexicon import Lexicon, pronounce_many
+from nim4_edge.runtime.text import has_han
 
 _CHARS = "惠新西街朝阳东南北中华海淀安宁平和兴旺福寿长春龙凤金银石花明光山水天德建国民生康乐泰丰盛嘉宝林园湖桥"
 _SUFFIXES = ("路", "街", "公园", "广场", "大厦", "酒店", "医院", "小区", "站", "中心")
@@ -51,8 +56,8 @@ def _load_in_fresh_process(path: Path) -> tuple[float, float]:
     """Load time and RSS growth measured in a new interpreter (this one has freed memory to reuse)."""
     code = (
         "import json, sys, time\n"
-        "from nim4_edge.runtime.hotwords import HotwordDatabase\n"
-        "from nim4_edge.runtime.report import rss_bytes\n"
+        "from nim4_edge.runtime.hotwords.database import HotwordDatabase\n"
+        "from nim4_edge.bench.report import rss_bytes\n"
         "import ahocorasick, numpy\n"
         "before = rss_bytes(); t0 = time.perf_counter()\n"
         "db = HotwordDatabase.load(sys.argv[1])\n"
@@ -85,12 +90,10 @@ STREAM_STEP = 4  # phonemes per step of the streamed queries: about what a 640 m
 
 def _halves_only(database: HotwordDatabase, lexicon: Lexicon) -> HotwordRetriever:
     """A retriever over the same database without its thirds index (own piece cache, so both start cold)."""
-    import copy
-
     halves = copy.copy(database)
     h = database.tolerant[0]
     halves.tolerant = (PartIndex(h.errors, h.pieces, h.offsets, h.entries, h.automaton),)
-    return HotwordRetriever(halves, lexicon, RetrievalConfig(tolerant=True))
+    return HotwordRetriever(halves, lexicon, RetrievalConfig(mode=RetrievalMode.TOLERANT))
 
 
 def bench_hotwords(size: int, queries: int = 500, naive_queries: int = 10, seed: int = 0, jobs: int = 0,
@@ -112,7 +115,7 @@ def bench_hotwords(size: int, queries: int = 500, naive_queries: int = 10, seed:
         database = HotwordDatabase.load(path)
     retriever = HotwordRetriever(database, lexicon)
     all_keys = list(database.keys)  # for the baselines only
-    fuzzy = HotwordRetriever(database, lexicon, RetrievalConfig(tolerant=True)) if tolerant else None
+    fuzzy = HotwordRetriever(database, lexicon, RetrievalConfig(mode=RetrievalMode.TOLERANT)) if tolerant else None
     halves = _halves_only(database, lexicon) if tolerant else None  # what the thirds add, same queries
     symbols = [s for s in lexicon.inventory.symbols[2:]]
     rng = random.Random(seed + 1)
@@ -124,7 +127,7 @@ def bench_hotwords(size: int, queries: int = 500, naive_queries: int = 10, seed:
     streamed_us = []  # one-error utterances fed STREAM_STEP phonemes at a time, words() after each
     for i in range(queries):
         target = words[rng.randrange(len(words))]
-        carrier = ("导航到{}", "我要去{}附近") if "\u4e00" <= target[0] <= "\u9fff" else ("call {} please", "navigate to {} now")
+        carrier = ("导航到{}", "我要去{}附近") if has_han(target[0]) else ("call {} please", "navigate to {} now")
         phonemes = lexicon.phonemes(rng.choice(carrier).format(target))
         code = lexicon.encode(phonemes)
         t0 = time.perf_counter()
@@ -182,8 +185,6 @@ def bench_hotwords(size: int, queries: int = 500, naive_queries: int = 10, seed:
             two_error_queries += 1
             fuzzy_false.append(len(set(got) - same_sound))
         if i < naive_queries:  # brute-force fuzzy: every key against the one right window (a lower bound)
-            from rapidfuzz import process
-            from rapidfuzz.distance import Levenshtein
 
             window = broken_code[start : start + len(target_key)]
             t0 = time.perf_counter()

@@ -7,16 +7,25 @@ import sys
 import time
 from pathlib import Path
 
+from nim4_edge.runtime.bundle import Bundle
 from nim4_edge.runtime.errors import Nim4Error
-from nim4_edge.runtime.hotwords import HotwordDatabase, HotwordError, HotwordRetriever, RetrievalConfig, parse_hotword_lines
-from nim4_edge.runtime.lexicon import Lexicon, LexiconError, pronounce_many
+from nim4_edge.runtime.hotwords import (
+    Candidate,
+    HotwordDatabase,
+    HotwordError,
+    HotwordRetriever,
+    Rejection,
+    RetrievalConfig,
+    RetrievalMode,
+    parse_hotword_lines,
+)
+from nim4_edge.runtime.hotwords.lexicon import Lexicon, LexiconError, pronounce_many
 from nim4_edge.runtime.phonemes import PhonemeInventory
 
 
 def _inventory(bundle: Path | None) -> PhonemeInventory:
     if bundle is None:
         return PhonemeInventory.default()
-    from nim4_edge.runtime.bundle import Bundle
 
     return Bundle.load(bundle).manifest.phonemes
 
@@ -67,15 +76,22 @@ def cmd_build(args) -> int:
     return 0
 
 
+def _why_not(candidate: Candidate, config: RetrievalConfig) -> str:
+    if candidate.rejected is Rejection.TOO_SHORT:
+        return f"fewer than {config.min_syllables} syllables"
+    return candidate.rejected.value if candidate.rejected else ""
+
+
 def cmd_query(args) -> int:
     database = HotwordDatabase.load(args.database)
     lexicon = Lexicon(database.inventory)
     if args.tolerant and not database.tolerant:
         raise Nim4Error(f"{args.database} was built without --tolerant; rebuild it to query tolerantly")
-    retriever = HotwordRetriever(database, lexicon, RetrievalConfig(top_k=args.top_k, min_syllables=args.min_syllables,
-                                                                    tolerant=args.tolerant))
+    mode = RetrievalMode.TOLERANT if args.tolerant else RetrievalMode.EXACT
+    retriever = HotwordRetriever(database, lexicon, RetrievalConfig(mode=mode, top_k=args.top_k,
+                                                                    min_syllables=args.min_syllables))
     phonemes = args.phonemes.split() if args.phonemes is not None else lexicon.phonemes(args.text)
-    unknown = [p for p in phonemes if p not in lexicon._ids]
+    unknown = [p for p in phonemes if p not in lexicon.inventory.symbols]
     if unknown:
         raise Nim4Error(f"phoneme {unknown[0]!r} is not in inventory {database.inventory.version}")
     session = retriever.session()
@@ -84,9 +100,9 @@ def cmd_query(args) -> int:
         "phonemes": " ".join(phonemes),
         "retrieved": session.words(),
         "matches": [
-            {"span": [m.start, m.end], "phonemes": " ".join(phonemes[m.start : m.end]), "words": words,
-             "weight": weight, "kept": not why, "why_not": why}
-            for m, words, weight, why in session.candidates()
+            {"span": [c.match.start, c.match.end], "phonemes": " ".join(phonemes[c.match.start : c.match.end]),
+             "words": c.words, "weight": c.weight, "kept": c.kept, "why_not": _why_not(c, retriever.config)}
+            for c in session.candidates()
         ],
     }
     if args.json:

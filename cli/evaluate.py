@@ -8,20 +8,21 @@ import tempfile
 import time
 from pathlib import Path
 
-from nim4_edge.runtime.cli_listen import add_recognizer_flags, build_recognizer
+from nim4_edge.bench.evaluate import MODES, evaluate, read_manifest, report_rows
+from nim4_edge.bench.report import format_table
+from nim4_edge.cli.listen import add_recognizer_flags, config_from_args
+from nim4_edge.devices.config import describe
+from nim4_edge.runtime.atomic import write_text_atomic
 from nim4_edge.runtime.errors import Nim4Error
-from nim4_edge.runtime.evaluate import MODES, evaluate, read_manifest, report_rows
-from nim4_edge.runtime.hotwords import RetrievalConfig
-from nim4_edge.runtime.report import format_table
+from nim4_edge.runtime.hotwords import HotwordDatabase, HotwordEntry, RetrievalConfig
+from nim4_edge.runtime.hotwords.lexicon import Lexicon, LexiconError, pronounce_many
+from nim4_edge.runtime.phonemes import PhonemeInventory
+from nim4_edge.runtime.recognizer import Recognizer
 
 
 def build_manifest_hotwords(items, directory: Path, extra: Path | None, tolerant: bool = False) -> Path:
     """A hotword database of every hotword in the manifest (plus the entries of `extra`, a list
     file), as `nim4-edge hotwords build [--tolerant]` would write it."""
-    from nim4_edge.runtime.hotwords import HotwordDatabase, HotwordEntry
-    from nim4_edge.runtime.lexicon import Lexicon, LexiconError, pronounce_many
-    from nim4_edge.runtime.phonemes import PhonemeInventory
-
     words = sorted({h for item in items for h in item.hotwords})
     if extra is not None:
         try:
@@ -54,9 +55,10 @@ def cmd_eval(args) -> int:
         if args.manifest_hotwords:
             t0 = time.perf_counter()
             args.hotwords = build_manifest_hotwords(items, Path(tmp), args.extra_hotwords,
-                                                   tolerant=RetrievalConfig.from_mode(args.hotwords_mode).tolerant)
+                                                   tolerant=RetrievalConfig.from_mode(args.hotwords_mode).mode.tolerant)
             print(f"hotword database from the manifest built in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-        recognizer = build_recognizer(args)
+        bundle, config = config_from_args(args)
+        recognizer = Recognizer(config)
         try:
             t0 = time.perf_counter()
 
@@ -71,16 +73,12 @@ def cmd_eval(args) -> int:
             recognizer.close()
     summary["testset"] = str(args.testset)
     summary["bundle"] = str(recognizer.config.bundle)
-    summary["encoder_precision"] = recognizer.encoder.precision
-    summary["decoder_variant"] = recognizer.config.decoder_variant or recognizer.bundle.manifest.decoder.default_variant
-    summary["hotwords_mode"] = args.hotwords_mode
+    summary |= describe(config, bundle)  # what ran: variants, threads, providers, hotword mode
     summary["respell"] = not args.no_respell
     summary["hotwords"] = ("manifest" + (f" + {args.extra_hotwords}" if args.extra_hotwords else "")
                            if args.manifest_hotwords else (str(args.hotwords) if args.hotwords else None))
     details = summary.pop("utterances")
     if args.out:
-        from nim4_edge.runtime.atomic import write_text_atomic
-
         write_text_atomic(args.out, json.dumps(summary | {"utterances": details}, ensure_ascii=False, indent=1) + "\n")
     print(json.dumps(summary, ensure_ascii=False))
     rows = report_rows(summary)
@@ -97,7 +95,7 @@ def add_commands(sub) -> None:
                     "and/or offline) and print JSON on stdout and a table on stderr. Manifest lines: "
                     '{"audio": "a.wav", "text": "reference", "hotwords": [...], "entity": "...", '
                     '"language": "zh|en", "tags": [...]}. Normalization and metric definitions: '
-                    "runtime/evaluate.py.",
+                    "bench/evaluate.py.",
         epilog="Example: nim4-edge eval --testset work/demo/corpus/test/test.jsonl --manifest-hotwords --out r.json")
     p.add_argument("--testset", type=Path, required=True, metavar="MANIFEST", help="JSONL test-set manifest")
     p.add_argument("--modes", default="streaming,offline", help="streaming, offline or both (default both)")

@@ -27,9 +27,9 @@ import re
 import numpy as np
 from rapidfuzz.distance import Levenshtein
 
-from nim4_edge.runtime.lexicon import Lexicon, LexiconError
-
-_HAN = re.compile(r"[\u3400-\u9fff]")
+from nim4_edge.runtime.hotwords.ctc import ctc_log_likelihood
+from nim4_edge.runtime.hotwords.lexicon import Lexicon, LexiconError
+from nim4_edge.runtime.text import HAN_CHARACTER
 
 
 def _sound(lexicon: Lexicon, text: str) -> tuple[str, ...] | None:
@@ -51,7 +51,7 @@ def respell(text: str, hints: list[str], lexicon: Lexicon) -> str:
         target = _sound(lexicon, hint)
         if target is None:
             continue
-        if _HAN.search(hint):
+        if HAN_CHARACTER.search(hint):
             text = _respell_han(text, hint, target, hints, lexicon)
         else:
             text = _respell_words(text, hint, target, hints, lexicon)
@@ -62,7 +62,7 @@ def _respell_han(text: str, hint: str, target: tuple, hints: list[str], lexicon:
     n = len(hint)
     for start in range(len(text) - n + 1):
         window = text[start : start + n]
-        if window in hints or not all(_HAN.match(c) for c in window):
+        if window in hints or not all(HAN_CHARACTER.match(c) for c in window):
             continue
         if _sound(lexicon, window) == target:
             return text[:start] + hint + text[start + n :]
@@ -80,29 +80,6 @@ def _respell_words(text: str, hint: str, target: tuple, hints: list[str], lexico
         if _sound(lexicon, window) == target:
             return " ".join(words[:start] + [hint] + words[start + k :])
     return text
-
-
-def ctc_log_likelihood(log_probs: np.ndarray, labels: list[int], blank: int) -> float:
-    """log P(labels | audio) under CTC: log_probs (T, P) per-frame log-softmax outputs of the phoneme
-    head, labels without blanks. -inf when the labels cannot fit in T frames."""
-    frames = len(log_probs)
-    if not frames:
-        return -np.inf
-    extended = np.full(2 * len(labels) + 1, blank, dtype=np.int64)  # blank, l1, blank, l2, ..., blank
-    extended[1::2] = labels
-    emit = log_probs[:, extended].astype(np.float64)  # (T, S): one gather instead of one per frame
-    # a skip from s-2 to s is allowed onto a label that differs from the label two places back
-    skip_penalty = np.full(len(extended), -np.inf)
-    skip_penalty[3::2] = np.where(extended[3::2] != extended[1:-2:2], 0.0, -np.inf)
-    alpha = np.full(len(extended), -np.inf)
-    alpha[:2] = emit[0, :2]
-    for t in range(1, frames):
-        new = alpha.copy()
-        np.logaddexp(new[1:], alpha[:-1], out=new[1:])
-        np.logaddexp(new[2:], alpha[:-2] + skip_penalty[2:], out=new[2:])
-        new += emit[t]
-        alpha = new
-    return float(np.logaddexp.reduce(alpha[-2:])) if labels else float(alpha[-1])
 
 
 def respell_by_sound(text: str, hints: list[str], lexicon: Lexicon, log_probs: np.ndarray, blank: int,
@@ -169,11 +146,11 @@ class _Pieces:
 def _overlapping_spans(text: str, hint: str):
     """(start, end) character spans of `text` as long as the hint (Han characters for a Han hint, else
     words) that share a unit with it."""
-    if _HAN.search(hint):
+    if HAN_CHARACTER.search(hint):
         n, units = len(hint), set(hint)
         for start in range(len(text) - n + 1):
             window = text[start : start + n]
-            if all(_HAN.match(c) for c in window) and units & set(window):
+            if all(HAN_CHARACTER.match(c) for c in window) and units & set(window):
                 yield start, start + n
     else:
         units, k = {w.lower() for w in hint.split()}, len(hint.split())

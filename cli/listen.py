@@ -3,32 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
 
-from nim4_edge.runtime.decoder import DecoderSettings
+from nim4_edge.devices.config import Overrides, current_plan, recognizer_config
+from nim4_edge.runtime import sources
+from nim4_edge.runtime.bundle import BUNDLE_ENV, Bundle, resolve_bundle
 from nim4_edge.runtime.endpoint import EndpointConfig
 from nim4_edge.runtime.errors import Nim4Error
 from nim4_edge.runtime.hotwords import HOTWORD_MODES, RetrievalConfig
 from nim4_edge.runtime.recognizer import Event, Recognizer, RecognizerConfig
 from nim4_edge.runtime.vad import VAD_KINDS, VadConfig
-
-BUNDLE_ENV = "NIM4_EDGE_BUNDLE"
-# The shipped demo model (recipes/demo; MODEL_CARD.md inside): the default when no --bundle is given.
-DEMO_BUNDLE = Path(__file__).resolve().parent / "demo_bundle"
-
-
-def resolve_bundle(given: Path | None) -> Path:
-    if given is not None:
-        return given
-    if os.environ.get(BUNDLE_ENV):
-        return Path(os.environ[BUNDLE_ENV])
-    if (DEMO_BUNDLE / "manifest.json").is_file():
-        return DEMO_BUNDLE
-    raise Nim4Error(f"no --bundle given, no ${BUNDLE_ENV}, and this install ships no demo bundle yet; "
-                    "pass --bundle DIR (make one: nim4-edge init -o C && nim4-edge export C -o DIR)")
 
 
 def add_recognizer_flags(p) -> None:
@@ -59,63 +45,35 @@ def add_recognizer_flags(p) -> None:
                         "(default: spell it as the hotword; runtime/respell.py)")
 
 
-def build_recognizer(args) -> Recognizer:
-    """A recognizer as the flags and the device profile (devices/profiles) say; flags win."""
-    from nim4_edge.devices.cli import current_plan
-    from nim4_edge.runtime.bundle import Bundle
-
-    bundle = resolve_bundle(args.bundle)
-    _, plan = current_plan(getattr(args, "profile", None))
-    for warning in plan.warnings:
-        print(f"nim4-edge: warning: profile {plan.profile.name}: {warning}", file=sys.stderr)
-    profile = plan.profile
-    manifest = Bundle.load(bundle).manifest
-    variant = args.decoder_variant
-    if variant is None and profile.decoder_variant in manifest.decoder.variants:
-        variant = profile.decoder_variant
-    precision = getattr(args, "encoder_precision", None) or encoder_variant_for(plan, manifest.encoder.variants)
-    encoder_threads = profile.encoder_threads if args.threads is None else args.threads
-    decoder_threads = profile.decoder_threads if args.threads is None else args.threads
-    partial_every = profile.partial_every_chunks if args.partial_every is None else args.partial_every
+def overrides_from_args(args) -> Overrides:
+    """The recognizer flags of listen/transcribe/eval/bench as overrides of the device profile."""
     try:
-        config = RecognizerConfig(
-            bundle=bundle,
-            decoder_variant=variant,
-            decoder=DecoderSettings(n_threads=decoder_threads, n_threads_batch=decoder_threads,
-                                    n_gpu_layers=plan.decoder_gpu_layers),
+        return Overrides(
+            decoder_variant=args.decoder_variant,
+            encoder_precision=getattr(args, "encoder_precision", None),
+            threads=args.threads,
+            partial_every_chunks=args.partial_every,
             vad=VadConfig(kind=args.vad),
             endpoint=EndpointConfig(trailing_silence_ms=args.trailing_silence_ms, max_utterance_ms=args.max_utterance_ms),
-            partial_every_chunks=partial_every,
-            encoder_threads=encoder_threads,
-            encoder_providers=tuple(plan.ort_providers(_engine_cache(bundle, plan))),
-            encoder_precision=precision,
             hotwords=args.hotwords,
             retrieval=RetrievalConfig.from_mode(args.hotwords_mode),
             respell_hints=not args.no_respell,
         )
     except ValueError as e:
         raise Nim4Error(str(e)) from None
-    return Recognizer(config)
 
 
-def encoder_variant_for(plan, variants: dict) -> str | None:
-    """The bundle's encoder variant for the plan's precision: int8 means the QDQ model on TensorRT
-    (which consumes QDQ), the dynamic one on CPU; None (the bundle's default) when it has none."""
-    on_trt = "TensorrtExecutionProvider" in plan.providers
-    wanted = {"fp32": ["fp32"], "fp16": ["fp16"],
-              "int8": ["int8-qdq", "int8-dynamic"] if on_trt else ["int8-dynamic", "int8-qdq"]}[plan.precision]
-    return next((v for v in wanted if v in variants), None)
+def config_from_args(args) -> tuple[Bundle, RecognizerConfig]:
+    """The bundle and the configuration the flags and the device profile (devices/) say; flags win."""
+    bundle = Bundle.load(resolve_bundle(args.bundle))
+    plan = current_plan(getattr(args, "profile", None))
+    for warning in plan.warnings:
+        print(f"nim4-edge: warning: profile {plan.profile.name}: {warning}", file=sys.stderr)
+    return bundle, recognizer_config(bundle, plan, overrides_from_args(args))
 
 
-def _engine_cache(bundle: Path, plan) -> Path | None:
-    """Where onnxruntime's TensorRT provider keeps its engines for this bundle (only when it is used):
-    BUNDLE/engines when the bundle is writable, else ~/.cache/nim4-edge/engines/<bundle name>."""
-    if "TensorrtExecutionProvider" not in plan.providers:
-        return None
-    target = bundle / "engines" if os.access(bundle, os.W_OK) else (
-        Path.home() / ".cache" / "nim4-edge" / "engines" / bundle.resolve().name)
-    target.mkdir(parents=True, exist_ok=True)
-    return target
+def build_recognizer(args) -> Recognizer:
+    return Recognizer(config_from_args(args)[1])
 
 
 class EventPrinter:
@@ -184,8 +142,6 @@ def _report_input(stats: dict, name: str) -> None:
 
 
 def cmd_listen(args) -> int:
-    from nim4_edge.runtime import sources
-
     if args.list_devices:
         devices = sources.list_input_devices()
         if args.json:
@@ -219,8 +175,6 @@ def cmd_listen(args) -> int:
 
 
 def cmd_transcribe(args) -> int:
-    from nim4_edge.runtime import sources
-
     args.partial_every = 0  # whole files: only finals are printed, so partial decodes would be wasted
     recognizer = build_recognizer(args)
     failed = 0

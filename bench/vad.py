@@ -16,10 +16,10 @@ import time
 
 import numpy as np
 
+from nim4_edge.bench.report import format_table
 from nim4_edge.recipes.vad_data import make_clip, speech_pool
 from nim4_edge.runtime.endpoint import EndpointConfig, Endpointer
 from nim4_edge.runtime.features import FbankOptions, OnlineFbank
-from nim4_edge.runtime.report import format_table
 from nim4_edge.runtime.vad import FRAME_SAMPLES, LearnedVad, WebRtcVad
 
 CONDITIONS = (("quiet", "quiet", 20.0), ("car 10 dB", "car", 10.0), ("car 0 dB", "car", 0.0))

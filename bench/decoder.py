@@ -15,10 +15,12 @@ import ctypes
 import os
 import time
 
+import llama_cpp as lib
 import numpy as np
 
+from nim4_edge.bench.report import format_table, median
 from nim4_edge.runtime.bundle import Bundle
-from nim4_edge.runtime.report import format_table, median
+from nim4_edge.runtime.decoder import KV_TYPES, DecoderSession, DecoderSettings
 
 
 def measure_copy_bandwidth(megabytes: int = 512, repeats: int = 5) -> float:
@@ -37,8 +39,6 @@ class BareLoop:
     """The least code that drives llama.cpp: its own context, one batch, argmax on the logits."""
 
     def __init__(self, gguf_path, n_ctx: int, threads: int, kv_type: int):
-        import llama_cpp as lib
-
         self.lib = lib
         self.model = lib.llama_model_load_from_file(str(gguf_path).encode(), lib.llama_model_default_params())
         params = lib.llama_context_default_params()
@@ -93,8 +93,6 @@ class BareLoop:
 
 def bench_decoder(bundle_path, variants: list[str] | None = None, tokens: int = 32, rows: int = 32,
                   repeats: int = 3, threads: int = 2) -> dict:
-    from nim4_edge.runtime.decoder import KV_TYPES, DecoderSession, DecoderSettings
-
     bundle = Bundle.load(bundle_path)
     spec = bundle.manifest.decoder
     variants = variants or sorted(spec.variants)
@@ -108,7 +106,7 @@ def bench_decoder(bundle_path, variants: list[str] | None = None, tokens: int = 
     results = []
     for variant in variants:
         path = bundle.decoder_file(variant)
-        session = DecoderSession.open(path, spec, settings)
+        session = DecoderSession.open(path, spec, settings, bundle.manifest.seconds_per_embedding)
         bare = BareLoop(path, settings.n_ctx, threads, KV_TYPES[settings.kv_cache_type])
         weight_bytes = session.decoder_model.weight_bytes()
         s_decode, b_decode, s_prefill, b_prefill = [], [], [], []

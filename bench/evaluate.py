@@ -30,17 +30,20 @@ Rates are pooled over the set (total edits / total reference units).
 from __future__ import annotations
 
 import json
-import re
 import time
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from rapidfuzz.distance import Levenshtein
 
+from nim4_edge.runtime.audio import AudioError, load_audio
 from nim4_edge.runtime.errors import Nim4Error
+from nim4_edge.runtime.features import SAMPLE_RATE_HZ
+from nim4_edge.runtime.hotwords.lexicon import LexiconError
+from nim4_edge.runtime.text import has_han
 
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 BLOCK_MS = 100
 
 
@@ -85,7 +88,7 @@ def read_manifest(path: Path) -> list[EvalItem]:
         items.append(EvalItem(
             audio=audio if audio.is_absolute() else path.parent / audio,
             text=text,
-            language=row.get("language") or ("zh" if _HAN.search(text) else "en"),
+            language=row.get("language") or ("zh" if has_han(text) else "en"),
             hotwords=[str(h) for h in row.get("hotwords", []) or []],
             entity=str(row.get("entity", "") or ""),
             tags=[str(t) for t in row.get("tags", []) or []],
@@ -112,8 +115,6 @@ def units(text: str, language: str) -> list[str]:
 
 def align_counts(ref: list[str], hyp: list[str]) -> tuple[int, int]:
     """(edit distance, matched units) of a Levenshtein alignment."""
-    from rapidfuzz.distance import Levenshtein
-
     matched = sum(op.src_end - op.src_start for op in Levenshtein.opcodes(ref, hyp) if op.tag == "equal")
     return Levenshtein.distance(ref, hyp), matched
 
@@ -189,19 +190,11 @@ def score(items: list[EvalItem], hypotheses: list[str | None]) -> dict:
 # --- running ------------------------------------------------------------------------------------------
 
 def transcribe_streaming(recognizer, audio: np.ndarray) -> tuple[str, list]:
-    stream = recognizer.create_stream()
-    events = []
-    try:
-        step = 16000 * BLOCK_MS // 1000
-        for start in range(0, len(audio), step):
-            events += stream.accept_waveform(audio[start : start + step], 16000)
-        events += stream.input_finished()
-        if stream.errors:
-            raise Nim4Error("; ".join(stream.errors))
-    finally:
-        stream.close()
-    finals = [e for e in events if e.kind == "final"]
-    return " ".join(e.text.strip() for e in finals if e.text.strip()), events
+    """What `listen` does: 100 ms blocks through a new stream (Recognizer.transcribe)."""
+    transcript = recognizer.transcribe(audio, SAMPLE_RATE_HZ, block_ms=BLOCK_MS)
+    if transcript.errors:
+        raise Nim4Error("; ".join(transcript.errors))
+    return transcript.text, transcript.events
 
 
 def transcribe_offline(recognizer, audio: np.ndarray) -> tuple[str, list]:
@@ -218,15 +211,12 @@ MODES = {"streaming": transcribe_streaming, "offline": transcribe_offline}
 
 
 def _count_phoneme_errors(lexicon, item: EvalItem, heard: list[str], into: dict[str, list[int]]) -> None:
-    from nim4_edge.runtime.lexicon import LexiconError
-
     if not item.text.strip():
         return
     try:
         reference = lexicon.encode(lexicon.phonemes(item.text))
     except LexiconError:
         return  # nothing pronounceable in the reference: no phoneme figure for it
-    from rapidfuzz.distance import Levenshtein
 
     edits = Levenshtein.distance(reference, lexicon.encode(heard))
     for tag in ["", *item.tags]:
@@ -237,8 +227,6 @@ def _count_phoneme_errors(lexicon, item: EvalItem, heard: list[str], into: dict[
 
 def evaluate(recognizer, items: list[EvalItem], modes: list[str], progress=None) -> dict:
     """Run every item in every mode. Returns {"modes": {mode: score + timing}, "utterances": [...]}."""
-    from nim4_edge.runtime.audio import AudioError, load_audio
-
     audio_cache: dict[Path, np.ndarray | str] = {}
     details = [{"audio": str(i.audio), "text": i.text, "tags": i.tags} for i in items]
     results = {}
@@ -252,7 +240,7 @@ def evaluate(recognizer, items: list[EvalItem], modes: list[str], progress=None)
         for n, (item, row) in enumerate(zip(items, details)):
             if item.audio not in audio_cache:
                 try:
-                    audio_cache[item.audio] = load_audio(item.audio, 16000)
+                    audio_cache[item.audio] = load_audio(item.audio, SAMPLE_RATE_HZ)
                 except (AudioError, OSError) as e:
                     audio_cache[item.audio] = f"{item.audio}: {e}"
             audio = audio_cache[item.audio]
@@ -267,19 +255,19 @@ def evaluate(recognizer, items: list[EvalItem], modes: list[str], progress=None)
                     text, events = None, []
                     row["error"] = str(e)
                 compute_s += time.perf_counter() - t0
-                audio_s += len(audio) / 16000
+                audio_s += len(audio) / SAMPLE_RATE_HZ
                 finals = [e for e in events if e.kind == "final"]
-                latencies += [f.timings["final_latency_ms"] for f in finals if "final_latency_ms" in f.timings]
+                latencies += [f.timings.final_latency_ms for f in finals if f.timings.final_latency_ms is not None]
                 for f in finals:
-                    encoder_ms += f.timings.get("encoder_ms", 0.0)
+                    encoder_ms += f.timings.encoder_ms
                     chunks += f.chunks
-                    decode_ms += f.timings.get("result_decode_ms", 0.0)
+                    decode_ms += f.timings.result_decode_ms
                     tokens += f.tokens
                 seen = set()
                 for e in events:  # the first partial of each utterance: audio until it + compute so far
                     if e.kind == "partial" and e.utterance not in seen:
                         seen.add(e.utterance)
-                        compute = e.timings["encoder_ms"] + e.timings["prefill_ms"] + e.timings["decode_ms"]
+                        compute = e.timings.model_ms
                         first_partials.append((e.end_s - e.start_s) * 1000 + compute)
                 hyps.append(text)
                 row[mode] = text

@@ -11,8 +11,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-
-from nim4_edge.runtime.report import median, peak_rss_bytes, percentile, rss_bytes
+from nim4_edge.bench.report import format_table, median, peak_rss_bytes, percentile, rss_bytes
+from nim4_edge.runtime.audio import synthetic_utterance
+from nim4_edge.runtime.bundle import Bundle
+from nim4_edge.runtime.encoder import EncoderSession, EncoderStream
+from nim4_edge.runtime.features import compute_fbank
 
 
 def bench_encoder(checkpoint_path: Path | None, bundle_path: Path, repeats: int = 20, warmup: int = 3,
@@ -20,11 +23,6 @@ def bench_encoder(checkpoint_path: Path | None, bundle_path: Path, repeats: int 
     """Per-chunk latency of each of the bundle's encoder variants in `precisions` (default: its
     default variant) and, when `checkpoint_path` is given, of PyTorch eager on the same weights.
     The first backend is the reference of the speed-up column."""
-    from nim4_edge.export.verify import synthetic_utterance
-    from nim4_edge.runtime.bundle import Bundle
-    from nim4_edge.runtime.encoder import EncoderSession, EncoderStream
-    from nim4_edge.runtime.features import compute_fbank
-
     if repeats < 1:
         raise ValueError("--repeats must be >= 1")
     bundle = Bundle.load(bundle_path)
@@ -59,11 +57,15 @@ def bench_encoder(checkpoint_path: Path | None, bundle_path: Path, repeats: int 
     runs = {f"onnxruntime {name}": timed(session) for name, session in sessions.items()}
     extra = {}
     if checkpoint_path is not None:
-        import torch
+        import torch  # optional dependency: imported only when this path runs
 
-        from nim4_edge.export.checkpoint import read_checkpoint
+        from nim4_edge.export.checkpoint import (
+            read_checkpoint,  # optional dependency: imported only when this path runs
+        )
         from nim4_edge.export.model import count_parameters
-        from nim4_edge.export.streaming import StreamingEncoderStep
+        from nim4_edge.export.streaming import (
+            StreamingEncoderStep,  # optional dependency: imported only when this path runs
+        )
 
         torch.set_num_threads(num_threads)
         before = rss_bytes()
@@ -109,8 +111,6 @@ def bench_encoder(checkpoint_path: Path | None, bundle_path: Path, repeats: int 
 
 
 def table(report: dict) -> str:
-    from nim4_edge.runtime.report import format_table
-
     rows = [[b["backend"], b["ms_median"], b["ms_p90"], b["real_time_factor"], b["speedup_vs_first"],
              b["rss_added_mb"], b["file_mb"]] for b in report["backends"]]
     text = format_table(["backend", "ms/chunk (median)", "ms/chunk (p90)", "RTF", f"speed-up vs {rows[0][0]}",

@@ -4,8 +4,13 @@ accuracy against latency for every encoder x decoder combination, in one run.
 Each combination runs in its own process (so peak RSS is its own, and a crash or a variant that will
 not load fails only its row): the test set streams through the recognizer `--repeats` times; accuracy
 comes from the first pass (decoding is greedy, so it is deterministic), timings are medians over the
-passes. Variants missing from the bundle are built first (as `nim4-edge quantize` would); one that
-fails to build is reported as failed with the reason and the others still run.
+passes. Every combination is configured by the same function `listen` uses
+(nim4_edge.devices.recognizer_config: the device profile's threads and providers, the row's variants),
+and each row records what it ran.
+
+The measured bundle is never written. Variants it lacks are built (as `nim4-edge quantize` would) into
+a working copy, DIR/bundle (its files hard-linked to the original's where the filesystem allows, else
+copied); one that fails to build is reported as failed with the reason and the others still run.
 
 Writes DIR/results.json, DIR/report.md (a table; `*` marks the Pareto front of error rate against
 real-time factor) and DIR/accuracy_vs_latency.png (matplotlib).
@@ -14,20 +19,32 @@ real-time factor) and DIR/accuracy_vs_latency.png (matplotlib).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from nim4_edge.bench.evaluate import evaluate, read_manifest
+from nim4_edge.devices.config import Overrides, current_plan, describe, recognizer_config
+from nim4_edge.quant.encoder_quant import ENCODER_PRECISIONS, quantize_encoder
+from nim4_edge.quant.gguf_quant import LEVELS, quantize_bundle
 from nim4_edge.runtime.atomic import write_bytes_atomic, write_text_atomic
+from nim4_edge.runtime.audio import load_audio
+from nim4_edge.runtime.bundle import Bundle
 from nim4_edge.runtime.errors import Nim4Error
+from nim4_edge.runtime.features import SAMPLE_RATE_HZ
+from nim4_edge.runtime.hotwords import RetrievalConfig
+from nim4_edge.runtime.recognizer import Recognizer
 
 TIMING_KEYS = ("rtf", "final_latency_ms_p50", "final_latency_ms_p95", "first_partial_ms_p50", "encoder_ms_per_chunk",
                "decode_tokens_per_s")
 ACCURACY_KEYS = ("cer_zh", "wer_en", "entity_accuracy", "hallucination_rate", "false_text_rate", "digit_accuracy")
+WORK_BUNDLE = "bundle"  # DIR/bundle: the working copy that holds variants the measured bundle lacks
 
 
 def error_rate(figures: dict) -> float | None:
@@ -51,39 +68,61 @@ def pareto_front(rows: list[dict], x: str = "rtf", y: str = "error_rate") -> set
 # --- one combination (worker process) ----------------------------------------------------------------
 
 def run_worker(args) -> int:
-    from nim4_edge.runtime.evaluate import evaluate, read_manifest
-    from nim4_edge.runtime.hotwords import RetrievalConfig
-    from nim4_edge.runtime.recognizer import Recognizer, RecognizerConfig
-
     items = read_manifest(args.testset)
     if args.limit:
         items = items[: args.limit]
-    config = RecognizerConfig(bundle=args.bundle, decoder_variant=args.decoder, encoder_precision=args.encoder,
-                              hotwords=args.hotwords, encoder_threads=args.threads,
-                              retrieval=RetrievalConfig.from_mode(args.hotwords_mode))
-    recognizer = Recognizer(config)
-    try:
+    bundle = Bundle.load(args.bundle)
+    overrides = Overrides(decoder_variant=args.decoder, encoder_precision=args.encoder, threads=args.threads,
+                          hotwords=args.hotwords, retrieval=RetrievalConfig.from_mode(args.hotwords_mode))
+    config = recognizer_config(bundle, current_plan(args.profile), overrides)
+    with Recognizer(config) as recognizer:
         passes = [evaluate(recognizer, items, ["streaming"])["modes"]["streaming"] for _ in range(max(1, args.repeats))]
-    finally:
-        recognizer.close()
     figures = {k: passes[0].get(k) for k in ACCURACY_KEYS}
     figures["counts"] = passes[0]["counts"]
     for key in TIMING_KEYS:
         values = sorted(p[key] for p in passes if p.get(key) is not None)
         figures[key] = values[len(values) // 2] if values else None
     figures["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    figures["config"] = describe(config, bundle)
     print(json.dumps(figures))
     return 0
 
 
 # --- the whole benchmark ---------------------------------------------------------------------------------
 
-def ensure_variants(bundle_path: Path, encoders: list[str], decoders: list[str], calibration: list) -> dict:
-    """Build what the bundle lacks. Returns {("encoder"|"decoder", name): reason} for those that failed."""
-    from nim4_edge.quant.encoder_quant import ENCODER_PRECISIONS, quantize_encoder
-    from nim4_edge.quant.gguf_quant import LEVELS, quantize_bundle
-    from nim4_edge.runtime.bundle import Bundle
+def missing_variants(bundle: Bundle, encoders: list[str], decoders: list[str]) -> tuple[list[str], list[str]]:
+    return ([e for e in encoders if e not in bundle.manifest.encoder.variants],
+            [d for d in decoders if d not in bundle.manifest.decoder.variants])
 
+
+def working_copy(bundle: Bundle, target: Path) -> Path:
+    """A copy of the bundle at `target` to build variants in: files hard-linked (no bytes copied; a
+    quantizer writes new files and replaces the manifest by rename, so the original is never touched)
+    or, across filesystems, copied. An existing copy of the same bundle is reused."""
+    if (target / "manifest.json").is_file():
+        existing = Bundle.load(target).manifest
+        if all(existing.files.get(name) == facts for name, facts in bundle.manifest.files.items()):
+            return target
+        shutil.rmtree(target)
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for name in [*bundle.manifest.files, "manifest.json"]:
+        source, copy = bundle.file(name), partial / name
+        try:
+            os.link(source, copy)
+        except OSError:  # another filesystem, or links not allowed here
+            shutil.copy2(source, copy)
+        if name == "manifest.json":  # rewritten by the quantizers: a private, writable copy
+            copy.unlink()
+            shutil.copyfile(source, copy)
+    partial.rename(target)
+    return target
+
+
+def ensure_variants(bundle_path: Path, encoders: list[str], decoders: list[str], calibration: list) -> dict:
+    """Build what the bundle at `bundle_path` (a working copy) lacks. Returns {("encoder"|"decoder",
+    name): reason} for those that failed."""
     failed = {}
     manifest = Bundle.load(bundle_path).manifest
     for precision in encoders:
@@ -110,17 +149,20 @@ def ensure_variants(bundle_path: Path, encoders: list[str], decoders: list[str],
 
 
 def bench(bundle_path: Path, testset: Path, encoders: list[str], decoders: list[str], out_dir: Path,
-          repeats: int = 1, limit: int = 0, hotwords: Path | None = None, threads: int = 0,
-          hotwords_mode: str = "exact") -> dict:
-    from nim4_edge.runtime.bundle import Bundle
-    from nim4_edge.runtime.evaluate import read_manifest
-
+          repeats: int = 1, limit: int = 0, hotwords: Path | None = None, threads: int | None = None,
+          hotwords_mode: str = "exact", profile: str | None = None) -> dict:
     items = read_manifest(testset)  # a bad manifest stops here, before any work
-    calibration_files = [i.audio for i in items if i.text and i.audio.is_file()][:40]
-    from nim4_edge.runtime.audio import load_audio
-
-    failed = ensure_variants(bundle_path, encoders, decoders, [load_audio(f, 16000) for f in calibration_files])
-    bundle = Bundle.load(bundle_path)
+    plan = current_plan(profile)  # an unknown profile stops here too
+    source = Bundle.load(bundle_path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    measured = source
+    if any(missing_variants(source, encoders, decoders)):
+        calibration_files = [i.audio for i in items if i.text and i.audio.is_file()][:40]
+        work = working_copy(source, out_dir / WORK_BUNDLE)
+        failed = ensure_variants(work, encoders, decoders, [load_audio(f, SAMPLE_RATE_HZ) for f in calibration_files])
+        measured = Bundle.load(work)
+    else:
+        failed = {}
     combos = [(e, d) for e in encoders for d in decoders]
     rows = []
     t0 = time.perf_counter()
@@ -129,9 +171,10 @@ def bench(bundle_path: Path, testset: Path, encoders: list[str], decoders: list[
         row = {"encoder": encoder, "decoder": decoder}
         reason = failed.get(("encoder", encoder)) or failed.get(("decoder", decoder))
         if reason is None:
-            cmd = ([sys.executable, "-m", "nim4_edge.quant.bench_quant", "worker", "--bundle", str(bundle_path),
+            cmd = ([sys.executable, "-m", "nim4_edge.bench.quant", "worker", "--bundle", str(measured.path),
                    "--testset", str(testset), "--encoder", encoder, "--decoder", decoder, "--repeats", str(repeats),
-                   "--limit", str(limit), "--threads", str(threads), "--hotwords-mode", hotwords_mode]
+                   "--limit", str(limit), "--hotwords-mode", hotwords_mode, "--profile", plan.profile.name]
+                   + (["--threads", str(threads)] if threads is not None else [])
                    + (["--hotwords", str(hotwords)] if hotwords else []))
             proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ | {"OMP_WAIT_POLICY": "PASSIVE"})
             if proc.returncode == 0:
@@ -144,16 +187,18 @@ def bench(bundle_path: Path, testset: Path, encoders: list[str], decoders: list[
             row |= {"status": "failed", "reason": reason}
         else:
             row["error_rate"] = error_rate(row)
-            row["encoder_mb"] = round(bundle.encoder_bytes(encoder) / 2**20, 2)
-            row["decoder_mb"] = round(bundle.decoder_file(decoder).stat().st_size / 2**20, 2)
+            row["encoder_mb"] = round(measured.encoder_bytes(encoder) / 2**20, 2)
+            row["decoder_mb"] = round(measured.decoder_file(decoder).stat().st_size / 2**20, 2)
         rows.append(row)
     _progress(len(combos), len(combos), "done", t0)
     for i in pareto_front(rows):
         rows[i]["pareto"] = True
-    results = {"bundle": str(bundle_path), "testset": str(testset), "utterances": limit or len(items),
-               "repeats": repeats, "threads": threads, "hotwords": str(hotwords) if hotwords else None,
+    ran = next((r["config"] for r in rows if r.get("config")), {})
+    results = {"bundle": str(bundle_path), "measured_bundle": str(measured.path), "testset": str(testset),
+               "utterances": limit or len(items), "repeats": repeats, "profile": plan.profile.name,
+               "threads": {"encoder": ran.get("encoder_threads"), "decoder": ran.get("decoder_threads")},
+               "hotwords": str(hotwords) if hotwords else None,
                "hotwords_mode": hotwords_mode, "seconds": round(time.perf_counter() - t0, 1), "rows": rows}
-    out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / "results.json", json.dumps(results, indent=1, ensure_ascii=False) + "\n")
     write_text_atomic(out_dir / "report.md", report_markdown(results))
     results["plot"] = plot(results, out_dir / "accuracy_vs_latency.png")
@@ -194,7 +239,8 @@ def report_markdown(results: dict) -> str:
 
     lines = [f"# Accuracy vs latency: {results['bundle']}", "",
              f"Test set `{results['testset']}` ({results['utterances']} utterances), streaming mode, "
-             f"{results['repeats']} pass(es) (timings: medians), threads {results['threads'] or 'all'}, "
+             f"{results['repeats']} pass(es) (timings: medians), profile {results['profile']}, threads "
+             f"{results['threads']['encoder']} (encoder) / {results['threads']['decoder']} (decoder), 0 = all cores, "
              f"hotwords {results['hotwords'] or 'none'}. `*` = Pareto front of error rate (mean of CER zh and "
              "WER en) against real-time factor.", "",
              "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
@@ -204,10 +250,10 @@ def report_markdown(results: dict) -> str:
 
 def plot(results: dict, path: Path) -> str | None:
     try:
-        import matplotlib
+        import matplotlib  # optional dependency: imported only when this path runs
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # optional dependency: imported only when this path runs
     except ImportError:
         print("nim4-edge: warning: matplotlib is not installed; no plot (pip install matplotlib)", file=sys.stderr)
         return None
@@ -237,7 +283,6 @@ def plot(results: dict, path: Path) -> str | None:
     ax.set_title("Accuracy vs latency per encoder + decoder quantization", fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    import io
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
@@ -247,7 +292,7 @@ def plot(results: dict, path: Path) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m nim4_edge.quant.bench_quant")
+    p = argparse.ArgumentParser(prog="python -m nim4_edge.bench.quant")
     sub = p.add_subparsers(dest="cmd", required=True)
     w = sub.add_parser("worker")
     w.add_argument("--bundle", type=Path, required=True)
@@ -256,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--decoder", required=True)
     w.add_argument("--repeats", type=int, default=1)
     w.add_argument("--limit", type=int, default=0)
-    w.add_argument("--threads", type=int, default=0)
+    w.add_argument("--threads", type=int, default=None)
+    w.add_argument("--profile")
     w.add_argument("--hotwords", type=Path)
     w.add_argument("--hotwords-mode", default="exact")
     args = p.parse_args(argv)
@@ -264,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_worker(args)
     except Nim4Error as e:
         print(f"nim4-edge: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
 
 
 if __name__ == "__main__":

@@ -20,8 +20,11 @@ GPU INT8 sparse figures (170 / 50 / 40 TOPS: /2 for dense, /2 again for FP16): 4
 
 from __future__ import annotations
 
+import json
+import sys
 from dataclasses import dataclass
 
+from nim4_edge.bench.report import format_table
 from nim4_edge.export.config import DecoderConfig, EncoderConfig
 
 BYTES_PER_WEIGHT = {"fp32": 4.0, "fp16": 2.0, "int8": 1.0}
@@ -106,12 +109,7 @@ def project(encoder_cfg: EncoderConfig, decoder_cfg: DecoderConfig, encoder_prec
 
 
 def main() -> int:
-    """python -m nim4_edge.quant.projection: the full-size projection table (JSON on stdout, table on stderr)."""
-    import json
-    import sys
-
-    from nim4_edge.runtime.report import format_table
-
+    """python -m nim4_edge.bench.projection: the full-size projection table (JSON on stdout, table on stderr)."""
     rows = project(EncoderConfig(), DecoderConfig(), decoder_levels=("Q8_0", "Q4_K_M"))
     print(json.dumps({"assumptions": {"encoder_bandwidth_efficiency": BANDWIDTH_EFFICIENCY,
                                       "decoder_bandwidth_efficiency": DECODER_BANDWIDTH_EFFICIENCY,

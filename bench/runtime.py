@@ -17,32 +17,32 @@ from pathlib import Path
 
 import numpy as np
 
-from nim4_edge.runtime.recognizer import Recognizer, RecognizerConfig
-from nim4_edge.runtime.report import format_table, median, percentile, rss_bytes
+from nim4_edge.bench.report import format_table, median, percentile, rss_bytes
+from nim4_edge.devices.config import Overrides, current_plan, describe, recognizer_config
+from nim4_edge.runtime.audio import load_audio, synthetic_utterance
+from nim4_edge.runtime.bundle import Bundle
+from nim4_edge.runtime.features import SAMPLE_RATE_HZ
+from nim4_edge.runtime.recognizer import Recognizer
 
-RATE = 16000
+RATE = SAMPLE_RATE_HZ
 
 
 def talk_pattern(wav: Path | None) -> np.ndarray:
     """One period: utterance, 1.2 s silence, utterance, 1.2 s silence."""
     silence = np.zeros(int(1.2 * RATE), np.float32)
     if wav is not None:
-        from nim4_edge.runtime.audio import load_audio
-
         speech = [load_audio(wav, RATE)] * 2
     else:
-        from nim4_edge.export.verify import synthetic_utterance  # numpy only
-
         speech = [synthetic_utterance(2.3, RATE, 1), synthetic_utterance(1.4, RATE, 2)]
     return np.concatenate([speech[0], silence, speech[1], silence])
 
 
-def bench_runtime(bundle: Path, minutes: float = 60.0, wav: Path | None = None, partial_every: int = 1,
-                  threads: int = 2, block_ms: int = 100) -> dict:
-    from nim4_edge.runtime.decoder import DecoderSettings
-
-    config = RecognizerConfig(bundle=Path(bundle), partial_every_chunks=partial_every, encoder_threads=threads,
-                              decoder=DecoderSettings(n_threads=threads, n_threads_batch=threads))
+def bench_runtime(bundle: Path, minutes: float = 60.0, wav: Path | None = None, partial_every: int | None = None,
+                  threads: int | None = None, block_ms: int = 100, profile: str | None = None) -> dict:
+    """None for partial_every / threads: the device profile's, as `listen` runs."""
+    loaded = Bundle.load(bundle)
+    config = recognizer_config(loaded, current_plan(profile),
+                               Overrides(threads=threads, partial_every_chunks=partial_every))
     rss_start = rss_bytes()
     recognizer = Recognizer(config)
     stream = recognizer.create_stream()
@@ -67,8 +67,8 @@ def bench_runtime(bundle: Path, minutes: float = 60.0, wav: Path | None = None, 
             for e in events:
                 if e.kind == "final":
                     finals += 1
-                    latencies.append(e.timings["final_latency_ms"])
-                    model_ms += e.timings["encoder_ms"] + e.timings["prefill_ms"] + e.timings["decode_ms"]
+                    latencies.append(e.timings.final_latency_ms)
+                    model_ms += e.timings.model_ms
                     chunks += e.chunks
                 else:
                     partials += 1
@@ -76,16 +76,17 @@ def bench_runtime(bundle: Path, minutes: float = 60.0, wav: Path | None = None, 
                 rss_warm = rss_bytes()
         wall_s = time.perf_counter() - t0
         rss_end = rss_bytes()
-        stream_timings = dict(stream.timings)
+        stream_timings = stream.timings
     finally:
         stream.close()
         recognizer.close()
     audio_s = total_samples / RATE
     # Per 640 ms of audio (speech or silence): the runtime works on all of it, the models on speech.
-    audio_chunks = audio_s / 0.64
+    audio_chunks = audio_s / (loaded.manifest.streaming.chunk_duration_ms(loaded.manifest.fbank.frame_shift_ms) / 1000)
     overhead_ms = (wall_s * 1000 - model_ms) / audio_chunks
     return {
         "bundle": str(bundle),
+        "config": describe(config, loaded),
         "audio_minutes": minutes,
         "wall_seconds": wall_s,
         "real_time_factor": wall_s / audio_s,
@@ -93,9 +94,9 @@ def bench_runtime(bundle: Path, minutes: float = 60.0, wav: Path | None = None, 
         "partials": partials,
         "chunks": chunks,
         "runtime_overhead_ms_per_chunk": overhead_ms,
-        "fbank_ms_per_chunk": stream_timings["fbank_ms"] / audio_chunks,
-        "vad_ms_per_chunk": stream_timings["vad_ms"] / audio_chunks,
-        "glue_ms_per_chunk": overhead_ms - (stream_timings["fbank_ms"] + stream_timings["vad_ms"]) / audio_chunks,
+        "fbank_ms_per_chunk": stream_timings.fbank_ms / audio_chunks,
+        "vad_ms_per_chunk": stream_timings.vad_ms / audio_chunks,
+        "glue_ms_per_chunk": overhead_ms - (stream_timings.fbank_ms + stream_timings.vad_ms) / audio_chunks,
         "model_ms_per_speech_chunk": model_ms / max(chunks, 1),
         "final_latency_ms_p50": percentile(latencies, 50),
         "final_latency_ms_p95": percentile(latencies, 95),
@@ -122,4 +123,8 @@ def table(report: dict) -> str:
                                         f"{report['rss_end_mb']:.0f} MB"],
         ["RSS growth after warm-up", f"{report['rss_growth_mb']:.1f} MB"],
     ]
-    return f"{report['audio_minutes']:g} min of audio in {report['wall_seconds']:.0f} s\n" + format_table(["figure", "value"], rows)
+    c = report["config"]
+    ran = (f"ran: encoder {c['encoder_precision']} ({c['encoder_threads'] or 'all'} threads), decoder {c['decoder_variant']} "
+           f"({c['decoder_threads'] or 'all'} threads), a partial every {c['partial_every_chunks']} chunk(s)")
+    return (f"{report['audio_minutes']:g} min of audio in {report['wall_seconds']:.0f} s\n{ran}\n"
+            + format_table(["figure", "value"], rows))

@@ -7,21 +7,21 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from nim4_edge.devices.config import check_memory, current_plan, memory_estimate_mb, recognizer_config
 from nim4_edge.devices.detect import detect
-from nim4_edge.devices.profiles import bundle_memory_mb, check_memory, load_profiles, make_plan
+from nim4_edge.devices.tensorrt import build_engine, engine_dir, engine_key, tensorrt_version
+from nim4_edge.runtime.audio import AudioError
+from nim4_edge.runtime.bundle import Bundle, resolve_bundle, sha256_file
 from nim4_edge.runtime.errors import Nim4Error
-
-
-def current_plan(profile: str | None = None):
-    platform = detect()
-    return platform, make_plan(platform, load_profiles(), profile)
+from nim4_edge.runtime.sources import list_input_devices
 
 
 def cmd_devices(args) -> int:
-    platform, plan = current_plan(args.profile)
+    platform = detect()
+    plan = current_plan(args.profile, platform)
     report = {"platform": platform.to_json(), "plan": plan.to_json()}
     if args.bundle or args.build_engine:
-        report["bundle"] = str(_bundle_path(args.bundle))
+        report["bundle"] = str(resolve_bundle(args.bundle))
     if args.build_engine:
         report["engine"] = str(_build_engine(args, platform, plan))
     if args.json:
@@ -50,17 +50,8 @@ def cmd_devices(args) -> int:
     return 0
 
 
-def _bundle_path(given: Path | None) -> Path:
-    from nim4_edge.runtime.cli_listen import resolve_bundle
-
-    return resolve_bundle(given)
-
-
 def _build_engine(args, platform, plan) -> Path:
-    from nim4_edge.devices.tensorrt import build_engine, engine_dir, engine_key, tensorrt_version
-    from nim4_edge.runtime.bundle import Bundle, sha256_file
-
-    bundle = Bundle.load(_bundle_path(args.bundle))
+    bundle = Bundle.load(resolve_bundle(args.bundle))
     version = tensorrt_version()
     if version is None:
         raise Nim4Error("TensorRT is not installed here; engines are built on the device that runs them "
@@ -95,7 +86,8 @@ def run_checks(bundle_dir: Path | None, profile: str | None) -> list[Check]:
             checks.append(Check(module, True, "importable"))
         except ImportError as e:
             checks.append(Check(module, False, str(e), fix))
-    platform, plan = current_plan(profile)
+    platform = detect()
+    plan = current_plan(profile, platform)
     if platform.ort_providers:
         missing = [p for p in plan.profile.providers if p not in platform.ort_providers]
         checks.append(Check("onnxruntime providers", None if missing else True, ", ".join(platform.ort_providers),
@@ -103,8 +95,8 @@ def run_checks(bundle_dir: Path | None, profile: str | None) -> list[Check]:
                             if missing else ""))
     else:
         checks.append(Check("onnxruntime", False, "not importable", "pip install onnxruntime (Jetson: the JetPack wheel)"))
-    try:
-        import llama_cpp  # noqa: F401
+    try:  # the check is whether it imports: guarded here, not at the top of the module
+        import llama_cpp  # optional dependency: imported only when this path runs
 
         wants_gpu = plan.profile.decoder_gpu_layers > 0
         gpu = platform.llama_gpu_offload
@@ -115,8 +107,6 @@ def run_checks(bundle_dir: Path | None, profile: str | None) -> list[Check]:
         checks.append(Check("llama.cpp", False, str(e), "pip install llama-cpp-python"))
     checks.append(_audio_check())
     if platform.has_cuda_gpu:
-        from nim4_edge.devices.tensorrt import tensorrt_version
-
         version = tensorrt_version()
         checks.append(Check("tensorrt", None if version is None else True, version or "not importable",
                             "Jetson: apt install python3-libnvinfer; x86: pip install tensorrt"))
@@ -125,9 +115,6 @@ def run_checks(bundle_dir: Path | None, profile: str | None) -> list[Check]:
 
 
 def _audio_check() -> Check:
-    from nim4_edge.runtime.audio import AudioError
-    from nim4_edge.runtime.sources import list_input_devices
-
     try:
         devices = list_input_devices()
     except AudioError as e:
@@ -140,15 +127,12 @@ def _audio_check() -> Check:
 
 
 def _bundle_check(bundle_dir: Path | None, plan, platform) -> Check:
-    from nim4_edge.runtime.bundle import Bundle
-
     try:
-        path = _bundle_path(bundle_dir)
+        path = resolve_bundle(bundle_dir)
         bundle = Bundle.load(path)
+        need = memory_estimate_mb(bundle, recognizer_config(bundle, plan))
     except Nim4Error as e:
         return Check("bundle", False, str(e), "pass --bundle DIR")
-    variant = plan.profile.decoder_variant if plan.profile.decoder_variant in bundle.manifest.decoder.variants else None
-    need = bundle_memory_mb(bundle, variant)
     fits, detail = check_memory(need, plan, platform.available_mb)
     return Check("bundle memory", fits, f"{path}: {detail}")
 

@@ -1,0 +1,49 @@
+"""CTC on the phoneme head's output: greedy decoding as chunks arrive, and the forward score of a
+label sequence (Graves et al. 2006) used to rescore respelling candidates."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class GreedyCtc:
+    """Greedy CTC over chunks of one utterance: argmax per frame, repeats merged (also across chunk
+    edges), blanks dropped."""
+
+    def __init__(self, blank: int):
+        self.blank = blank
+        self.labels: list[int] = []  # all labels so far
+        self._previous = blank
+
+    def accept(self, log_probs: np.ndarray) -> list[int]:
+        """log_probs (T, P) of one chunk; returns the labels it adds."""
+        new = []
+        for label in np.argmax(log_probs, axis=1).tolist():
+            if label != self._previous and label != self.blank:
+                new.append(label)
+            self._previous = label
+        self.labels += new
+        return new
+
+
+def ctc_log_likelihood(log_probs: np.ndarray, labels: list[int], blank: int) -> float:
+    """log P(labels | audio) under CTC: log_probs (T, P) per-frame log-softmax outputs of the phoneme
+    head, labels without blanks. -inf when the labels cannot fit in T frames."""
+    frames = len(log_probs)
+    if not frames:
+        return -np.inf
+    extended = np.full(2 * len(labels) + 1, blank, dtype=np.int64)  # blank, l1, blank, l2, ..., blank
+    extended[1::2] = labels
+    emit = log_probs[:, extended].astype(np.float64)  # (T, S): one gather instead of one per frame
+    # a skip from s-2 to s is allowed onto a label that differs from the label two places back
+    skip_penalty = np.full(len(extended), -np.inf)
+    skip_penalty[3::2] = np.where(extended[3::2] != extended[1:-2:2], 0.0, -np.inf)
+    alpha = np.full(len(extended), -np.inf)
+    alpha[:2] = emit[0, :2]
+    for t in range(1, frames):
+        new = alpha.copy()
+        np.logaddexp(new[1:], alpha[:-1], out=new[1:])
+        np.logaddexp(new[2:], alpha[:-2] + skip_penalty[2:], out=new[2:])
+        new += emit[t]
+        alpha = new
+    return float(np.logaddexp.reduce(alpha[-2:])) if labels else float(alpha[-1])
