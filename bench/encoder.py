@@ -57,15 +57,12 @@ def bench_encoder(checkpoint_path: Path | None, bundle_path: Path, repeats: int 
     runs = {f"onnxruntime {name}": timed(session) for name, session in sessions.items()}
     extra = {}
     if checkpoint_path is not None:
-        import torch  # optional dependency: imported only when this path runs
+        # optional dependency: PyTorch eager (the export extra) is timed only with --checkpoint
+        import torch
 
-        from nim4_edge.export.checkpoint import (
-            read_checkpoint,  # optional dependency: imported only when this path runs
-        )
-        from nim4_edge.export.model import count_parameters
-        from nim4_edge.export.streaming import (
-            StreamingEncoderStep,  # optional dependency: imported only when this path runs
-        )
+        from nim4_edge.export.checkpoint import read_checkpoint  # optional: needs torch
+        from nim4_edge.export.model import count_parameters  # optional: needs torch
+        from nim4_edge.export.streaming import StreamingEncoderStep  # optional: needs torch
 
         torch.set_num_threads(num_threads)
         before = rss_bytes()

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
+from nim4_edge.bench.evaluate import read_manifest
 from nim4_edge.cli.common import export_toolchain, print_json
-from nim4_edge.quant import gguf_quant
+from nim4_edge.quant import encoder_quant, gguf_quant
 from nim4_edge.runtime.audio import load_audio
 from nim4_edge.runtime.errors import EXIT_RUNTIME_FAILURE, Nim4Error
+from nim4_edge.runtime.features import SAMPLE_RATE_HZ
 
 
 def cmd_init(args) -> int:
@@ -64,13 +66,10 @@ def cmd_verify(args) -> int:
 
 
 def cmd_quantize(args) -> int:
-
     if not args.decoder and not args.encoder:
         raise Nim4Error("nothing to do: pass --encoder PRECISIONS and/or --decoder LEVELS")
     report = {}
     if args.encoder:
-        from nim4_edge.quant import encoder_quant
-
         audios = _calibration_audio(args.calibration, args.calibration_limit)
         report["encoder"] = encoder_quant.quantize_encoder(args.bundle, [p.strip() for p in args.encoder.split(",")], audios)
     if args.decoder:
@@ -88,19 +87,14 @@ def cmd_quantize(args) -> int:
 def _calibration_audio(paths: list[Path], limit: int) -> list:
     """16 kHz audio for calibration and parity: WAV files, or the audio of a test-set manifest (.jsonl);
     without any, synthetic utterances (enough for parity, poor for INT8 scales)."""
-
     files: list[Path] = []
     for path in paths:
         if path.suffix == ".jsonl":
-            from nim4_edge.bench.evaluate import read_manifest
-
             files += [item.audio for item in read_manifest(path) if item.text]
         else:
             files.append(path)
     if not files:
         print("nim4-edge: warning: no --calibration audio; using synthetic utterances", file=sys.stderr)
-        from nim4_edge.runtime.features import SAMPLE_RATE_HZ
-
         rng = np.random.default_rng(0)
         return [(0.1 * rng.standard_normal(int(s * SAMPLE_RATE_HZ))).astype(np.float32) for s in (1.3, 2.9, 4.1)]
     step = max(1, len(files) // limit) if limit else 1

@@ -1,4 +1,6 @@
-"""Shared fixtures: a tiny random checkpoint and its verified bundle, built once per test session."""
+"""Shared fixtures: the shipped demo bundle (runtime tests: no torch needed), and a tiny random
+checkpoint with its bundle, built once per test session (export, parity and quantization tests: the
+export extra)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,16 @@ import shutil
 from pathlib import Path
 
 import pytest
+
+from nim4_edge.runtime.bundle import DEMO_BUNDLE, MANIFEST_FILE
+
+
+@pytest.fixture(scope="session")
+def demo_bundle() -> Path:
+    """The shipped demo model: what the on-device install runs, so the runtime is tested on it."""
+    if not (DEMO_BUNDLE / MANIFEST_FILE).is_file():
+        pytest.skip(f"no demo bundle at {DEMO_BUNDLE} (it ships in git: a sparse checkout?)")
+    return DEMO_BUNDLE
 
 
 @pytest.fixture(scope="session")

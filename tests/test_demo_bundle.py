@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from nim4_edge.runtime.bundle import DEMO_BUNDLE
 from nim4_edge.bench.evaluate import normalize
+from nim4_edge.runtime.bundle import DEMO_BUNDLE
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"

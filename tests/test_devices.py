@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from nim4_edge.devices.detect import detect, l4t_release, parse_nvidia_smi
 from nim4_edge.devices.config import check_memory, memory_estimate_mb, recognizer_config
+from nim4_edge.devices.detect import detect, l4t_release, parse_nvidia_smi
 from nim4_edge.devices.profiles import Plan, ProfileError, load_profiles, make_plan
 from nim4_edge.devices.tensorrt import engine_key
 
@@ -112,10 +112,10 @@ def test_unknown_profile_and_bad_profile_files(profiles, tmp_path):
         load_profiles(tmp_path)
 
 
-def test_memory_budget_check(profiles, tiny_bundle):
+def test_memory_budget_check(profiles, demo_bundle):
     from nim4_edge.runtime.bundle import Bundle
 
-    bundle = Bundle.load(tiny_bundle)
+    bundle = Bundle.load(demo_bundle)
     plan = make_plan(fixture_platform("orin-nano-8gb"), profiles)
     config = recognizer_config(bundle, plan)
     need = memory_estimate_mb(bundle, config)
@@ -147,7 +147,7 @@ def test_engine_cache_keys_change_with_everything_that_invalidates_an_engine():
         assert engine_key(**{**base, field: other}) != key, field
 
 
-def test_devices_and_doctor_commands_on_this_machine(tiny_bundle):
+def test_devices_and_doctor_commands_on_this_machine(demo_bundle):
     out = subprocess.run([sys.executable, "-m", "nim4_edge.cli", "devices", "--json"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -155,7 +155,7 @@ def test_devices_and_doctor_commands_on_this_machine(tiny_bundle):
     platform = report["platform"]
     if not platform["gpus"] and platform["kind"] != "jetson":
         assert report["plan"]["profile"] == "cpu" and report["plan"]["providers"] == ["CPUExecutionProvider"]
-    doctor = subprocess.run([sys.executable, "-m", "nim4_edge.cli", "doctor", "--bundle", str(tiny_bundle)],
+    doctor = subprocess.run([sys.executable, "-m", "nim4_edge.cli", "doctor", "--bundle", str(demo_bundle)],
                             capture_output=True, text=True, timeout=120)
     assert "bundle memory" in doctor.stdout and "Traceback" not in doctor.stderr
     failed = any(line.startswith("FAIL") for line in doctor.stdout.splitlines())

@@ -86,7 +86,7 @@ def test_manifest_paths_are_relative_to_the_manifest(tmp_path):
     assert entry.audio == tmp_path / "sub" / "wav" / "a.wav" and entry.language == "zh"
 
 
-def test_eval_command_runs_both_modes_and_reports_missing_audio(tiny_bundle, tmp_path):
+def test_eval_command_runs_both_modes_and_reports_missing_audio(demo_bundle, tmp_path):
     rng = np.random.default_rng(0)
     t = np.arange(32000) / 16000
     tone = 0.3 * np.sin(2 * np.pi * 220 * t) * (rng.random(32000) > 0.3)
@@ -96,7 +96,7 @@ def test_eval_command_runs_both_modes_and_reports_missing_audio(tiny_bundle, tmp
             {"audio": "missing.wav", "text": "yes"}]
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     out = tmp_path / "r.json"
-    proc = subprocess.run([sys.executable, "-m", "nim4_edge.cli", "eval", "--bundle", str(tiny_bundle),
+    proc = subprocess.run([sys.executable, "-m", "nim4_edge.cli", "eval", "--bundle", str(demo_bundle),
                            "--testset", str(manifest), "--out", str(out), "--partial-every", "0"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -113,10 +113,10 @@ def test_eval_command_runs_both_modes_and_reports_missing_audio(tiny_bundle, tmp
     assert "WER en %" in proc.stderr  # the readable table
 
 
-def test_eval_command_rejects_a_bad_manifest(tiny_bundle, tmp_path):
+def test_eval_command_rejects_a_bad_manifest(demo_bundle, tmp_path):
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("not json\n", encoding="utf-8")
-    proc = subprocess.run([sys.executable, "-m", "nim4_edge.cli", "eval", "--bundle", str(tiny_bundle),
+    proc = subprocess.run([sys.executable, "-m", "nim4_edge.cli", "eval", "--bundle", str(demo_bundle),
                            "--testset", str(manifest)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "m.jsonl:1: not valid JSON" in proc.stderr and "Traceback" not in proc.stderr

@@ -11,6 +11,8 @@ import subprocess
 import sys
 
 import numpy as np
+from pathlib import Path
+
 import pytest
 
 pytest.importorskip("ahocorasick")
@@ -182,36 +184,30 @@ def test_build_cli_reports_lines_and_strict_writes_nothing(tmp_path):
     assert proc.returncode == 0 and "retrieved: 惠新西街" in proc.stdout
 
 
-def test_runtime_puts_retrieved_hotwords_into_the_final_prompt(tiny_bundle, tmp_path):
-    """Phonemes the (random) tiny model really emits are registered as a hotword's pronunciation;
-    the stream must retrieve it and the final prompt must carry it."""
+def test_runtime_puts_retrieved_hotwords_into_the_final_prompt(demo_bundle, tmp_path):
+    """Phonemes the demo model really hears in an example are registered as a made-up name's
+    pronunciation: the stream must retrieve it and the final prompt must carry it."""
     pytest.importorskip("llama_cpp")
-    from nim4_edge.runtime.audio import synthetic_utterance
+    from nim4_edge.runtime.audio import load_audio
     from nim4_edge.runtime.recognizer import Recognizer, RecognizerConfig
-    from nim4_edge.runtime.vad import VadConfig
 
-    audio = np.concatenate([np.zeros(8000, np.float32), synthetic_utterance(2.0, 16000, 5), np.zeros(16000, np.float32)])
+    audio = load_audio(Path(__file__).parents[1] / "examples" / "zh_navigate.wav", 16000)
 
     def run(config):
-        recognizer = Recognizer(config)
-        stream = recognizer.create_stream()
-        events = stream.accept_waveform(audio, 16000) + stream.input_finished()
-        suffix = stream.decoder.last_suffix
-        stream.close()
-        recognizer.close()
-        return [e for e in events if e.kind == "final"][0], suffix
+        with Recognizer(config) as recognizer, recognizer.create_stream() as stream:
+            events = stream.accept_waveform(audio, 16000) + stream.input_finished()
+            return [e for e in events if e.kind == "final"][0], stream.decoder.last_suffix
 
-    base = RecognizerConfig(bundle=tiny_bundle, partial_every_chunks=0, vad=VadConfig("webrtc"))
+    base = RecognizerConfig(bundle=demo_bundle, partial_every_chunks=0)
     plain, plain_suffix = run(base)
     assert len(plain.phonemes) >= 8 and "Contextual hints" not in plain_suffix
     heard = plain.phonemes[2:8]
-    db = HotwordDatabase.build([(HotwordEntry("惠新西街"), heard), (HotwordEntry("彗新西街"), heard)],
-                               LEX)
+    db = HotwordDatabase.build([(HotwordEntry("奇名甲"), heard), (HotwordEntry("奇名乙"), heard)], LEX)
     db.save(tmp_path / "hw.db")
-    final, suffix = run(RecognizerConfig(bundle=tiny_bundle, partial_every_chunks=0, vad=VadConfig("webrtc"),
-                                         hotwords=tmp_path / "hw.db"))
-    assert final.hotwords == ["惠新西街", "彗新西街"]
-    assert "Contextual hints: 惠新西街, 彗新西街." in suffix
+    final, suffix = run(RecognizerConfig(bundle=demo_bundle, partial_every_chunks=0, hotwords=tmp_path / "hw.db",
+                                         respell_hints=False))
+    assert final.hotwords == ["奇名甲", "奇名乙"]
+    assert "奇名甲, 奇名乙" in suffix, suffix
 
 
 def test_bench_hotwords_reports_measured_figures():

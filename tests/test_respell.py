@@ -6,8 +6,8 @@ import itertools
 
 import numpy as np
 
-from nim4_edge.runtime.hotwords.lexicon import Lexicon
 from nim4_edge.runtime.hotwords.ctc import ctc_log_likelihood
+from nim4_edge.runtime.hotwords.lexicon import Lexicon
 from nim4_edge.runtime.hotwords.respell import respell, respell_by_sound
 
 LEXICON = Lexicon()

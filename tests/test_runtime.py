@@ -58,8 +58,8 @@ def _events(stdout: str) -> list[dict]:
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]
 
 
-def test_listen_wav_json_events_and_transcribe_agree(tiny_bundle, speech_wav):
-    proc = _cli("listen", "--bundle", str(tiny_bundle), "--wav", str(speech_wav), "--json")
+def test_listen_wav_json_events_and_transcribe_agree(demo_bundle, speech_wav):
+    proc = _cli("listen", "--bundle", str(demo_bundle), "--wav", str(speech_wav), "--json")
     assert proc.returncode == 0, proc.stderr
     events = _events(proc.stdout)
     finals = [e for e in events if e["kind"] == "final"]
@@ -77,18 +77,18 @@ def test_listen_wav_json_events_and_transcribe_agree(tiny_bundle, speech_wav):
     assert finals[0]["start_s"] == pytest.approx(0.2, abs=0.15) and 2.4 < finals[0]["end_s"] < 3.4
     assert finals[1]["start_s"] >= finals[0]["end_s"] - 0.015 and finals[1]["start_s"] == pytest.approx(3.1, abs=0.15)
 
-    whole = _cli("transcribe", "--bundle", str(tiny_bundle), str(speech_wav), "--json")
+    whole = _cli("transcribe", "--bundle", str(demo_bundle), str(speech_wav), "--json")
     assert whole.returncode == 0, whole.stderr
     assert [e["kind"] for e in _events(whole.stdout)] == ["final", "final"]
     assert [e["text"] for e in _events(whole.stdout)] == [f["text"] for f in finals]
 
 
-def test_endpoint_flush_equals_offline_run(tiny_bundle):
+def test_endpoint_flush_equals_offline_run(demo_bundle):
     """The stream's final (phonemes and text) equals decoding the same audio segment offline."""
     from nim4_edge.runtime.encoder import EncoderStream
     from nim4_edge.runtime.features import compute_fbank
 
-    recognizer = Recognizer(RecognizerConfig(bundle=tiny_bundle, partial_every_chunks=0, vad=VadConfig("webrtc")))
+    recognizer = Recognizer(RecognizerConfig(bundle=demo_bundle, partial_every_chunks=0, vad=VadConfig("webrtc")))
     stream = recognizer.create_stream()
     audio = conversation()
     events = []
@@ -117,10 +117,10 @@ def test_endpoint_flush_equals_offline_run(tiny_bundle):
     recognizer.close()
 
 
-def test_sample_rate_change_mid_stream_keeps_going(tiny_bundle):
+def test_sample_rate_change_mid_stream_keeps_going(demo_bundle):
     import soxr
 
-    recognizer = Recognizer(RecognizerConfig(bundle=tiny_bundle, partial_every_chunks=0, vad=VadConfig("webrtc")))
+    recognizer = Recognizer(RecognizerConfig(bundle=demo_bundle, partial_every_chunks=0, vad=VadConfig("webrtc")))
     stream = recognizer.create_stream()
     audio = conversation()
     half = len(audio) // 2
@@ -132,12 +132,12 @@ def test_sample_rate_change_mid_stream_keeps_going(tiny_bundle):
     recognizer.close()
 
 
-def test_nan_inf_clipping_and_dc_offset_do_not_break_the_stream(tiny_bundle, tmp_path):
+def test_nan_inf_clipping_and_dc_offset_do_not_break_the_stream(demo_bundle, tmp_path):
     audio = conversation() * 3.0 + 0.2  # clipped and offset
     audio[5000:5100] = np.nan
     audio[9000] = np.inf
     path = write_wav(tmp_path / "bad.wav", audio, RATE, "float32")
-    proc = _cli("listen", "--bundle", str(tiny_bundle), "--wav", str(path), "--json", "--partial-every", "0")
+    proc = _cli("listen", "--bundle", str(demo_bundle), "--wav", str(path), "--json", "--partial-every", "0")
     assert proc.returncode == 0, proc.stderr
     assert any(e["kind"] == "final" for e in _events(proc.stdout))
     assert "NaN/Inf" in proc.stderr and "clipped" in proc.stderr
@@ -149,30 +149,30 @@ def test_nan_inf_clipping_and_dc_offset_do_not_break_the_stream(tiny_bundle, tmp
     (b"RIFF\x10\x00\x00\x00WAVEfmt ", "truncated"),
     (b"ID3\x03 mp3 bytes" * 10, "not a WAV file"),
 ])
-def test_bad_files_exit_2_with_one_line(tiny_bundle, tmp_path, content, message):
+def test_bad_files_exit_2_with_one_line(demo_bundle, tmp_path, content, message):
     path = tmp_path / "bad.wav"
     path.write_bytes(content)
-    proc = _cli("listen", "--bundle", str(tiny_bundle), "--wav", str(path))
+    proc = _cli("listen", "--bundle", str(demo_bundle), "--wav", str(path))
     assert proc.returncode == 2
     assert message in proc.stderr and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
 
 
-def test_unsupported_encoding_and_truncated_data(tiny_bundle, tmp_path):
+def test_unsupported_encoding_and_truncated_data(demo_bundle, tmp_path):
     ulaw = write_wav(tmp_path / "u.wav", np.zeros(1600), RATE, "mulaw")
-    proc = _cli("listen", "--bundle", str(tiny_bundle), "--wav", str(ulaw))
+    proc = _cli("listen", "--bundle", str(demo_bundle), "--wav", str(ulaw))
     assert proc.returncode == 2 and "mu-law" in proc.stderr
     cut = write_wav(tmp_path / "cut.wav", conversation(), RATE, declared_data_bytes=10**8)
-    proc = _cli("transcribe", "--bundle", str(tiny_bundle), str(cut), "--json")
+    proc = _cli("transcribe", "--bundle", str(demo_bundle), str(cut), "--json")
     assert proc.returncode == 0 and "truncated" in proc.stderr
     assert len(_events(proc.stdout)) == 2
 
 
-def test_missing_or_mismatched_bundle(tiny_bundle, tmp_path, speech_wav):
+def test_missing_or_mismatched_bundle(demo_bundle, tmp_path, speech_wav):
     proc = _cli("listen", "--bundle", str(tmp_path / "nope"), "--wav", str(speech_wav))
     assert proc.returncode == 2 and "not a bundle" in proc.stderr
     import shutil
 
-    shutil.copytree(tiny_bundle, tmp_path / "b")
+    shutil.copytree(demo_bundle, tmp_path / "b")
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     manifest["decoder"]["hidden_size"] = 512
     manifest["encoder"]["embedding_dim"] = 512
@@ -184,8 +184,8 @@ def test_missing_or_mismatched_bundle(tiny_bundle, tmp_path, speech_wav):
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "manifest" in proc.stderr
 
 
-def test_no_microphone_says_how_to_use_a_file(tiny_bundle):
-    proc = _cli("listen", "--bundle", str(tiny_bundle))
+def test_no_microphone_says_how_to_use_a_file(demo_bundle):
+    proc = _cli("listen", "--bundle", str(demo_bundle))
     if proc.returncode == 0:
         pytest.skip("this machine has a microphone")
     assert proc.returncode == 2 and "--wav" in proc.stderr and "Traceback" not in proc.stderr
@@ -219,26 +219,26 @@ def test_microphone_callback_never_raises_or_blocks():
     assert (mic.ring.available, mic.dropped_samples, mic.status_flags, mic.callback_errors) == (100, 60, 1, 1)
 
 
-def test_stdin_and_realtime_sources(tiny_bundle, speech_wav):
+def test_stdin_and_realtime_sources(demo_bundle, speech_wav):
     from nim4_edge.runtime.audio import read_wav
 
     samples, _ = read_wav(speech_wav)
     pcm = (samples * 32767).astype("<i2").tobytes()
-    proc = subprocess.run([sys.executable, "-m", "nim4_edge.cli", "listen", "--bundle", str(tiny_bundle),
+    proc = subprocess.run([sys.executable, "-m", "nim4_edge.cli", "listen", "--bundle", str(demo_bundle),
                            "--stdin", "--json", "--partial-every", "0", *WEBRTC], input=pcm, capture_output=True)
     assert proc.returncode == 0, proc.stderr
     assert len(_events(proc.stdout.decode())) == 2
     t0 = time.monotonic()
     short = write_wav(speech_wav.parent / "short.wav", samples[: RATE * 3 // 2], RATE)
-    assert _cli("listen", "--bundle", str(tiny_bundle), "--wav", str(short), "--realtime", "--json").returncode == 0
+    assert _cli("listen", "--bundle", str(demo_bundle), "--wav", str(short), "--realtime", "--json").returncode == 0
     assert time.monotonic() - t0 >= 1.4  # paced like a microphone
 
 
-def test_long_input_keeps_memory_bounded(tiny_bundle):
+def test_long_input_keeps_memory_bounded(demo_bundle):
     """Ten minutes streamed faster than real time: the stream's state stays bounded."""
     from nim4_edge.bench.report import rss_bytes
 
-    recognizer = Recognizer(RecognizerConfig(bundle=tiny_bundle, partial_every_chunks=0, vad=VadConfig("webrtc")))
+    recognizer = Recognizer(RecognizerConfig(bundle=demo_bundle, partial_every_chunks=0, vad=VadConfig("webrtc")))
     stream = recognizer.create_stream()
     pattern = conversation()  # 5.7 s, two utterances
     finals = 0
@@ -268,7 +268,7 @@ def test_endpointer_rules():
         EndpointConfig(trailing_silence_ms=15)
 
 
-def test_default_learned_vad_on_real_speech(tiny_bundle, tmp_path):
+def test_default_learned_vad_on_real_speech(demo_bundle, tmp_path):
     """The default configuration end to end on real recordings (FSDD test takes) in car noise."""
     from pathlib import Path
 
@@ -284,7 +284,7 @@ def test_default_learned_vad_on_real_speech(tiny_bundle, tmp_path):
     mask = np.abs(clean) > 0.02
     audio = mix_at_snr(clean, car_noise(len(clean) / RATE, RATE, np.random.default_rng(0))[: len(clean)], 10.0, mask)
     path = write_wav(tmp_path / "digits_in_car.wav", audio * 0.5, RATE)
-    proc = subprocess.run([sys.executable, "-m", "nim4_edge.cli", "listen", "--bundle", str(tiny_bundle),
+    proc = subprocess.run([sys.executable, "-m", "nim4_edge.cli", "listen", "--bundle", str(demo_bundle),
                            "--wav", str(path), "--json"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     finals = [e for e in _events(proc.stdout) if e["kind"] == "final"]
