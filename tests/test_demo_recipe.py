@@ -73,6 +73,7 @@ def test_homophone_variants_sound_the_same_and_read_differently(lexicon):
 
 
 def test_encoder_cache_holds_the_frozen_encoders_output(tmp_path):
+    pytest.importorskip("torch", reason="training needs the export extra (torch)")
     import json
     import random
 
@@ -116,6 +117,7 @@ def test_encoder_cache_holds_the_frozen_encoders_output(tmp_path):
 def test_head_stage_trains_the_phoneme_head_alone(tmp_path):
     """`train head`: CTC on the cached encoder outputs moves the phoneme head and nothing else (the
     adaptor, hence the decoder's input, stays what `context` trained)."""
+    pytest.importorskip("torch", reason="training needs the export extra (torch)")
     import random
     from types import SimpleNamespace
 
