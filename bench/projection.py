@@ -4,13 +4,13 @@ A PROJECTION, not a measurement: time per step = max(bytes moved / usable bandwi
 compute), with the bytes and FLOPs of one step counted from the model's shape and each module's
 published bandwidth and peak throughput. Assumptions (stated with every table):
   - usable bandwidth = 70% of the published peak (STREAM-like efficiency of LPDDR5 on Orin; this x86
-    machine reaches ~25 of ~35 GB/s, FACTS.md);
+    machine reaches ~25 of ~35 GB/s, docs/FACTS.md);
   - usable compute = 30% of the dense Tensor Core peak for the encoder's small-batch GEMMs (16 frames
     per chunk), FP16 or INT8;
   - the decoder is bandwidth-bound at batch 1 (every weight read once per token; on this CPU the 1.7B
     Q4_K_M reached 80% of that bound, README); its usable bandwidth on Orin is calibrated on the one
     published llama.cpp figure we have: ~32 tok/s for a 1.5B Q4_K_M (~0.99 GB) on an Orin Nano 8 GB
-    (ARCHITECTURE.md), i.e. 32 GB/s of 68 = 47% of the peak;
+    (docs/FACTS.md, the architecture's numbers), i.e. 32 GB/s of 68 = 47% of the peak;
   - no contention between encoder and decoder (they alternate within a chunk).
 Published figures (NVIDIA Jetson Orin module data sheets): memory bandwidth AGX Orin 204.8 GB/s, Orin NX
 16 GB 102.4 GB/s, Orin Nano 8 GB 68 GB/s (102 GB/s in JetPack 6.1's Super mode); AI performance (INT8

@@ -60,7 +60,7 @@ def cmd_bench_hotwords(args) -> int:
 def add_commands(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks (JSON on stdout, a table on stderr)",
                        description="Without WHAT: accuracy against latency for every encoder x decoder quantization "
-                                   "of a bundle on a test set (quant/bench_quant.py): results.json, report.md and "
+                                   "of a bundle on a test set (bench/quant.py): results.json, report.md and "
                                    "accuracy_vs_latency.png in --out. With WHAT: one component benchmark.",
                        epilog="Example: nim4-edge bench --bundle B --testset test.jsonl --encoder fp32,int8-dynamic "
                               "--decoder f16,Q8_0,Q4_K_M --out bench-out")

@@ -42,7 +42,7 @@ def add_recognizer_flags(p) -> None:
                         "tolerant+text: both, the first pass already hinted (default exact)")
     p.add_argument("--no-respell", action="store_true",
                    help="keep the decoder's spelling even where a span sounds exactly like a retrieved hotword "
-                        "(default: spell it as the hotword; runtime/respell.py)")
+                        "(default: spell it as the hotword; runtime/hotwords/respell.py)")
 
 
 def overrides_from_args(args) -> Overrides:

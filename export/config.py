@@ -1,6 +1,6 @@
 """Model configuration: one frozen dataclass per part, and the `tiny` / `full` presets.
 
-`full` carries the NIM4-ASR sizes from the paper (ARCHITECTURE.md): a ~600M-parameter Conformer
+`full` carries the NIM4-ASR sizes from the paper (docs/FACTS.md, the architecture's numbers): a ~600M-parameter Conformer
 encoder and a Qwen3-1.7B decoder. `tiny` has the same structure at a size that builds in seconds.
 """
 

@@ -2,7 +2,7 @@
 
 Tensor names come from one declarative table (HF name -> gguf.MODEL_TENSOR); any tensor the table
 cannot map is an error, never skipped silently. Hyperparameters: every key whose absence makes
-llama.cpp fail or silently compute something else (FACTS.md: key/value length, rope base, rms eps,
+llama.cpp fail or silently compute something else (docs/FACTS.md: key/value length, rope base, rms eps,
 tokenizer pre "qwen2", token types, merges, vocabulary padded to the embedding rows).
 
 Tensors are streamed one at a time from the safetensors files into the GGUF, so converting the 1.7B

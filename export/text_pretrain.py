@@ -3,7 +3,7 @@
 Each sample is the prompt with a transcript in the speech slot and the same transcript as the answer:
 a copy task that stands in for recognition until there is speech to train on. Quantization quality
 can only be judged on a model whose output distributions are peaked like a trained one's (random
-weights exaggerate flips, FACTS.md); this gives a tiny decoder that property in about a minute.
+weights exaggerate flips, docs/FACTS.md); this gives a tiny decoder that property in about a minute.
 """
 
 from __future__ import annotations

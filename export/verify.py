@@ -12,7 +12,7 @@ partly filled caches; setting `reference_left_chunks` to another value is the ne
 Decoder: transformers' Qwen3 and the llama.cpp session on the same sequence (prompt prefix tokens,
 speech-like embedding rows, suffix tokens with hotwords): the largest logit difference at every
 position, and whether 32 greedy tokens agree. llama.cpp runs with an F32 KV cache and no flash
-attention, the settings under which it matches transformers (FACTS.md).
+attention, the settings under which it matches transformers (docs/FACTS.md).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from nim4_edge.runtime.features import compute_fbank
 
 DEFAULT_DURATIONS_S = (0.37, 1.13, 2.9, 7.3)
 # Largest allowed logit difference per GGUF type: f32 must match; f16 weights and f16 activations in
-# llama.cpp's CPU matmuls give ~1e-2 (bf16 gives 5e-2, FACTS.md).
+# llama.cpp's CPU matmuls give ~1e-2 (bf16 gives 5e-2, docs/FACTS.md).
 DECODER_TOLERANCE = {"f32": 1e-3, "f16": 5e-2}
 # Log-probs of unlikely phonemes reach -40 and below, where fp32 rounding differences between two
 # correct implementations grow with the magnitude: allowed |diff| = tolerance + LOG_PROB_RTOL * |log-prob|

@@ -2,7 +2,7 @@
 how far each level's greedy output agrees with the unquantized decoder.
 
 k-quants (Q*_K*) need every matrix's input dimension divisible by 256; llama.cpp falls back to
-Q5_0/Q8_0 per tensor otherwise (FACTS.md), so the tiny and demo decoders use multiples of 256.
+Q5_0/Q8_0 per tensor otherwise (docs/FACTS.md), so the tiny and demo decoders use multiples of 256.
 Agreement is measured on text prompts in the speech slot (the same prompt template), teacher-forced
 along the reference's greedy path, so one early flip does not hide the rest.
 """

@@ -4,7 +4,7 @@ No recordings of car cabins can be fetched here, so the noise is synthesized fro
 cabin: tyre/road noise (broadband, falling steeply above a few hundred Hz), engine harmonics (the
 firing frequency of a 4-cylinder engine is rpm / 30, 25-120 Hz, with a few overtones), wind and
 ventilation (broadband hiss, slowly modulated). The low-frequency weight is what makes simple energy
-and GMM detectors call it speech (FACTS.md: webrtcvad false alarm 0.96-1.0 at 10 and 0 dB).
+and GMM detectors call it speech (docs/FACTS.md: webrtcvad false alarm 0.96-1.0 at 10 and 0 dB).
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ class DecoderSettings:
     n_gpu_layers: int = 0  # layers offloaded to the GPU (needs a CUDA build of llama.cpp)
     n_ctx: int = 2048  # KV cells shared by prefix, utterance and branch (~40 + 6.25/s audio + text)
     n_batch: int = 512  # largest decode call; longer inputs are split
-    kv_cache_type: str = "f16"  # "f32" gives bit-level parity with transformers (FACTS.md); f16 halves memory
+    kv_cache_type: str = "f16"  # "f32" gives bit-level parity with transformers (docs/FACTS.md); f16 halves memory
     flash_attn: bool = False  # llama.cpp flash attention (faster on GPU; parity only without it)
     max_tokens_per_second: float = 8.0  # new-token cap per second of audio (speech is < 5 tokens/s)
     min_new_tokens: int = 8  # cap floor for very short utterances

@@ -1,7 +1,7 @@
 """Chunk geometry of the streaming encoder: how fbank frames map to encoder frames and embeddings.
 
-Numbers for NIM4-ASR (ARCHITECTURE.md): 10 ms fbank frames, Conv2d subsampling 4x -> 40 ms encoder
-frames, chunk = 16 encoder frames (640 ms), left context = 4 chunks (64 frames), adaptor 4x ->
+Numbers for NIM4-ASR (docs/FACTS.md, "The architecture's numbers"): 10 ms fbank frames, Conv2d
+subsampling 4x -> 40 ms encoder frames, chunk = 16 encoder frames (640 ms), left context = 4 chunks (64 frames), adaptor 4x ->
 4 LLM embeddings per chunk (6.25 Hz).
 
 The subsampling is two 3x3 stride-2 convolutions without padding, so encoder frame ``t`` is computed

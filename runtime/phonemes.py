@@ -91,7 +91,7 @@ class PhonemeInventory:
             raise ValueError(f"{source}: {e}") from None
 
     def to_json(self) -> dict:
-        # code_point_base: phoneme id i is the character chr(base + i) in hotword keys (runtime/lexicon.py)
+        # code_point_base: phoneme id i is the character chr(base + i) in hotword keys (runtime/hotwords/lexicon.py)
         return {"version": self.version, "blank_id": self.blank_id, "code_point_base": 0xE000,
                 "symbols": list(self.symbols)}
 

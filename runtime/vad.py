@@ -1,6 +1,6 @@
 """Voice activity detection on 10 ms frames of 16 kHz audio (the fbank frame grid).
 
-`WebRtcVad` wraps webrtcvad (the GMM detector from WebRTC): microseconds per frame, but FACTS.md
+`WebRtcVad` wraps webrtcvad (the GMM detector from WebRTC): microseconds per frame, but docs/FACTS.md
 measured it calling low-frequency car noise speech at 10 dB and 0 dB SNR.
 `LearnedVad` is a small MLP over 11 frames (110 ms) of the model's own 80-bin log-mel fbank (computed
 once per stream and shared with the encoder), trained here on real and synthetic speech mixed with

@@ -12,7 +12,15 @@ import pytest
 pytest.importorskip("llama_cpp")
 
 from nim4_edge import (  # noqa: E402
-    DecoderSettings, Event, HotwordEntry, Nim4RuntimeError, Recognizer, RecognizerConfig, Timings, demo_bundle)
+    DecoderSettings,
+    Event,
+    HotwordEntry,
+    Nim4RuntimeError,
+    Recognizer,
+    RecognizerConfig,
+    Timings,
+    demo_bundle,
+)
 from nim4_edge.runtime.audio import load_audio  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,8 +9,6 @@ import pickle
 import struct
 import subprocess
 import sys
-
-import numpy as np
 from pathlib import Path
 
 import pytest

@@ -83,7 +83,7 @@ def test_projection_counts_the_full_encoder_step():
     from nim4_edge.export.config import DecoderConfig, EncoderConfig
 
     step = encoder_step_cost(EncoderConfig())
-    assert 18e9 < step["flops"] < 22e9  # ARCHITECTURE.md: ~19 GFLOP per 640 ms chunk at full size
+    assert 18e9 < step["flops"] < 22e9  # docs/FACTS.md: ~19 GFLOP per 640 ms chunk at full size
     assert 6.0e8 < step["params"] < 6.6e8  # the export counted 631.3M encoder parameters
     assert 1.0e9 < decoder_token_bytes(DecoderConfig(), "Q4_K_M") < 1.15e9  # the 1.7B Q4_K_M GGUF is 1.10 GB
     rows = {(r["device"], r["encoder"], r["decoder"]): r for r in project(EncoderConfig(), DecoderConfig())}

@@ -45,7 +45,7 @@ def test_learned_vad_ignores_car_noise_that_webrtc_calls_speech():
     learned = _stream(LearnedVad(), noise, 1600).mean()
     webrtc = _stream(WebRtcVad(2), noise, 1600).mean()
     assert learned < 0.05
-    assert webrtc > 0.5  # FACTS.md: webrtcvad calls low-frequency car noise speech
+    assert webrtc > 0.5  # docs/FACTS.md: webrtcvad calls low-frequency car noise speech
 
 
 def test_learned_vad_hears_real_speech_in_car_noise():

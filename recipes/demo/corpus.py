@@ -11,7 +11,7 @@ Writes (each file atomically; an existing complete corpus is kept unless --overw
     test/test.jsonl      evaluation manifest: audio, text, language, hotwords, entity, tags
 
 Speech: espeak-ng (English accents x voice variants; Mandarin through `cmn-latn-pinyin` fed pinyin
-with tone numbers, FACTS.md) and the FSDD recordings (train takes 5-49 for training, takes 0-4 for
+with tone numbers, docs/FACTS.md) and the FSDD recordings (train takes 5-49 for training, takes 0-4 for
 test). Test voices, speeds and pitches are values training never used; test entities never occur
 in training (recipes/demo/text.py).
 Augmentation (as the NIM4-ASR paper): 0-1 s of silence padding, car-like noise (recipes/noise.py) at

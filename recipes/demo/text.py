@@ -15,7 +15,7 @@ are needed to get them right:
 
 References are what an assistant shows: English numbers as digits ("set the temperature to 22
 degrees", FSDD's "7"), Mandarin numbers as characters ("二十二度"), which is also how the lexicon
-reads them. No punctuation, so the normalization for scoring is small (runtime/evaluate.py).
+reads them. No punctuation, so the normalization for scoring is small (bench/evaluate.py).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@
 
 Place names get one correction pypinyin lacks: 朝阳 as a place is chao2 yang2 (朝阳公园, 朝阳路),
 not the word "morning sun" (zhao1 yang2). Whole words are converted and cached, never characters
-one by one (a per-character cache is 50x faster but wrong on 1.2% of words, FACTS.md).
+one by one (a per-character cache is 50x faster but wrong on 1.2% of words, docs/FACTS.md).
 """
 
 from __future__ import annotations
