@@ -11,7 +11,7 @@ from nim4_edge.bench import quant as bench_quant
 from nim4_edge.bench import runtime as bench_runtime
 from nim4_edge.bench import vad as bench_vad
 from nim4_edge.bench.report import format_table
-from nim4_edge.cli.common import print_report, split_list
+from nim4_edge.cli.common import check_output_dir, print_report, split_list
 from nim4_edge.runtime.bundle import resolve_bundle
 from nim4_edge.runtime.errors import Nim4Error
 from nim4_edge.runtime.hotwords import HOTWORD_MODES
@@ -20,6 +20,7 @@ from nim4_edge.runtime.hotwords import HOTWORD_MODES
 def cmd_bench_quant(args) -> int:
     if args.testset is None:
         raise Nim4Error("nim4-edge bench needs --testset MANIFEST (or a component: bench encoder|decoder|runtime|vad|hotwords)")
+    check_output_dir(args.out, "--out")
     results = bench_quant.bench(resolve_bundle(args.bundle), args.testset, split_list(args.encoder),
                                 split_list(args.decoder), args.out, repeats=args.repeats, limit=args.limit,
                                 hotwords=args.hotwords, threads=args.threads, hotwords_mode=args.hotwords_mode,

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from nim4_edge.bench.evaluate import read_manifest
-from nim4_edge.cli.common import export_toolchain, print_json
+from nim4_edge.cli.common import check_output_dir, export_toolchain, print_json
 from nim4_edge.quant import encoder_quant, gguf_quant
 from nim4_edge.runtime.audio import load_audio
 from nim4_edge.runtime.errors import EXIT_RUNTIME_FAILURE, Nim4Error
@@ -18,6 +18,7 @@ from nim4_edge.runtime.features import SAMPLE_RATE_HZ
 
 
 def cmd_init(args) -> int:
+    check_output_dir(args.output, "-o", created_whole=True)
     checkpoint = export_toolchain("nim4_edge.export.checkpoint")
     path = checkpoint.init_checkpoint(args.output, args.preset, args.seed, overwrite=args.overwrite,
                                       decoder_shape=args.decoder_shape)
@@ -38,6 +39,7 @@ def _verify_options(args):
 
 
 def cmd_export(args) -> int:
+    check_output_dir(args.output, "-o", created_whole=True)
     bundle_export = export_toolchain("nim4_edge.export.bundle_export")
     options = _verify_options(args) if args.verify else None
     try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+import tempfile
+from pathlib import Path
 
 from nim4_edge.runtime.errors import Nim4Error
 
@@ -38,3 +40,45 @@ def print_report(report: dict, table) -> int:
 def split_list(text: str) -> list[str]:
     """'a, b,,c' -> ['a', 'b', 'c'] (comma-separated flag values)."""
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+# --- output paths: checked before any work, so a bad one costs nothing ---------------------------------
+
+def _writable(folder: Path, flag: str, path: Path) -> None:
+    try:  # the real test (permissions, read-only mounts, /proc): create and remove a file there
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise Nim4Error(f"{flag} {path}: nothing can be written in {folder} ({e.strerror}); choose another place") from None
+
+
+def check_output_file(path: Path, flag: str) -> None:
+    """A file the command will write (through a temporary file and a rename): not a directory, in an
+    existing folder where files can be created."""
+    path = Path(path)
+    if path.is_dir():
+        raise Nim4Error(f"{flag} {path}: is a directory; give a file name, e.g. {path / 'out'}")
+    folder = path.parent
+    if not folder.is_dir():
+        raise Nim4Error(f"{flag} {path}: the folder {folder} does not exist; create it first")
+    _writable(folder, flag, path)
+
+
+def check_output_dir(path: Path, flag: str, created_whole: bool = False) -> None:
+    """A folder the command will write into. `created_whole` (init, export: the folder is made
+    complete in one rename): its parent must exist. Otherwise (bench --out) it is created with any
+    missing parents, or used as it is if it exists."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise Nim4Error(f"{flag} {path}: exists and is not a folder; choose another name")
+    if created_whole:
+        if not path.parent.is_dir():
+            raise Nim4Error(f"{flag} {path}: the folder {path.parent} does not exist; create it first")
+        _writable(path.parent, flag, path)
+        return
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise Nim4Error(f"{flag} {path}: {existing} is not a folder")
+    _writable(path if path.is_dir() else existing, flag, path)

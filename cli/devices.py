@@ -130,7 +130,9 @@ def _bundle_check(bundle_dir: Path | None, plan, platform) -> Check:
     try:
         path = resolve_bundle(bundle_dir)
         bundle = Bundle.load(path)
-        need = memory_estimate_mb(bundle, recognizer_config(bundle, plan))
+        config = recognizer_config(bundle, plan)
+        bundle.verify_files(bundle.files_in_use(config.encoder_precision, config.decoder_variant))
+        need = memory_estimate_mb(bundle, config)
     except Nim4Error as e:
         return Check("bundle", False, str(e), "pass --bundle DIR")
     fits, detail = check_memory(need, plan, platform.available_mb)

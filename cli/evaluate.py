@@ -10,6 +10,7 @@ from pathlib import Path
 
 from nim4_edge.bench.evaluate import MODES, evaluate, read_manifest, report_rows
 from nim4_edge.bench.report import format_table
+from nim4_edge.cli.common import check_output_file
 from nim4_edge.cli.listen import add_recognizer_flags, config_from_args
 from nim4_edge.devices.config import describe
 from nim4_edge.runtime.atomic import write_text_atomic
@@ -39,6 +40,8 @@ def build_manifest_hotwords(items, directory: Path, extra: Path | None, tolerant
 
 
 def cmd_eval(args) -> int:
+    if args.out:
+        check_output_file(args.out, "--out")
     items = read_manifest(args.testset)
     if args.tags:
         wanted = set(args.tags.split(","))

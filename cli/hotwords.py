@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from nim4_edge.cli.common import check_output_file
 from nim4_edge.runtime.bundle import Bundle
 from nim4_edge.runtime.errors import Nim4Error
 from nim4_edge.runtime.hotwords import (
@@ -19,6 +20,7 @@ from nim4_edge.runtime.hotwords import (
     RetrievalMode,
     parse_hotword_lines,
 )
+from nim4_edge.runtime.hotwords.database import MAX_ENTRY_SYLLABLES
 from nim4_edge.runtime.hotwords.lexicon import Lexicon, LexiconError, pronounce_many
 from nim4_edge.runtime.phonemes import PhonemeInventory
 
@@ -26,7 +28,6 @@ from nim4_edge.runtime.phonemes import PhonemeInventory
 def _inventory(bundle: Path | None) -> PhonemeInventory:
     if bundle is None:
         return PhonemeInventory.default()
-
     return Bundle.load(bundle).manifest.phonemes
 
 
@@ -35,6 +36,10 @@ def _read_lines(path: Path) -> list[str]:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise HotwordError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise HotwordError(f"{path}: is a directory; give the hotword list file (one entry per line)") from None
+    except OSError as e:
+        raise HotwordError(f"{path}: cannot be read ({e.strerror})") from None
     try:
         return raw.decode("utf-8-sig").splitlines()
     except UnicodeDecodeError as e:
@@ -43,6 +48,7 @@ def _read_lines(path: Path) -> list[str]:
 
 
 def cmd_build(args) -> int:
+    check_output_file(args.output, "-o")
     lines = _read_lines(args.file)
     entries, problems = parse_hotword_lines(lines)
     lexicon = Lexicon(_inventory(args.bundle))
@@ -57,6 +63,8 @@ def cmd_build(args) -> int:
     for (number, entry), phonemes in zip(entries, results):
         if isinstance(phonemes, LexiconError):
             problems.append((number, str(phonemes)))
+        elif lexicon.syllables(phonemes) > MAX_ENTRY_SYLLABLES:
+            problems.append((number, f"{lexicon.syllables(phonemes)} syllables; at most {MAX_ENTRY_SYLLABLES} (a name, not a text)"))
         else:
             pronounced.append((entry, phonemes))
     if sys.stderr.isatty():

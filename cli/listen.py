@@ -40,6 +40,9 @@ def add_recognizer_flags(p) -> None:
                    help="exact: phonemes as heard; tolerant: forgive one phoneme error, two in long keys (database built with "
                         "--tolerant); text: from a first-pass transcript (a second decode); exact+text / "
                         "tolerant+text: both, the first pass already hinted (default exact)")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip the sha256 check of the bundle's files before loading them (default: checked, and "
+                        "remembered per file in ~/.cache/nim4-edge, so a warm start costs milliseconds)")
     p.add_argument("--no-respell", action="store_true",
                    help="keep the decoder's spelling even where a span sounds exactly like a retrieved hotword "
                         "(default: spell it as the hotword; runtime/hotwords/respell.py)")
@@ -58,6 +61,7 @@ def overrides_from_args(args) -> Overrides:
             hotwords=args.hotwords,
             retrieval=RetrievalConfig.from_mode(args.hotwords_mode),
             respell_hints=not args.no_respell,
+            verify_bundle_hashes=not args.no_verify,
         )
     except ValueError as e:
         raise Nim4Error(str(e)) from None

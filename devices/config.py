@@ -43,7 +43,7 @@ class Overrides:
     hotwords: Path | None = None  # hotword database shared by all streams
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     respell_hints: bool = True
-    verify_bundle_hashes: bool = False
+    verify_bundle_hashes: bool = True  # sha256 of the files in use before loading them (cached)
 
 
 def current_plan(profile: str | None = None, platform: Platform | None = None) -> Plan:

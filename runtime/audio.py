@@ -7,15 +7,22 @@ any rate (resampled to the model's with soxr's streaming resampler).
 
 from __future__ import annotations
 
+import logging
+import os
+import select
+import stat
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soxr
 
 from nim4_edge.runtime.errors import Nim4Error
+
+log = logging.getLogger(__name__)
 
 FORMAT_PCM = 0x0001
 FORMAT_FLOAT = 0x0003
@@ -28,6 +35,23 @@ class AudioError(Nim4Error):
     """An audio input that cannot be used as speech input."""
 
 
+# Headers outside these ranges are refused (one line), not streamed: a rate of 10^9 Hz or 65,535
+# channels is a corrupt or hostile file, and resampling from 1 Hz would run for minutes.
+MIN_RATE_HZ = 1_000
+MAX_RATE_HZ = 384_000
+MAX_CHANNELS = 64
+FIFO_WRITER_WAIT_S = 10.0  # a FIFO whose writer does not appear within this is reported, not waited on
+# WAVE_FORMAT_EXTENSIBLE: the sub-format GUID is the format tag followed by these 14 bytes
+# (KSDATAFORMAT_SUBTYPE_PCM / _IEEE_FLOAT, Microsoft's mmreg.h); any other GUID is another codec.
+_EXTENSIBLE_GUID_TAIL = b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
+
+
+def check_sample_rate(rate_hz: int, where: str) -> None:
+    if not MIN_RATE_HZ <= rate_hz <= MAX_RATE_HZ:
+        raise AudioError(f"{where}: sample rate {rate_hz} Hz is outside {MIN_RATE_HZ}-{MAX_RATE_HZ} Hz; "
+                         f"a corrupt header, or {CONVERT_HINT}")
+
+
 @dataclass(frozen=True)
 class WavInfo:
     path: Path
@@ -36,72 +60,168 @@ class WavInfo:
     channels: int
     sample_rate_hz: int
     data_offset: int  # byte offset of the first sample
-    data_bytes: int  # bytes of sample data actually present in the file
-    truncated: bool  # the header promised more data than the file holds
+    data_bytes: int | None  # bytes of sample data to read; None: a stream, read to its end
+    truncated: bool  # the header promised more data than the file holds (files; streams tell at the end)
 
     @property
     def frame_bytes(self) -> int:
         return self.channels * self.bits_per_sample // 8
 
     @property
-    def num_frames(self) -> int:
-        return self.data_bytes // self.frame_bytes
+    def num_frames(self) -> int | None:
+        return None if self.data_bytes is None else self.data_bytes // self.frame_bytes
 
     @property
-    def duration_s(self) -> float:
-        return self.num_frames / self.sample_rate_hz
+    def duration_s(self) -> float | None:
+        frames = self.num_frames
+        return None if frames is None else frames / self.sample_rate_hz
 
 
-def read_wav_info(path: Path) -> WavInfo:
-    """Parse the RIFF header. Raises AudioError naming the file and the problem."""
-    path = Path(path)
+def _open_input(path: Path) -> tuple[BinaryIO, int | None]:
+    """(binary file, size in bytes) for a regular file; (file, None) for a pipe or FIFO, which is read
+    as a stream and never seeked. Every failure is one AudioError line."""
     try:
-        f = open(path, "rb")
+        st = os.stat(path)
     except FileNotFoundError:
         raise AudioError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise AudioError(f"{path}: is a directory, not a WAV file") from None
-    with f:
-        file_bytes = path.stat().st_size
-        head = f.read(12)
+    except OSError as e:
+        raise AudioError(f"{path}: cannot be read ({e.strerror})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise AudioError(f"{path}: is a directory, not a WAV file")
+    try:
+        if stat.S_ISFIFO(st.st_mode):
+            # opening a FIFO blocks until a writer opens it: open without blocking, wait a bounded time
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+            ready, _, _ = select.select([fd], [], [], FIFO_WRITER_WAIT_S)
+            if not ready:
+                os.close(fd)
+                raise AudioError(f"{path}: a FIFO with no writer ({FIFO_WRITER_WAIT_S:g} s waited); start the "
+                                 "program that writes to it first")
+            os.set_blocking(fd, True)
+            return os.fdopen(fd, "rb"), None
+        if not stat.S_ISREG(st.st_mode):
+            return open(path, "rb"), None  # a character device or socket: a stream too
+        return open(path, "rb"), st.st_size
+    except PermissionError:
+        raise AudioError(f"{path}: permission denied; check the file's permissions (ls -l)") from None
+    except OSError as e:
+        raise AudioError(f"{path}: cannot be read ({e.strerror})") from None
+
+
+class WavReader:
+    """One pass over a WAV file or stream (pipe, FIFO, process substitution): the header is parsed
+    on opening, then `blocks()` reads the samples in order. Nothing is seeked, so a stream works as a
+    file does. Raises AudioError naming the file and the problem."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._file, self._size = _open_input(self.path)
+        self._position = 0
+        try:
+            self.info = self._parse()
+        except BaseException:
+            self._file.close()
+            raise
+
+    def _read(self, n: int) -> bytes:
+        try:
+            data = self._file.read(n)
+        except OSError as e:
+            raise AudioError(f"{self.path}: read failed ({e.strerror})") from None
+        self._position += len(data)
+        return data
+
+    def _skip(self, n: int) -> None:
+        while n > 0:
+            got = self._read(min(n, 1 << 16))
+            if not got:
+                return
+            n -= len(got)
+
+    def _parse(self) -> WavInfo:
+        path = self.path
+        head = self._read(12)
         if len(head) == 0:
             raise AudioError(f"{path}: empty file")
         if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
             raise AudioError(f"{path}: not a WAV file (no RIFF/WAVE header); {CONVERT_HINT}")
         fmt = None
         while True:
-            chunk = f.read(8)
+            chunk = self._read(8)
             if len(chunk) < 8:
                 if fmt is None:
                     raise AudioError(f"{path}: truncated WAV header (no 'fmt ' chunk)")
                 raise AudioError(f"{path}: no 'data' chunk (truncated or corrupt WAV)")
             chunk_id, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
             if chunk_id == b"fmt ":
-                body = f.read(size)
+                body = self._read(min(size, 1 << 16))
                 if len(body) < 16:
                     raise AudioError(f"{path}: truncated 'fmt ' chunk")
                 tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", body[:16])
-                if tag == FORMAT_EXTENSIBLE and len(body) >= 26:
-                    tag = struct.unpack("<H", body[24:26])[0]  # first 2 bytes of the sub-format GUID
+                if tag == FORMAT_EXTENSIBLE:
+                    if len(body) < 40:
+                        raise AudioError(f"{path}: truncated WAVE_FORMAT_EXTENSIBLE 'fmt ' chunk")
+                    guid_tag = struct.unpack("<H", body[24:26])[0]
+                    tag = guid_tag if body[26:40] == _EXTENSIBLE_GUID_TAIL else -1  # -1: another codec
                 fmt = (tag, channels, rate, bits)
-                if size % 2:
-                    f.read(1)
+                self._skip(size - len(body) + size % 2)
             elif chunk_id == b"data":
                 if fmt is None:
                     raise AudioError(f"{path}: 'data' before 'fmt ' (corrupt WAV)")
-                offset = f.tell()
-                present = max(0, file_bytes - offset)
-                # 0xFFFFFFFF (or 0) is what a recorder writes while still recording.
-                declared = present if size in (0, 0xFFFFFFFF) else size
-                data_bytes = min(declared, present)
                 tag, channels, rate, bits = fmt
-                info = WavInfo(path, _encoding(path, tag, bits), bits, channels, rate, offset,
-                               data_bytes - data_bytes % max(1, channels * bits // 8), declared > present)
-                if channels < 1 or rate < 1000:
-                    raise AudioError(f"{path}: implausible header ({channels} channels, {rate} Hz)")
-                return info
+                if not 1 <= channels <= MAX_CHANNELS:
+                    raise AudioError(f"{path}: implausible header ({channels} channels; 1-{MAX_CHANNELS} are read)")
+                check_sample_rate(rate, str(path))
+                encoding = _encoding(path, tag, bits)
+                frame = channels * bits // 8
+                # 0xFFFFFFFF (or 0) is what a recorder writes while still recording: read to the end
+                until_end = size in (0, 0xFFFFFFFF)
+                if self._size is None:  # a stream: its length is known only at its end
+                    return WavInfo(path, encoding, bits, channels, rate, self._position,
+                                   None if until_end else size, False)
+                present = max(0, self._size - self._position)
+                declared = present if until_end else size
+                data_bytes = min(declared, present)
+                return WavInfo(path, encoding, bits, channels, rate, self._position,
+                               data_bytes - data_bytes % frame, declared > present)
             else:
-                f.seek(size + size % 2, 1)
+                self._skip(size + size % 2)
+
+    def blocks(self, block_frames: int) -> Iterator[np.ndarray]:
+        """Mono float32 blocks of up to `block_frames` samples at the file's own rate."""
+        info = self.info
+        remaining = info.data_bytes
+        carry = b""
+        while remaining is None or remaining > 0:
+            want = block_frames * info.frame_bytes - len(carry)
+            raw = self._read(want if remaining is None else min(remaining, want))
+            if not raw:
+                if remaining:  # a stream that ended before its header's length
+                    log.warning("%s: the stream ended %d bytes before the length its header gives", self.path, remaining)
+                break
+            if remaining is not None:
+                remaining -= len(raw)
+            raw = carry + raw
+            usable = len(raw) - len(raw) % info.frame_bytes
+            carry = raw[usable:]
+            if usable:
+                frames = _decode(raw[:usable], info)
+                yield frames[:, 0].copy() if info.channels == 1 else frames.mean(axis=1)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "WavReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_wav_info(path: Path) -> WavInfo:
+    """Parse the RIFF header. Raises AudioError naming the file and the problem."""
+    with WavReader(path) as reader:
+        return reader.info
 
 
 def _encoding(path: Path, tag: int, bits: int) -> str:
@@ -109,7 +229,7 @@ def _encoding(path: Path, tag: int, bits: int) -> str:
         return "pcm"
     if tag == FORMAT_FLOAT and bits in (32, 64):
         return "float"
-    name = _FORMAT_NAMES.get(tag, f"format tag {tag:#06x}")
+    name = _FORMAT_NAMES.get(tag, "an unknown WAVE_FORMAT_EXTENSIBLE sub-format" if tag == -1 else f"format tag {tag:#06x}")
     raise AudioError(f"{path}: unsupported WAV encoding ({name}, {bits}-bit); {CONVERT_HINT}")
 
 
@@ -131,27 +251,13 @@ def _decode(raw: bytes, info: WavInfo) -> np.ndarray:
     return data.reshape(-1, info.channels)
 
 
-def iter_wav_blocks(info: WavInfo, block_frames: int) -> Iterator[np.ndarray]:
-    """Mono float32 blocks of up to `block_frames` samples at the file's own rate."""
-    remaining = info.data_bytes
-    with open(info.path, "rb") as f:
-        f.seek(info.data_offset)
-        while remaining > 0:
-            raw = f.read(min(remaining, block_frames * info.frame_bytes))
-            if not raw:
-                break
-            remaining -= len(raw)
-            raw = raw[: len(raw) - len(raw) % info.frame_bytes]
-            frames = _decode(raw, info)
-            yield frames[:, 0].copy() if info.channels == 1 else frames.mean(axis=1)
-
-
 def read_wav(path: Path) -> tuple[np.ndarray, int]:
     """A whole file: (float32 mono samples, sample_rate_hz). For short files (tests, verification)."""
-    info = read_wav_info(path)
-    blocks = list(iter_wav_blocks(info, 1 << 16))
+    with WavReader(path) as reader:
+        blocks = list(reader.blocks(1 << 16))
+        rate = reader.info.sample_rate_hz
     samples = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
-    return samples, info.sample_rate_hz
+    return samples, rate
 
 
 class StreamResampler:

@@ -12,7 +12,6 @@ bundle whose files do not match the manifest.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from pathlib import Path
 from nim4_edge.runtime.errors import BundleError
 from nim4_edge.runtime.features import Cmvn, FbankOptions
 from nim4_edge.runtime.geometry import ChunkGeometry
+from nim4_edge.runtime.integrity import sha256_file, verified_sha256
 from nim4_edge.runtime.phonemes import PhonemeInventory
 from nim4_edge.runtime.prompt import PromptTemplate
 
@@ -219,14 +219,6 @@ def decoder_file_name(variant: str) -> str:
     return f"decoder-{variant.lower()}.gguf"
 
 
-def sha256_file(path: Path, block_bytes: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(block_bytes):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def describe_file(path: Path) -> dict:
     return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
 
@@ -250,39 +242,79 @@ class Bundle:
             manifest.check_consistency()
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise BundleError(f"{manifest_path}: not readable JSON ({e}); re-export the bundle") from None
-        except (ValueError, TypeError, KeyError, StopIteration) as e:
+        except (ValueError, TypeError, KeyError, StopIteration, AttributeError) as e:
             raise BundleError(f"{manifest_path}: {type(e).__name__}: {e}; re-export the bundle") from None
         bundle = cls(path, manifest)
         bundle.check_files(verify_hashes)
         return bundle
 
     def check_files(self, verify_hashes: bool) -> None:
+        """Every file the manifest names is listed, lies inside the bundle folder (symlinks followed),
+        and has its recorded size; with `verify_hashes` its recorded sha256 too (integrity.py caches it)."""
         listed = self.manifest.files
-        for encoder_file in self.manifest.encoder.variants.values():
-            if encoder_file not in listed:
-                raise BundleError(f"{self.path / MANIFEST_FILE}: encoder file {encoder_file} is not listed in 'files'")
+        if not isinstance(listed, dict):
+            raise BundleError(f"{self.path / MANIFEST_FILE}: 'files' is not an object; re-export the bundle")
+        named = [*self.manifest.encoder.variants.values(), *self.manifest.decoder.variants.values()]
+        for name in named:
+            if name not in listed:
+                raise BundleError(f"{self.path / MANIFEST_FILE}: model file {name!r} is not listed in 'files'")
         for name, facts in listed.items():
-            file = self.path / name
+            file = self.file(name)
+            if not isinstance(facts, dict) or not isinstance(facts.get("bytes"), int) or not isinstance(facts.get("sha256"), str):
+                raise BundleError(f"{self.path / MANIFEST_FILE}: 'files' entry {name!r} lacks 'bytes' or 'sha256'; re-export")
             if not file.is_file():
                 raise BundleError(f"{file}: missing from the bundle; re-export it")
             size = file.stat().st_size
             if size != facts["bytes"]:
                 raise BundleError(f"{file}: {size} bytes, manifest says {facts['bytes']} (truncated or replaced); re-export")
-            if verify_hashes and sha256_file(file) != facts["sha256"]:
-                raise BundleError(f"{file}: sha256 differs from the manifest (modified or corrupt); re-export")
+        if verify_hashes:
+            self.verify_files(list(listed))
 
     def file(self, name: str) -> Path:
-        return self.path / name
+        """The path of a file the manifest names; refused unless it resolves (symlinks followed) inside
+        the bundle folder: a bundle never makes the program read elsewhere."""
+        if not isinstance(name, str) or not name or "\x00" in name:
+            raise BundleError(f"{self.path / MANIFEST_FILE}: bad file name {name!r}; re-export the bundle")
+        path = self.path / name
+        root = self.path.resolve()
+        try:
+            inside = path.resolve().is_relative_to(root) and path.resolve() != root
+        except (OSError, RuntimeError):  # a symlink loop
+            inside = False
+        if Path(name).is_absolute() or not inside:
+            raise BundleError(f"{self.path / MANIFEST_FILE}: file {name!r} lies outside the bundle folder "
+                              "(an absolute path, '..' or a symlink); a bundle holds its own files: re-export it")
+        return path
+
+    def verify_files(self, names: list[str]) -> None:
+        """sha256 of each named file against the manifest (cached per file in the user's cache:
+        runtime/integrity.py). A mismatch is one BundleError line."""
+        for name in names:
+            path = self.file(name)
+            if not verified_sha256(path, self.manifest.files[name]["sha256"]):
+                raise BundleError(f"{path}: sha256 differs from the manifest (modified or corrupt); re-export the "
+                                  "bundle (or, knowing why, run with --no-verify)")
+
+    def files_in_use(self, encoder_precision: str | None, decoder_variant: str | None) -> list[str]:
+        """The files a recognizer with these variants loads."""
+        try:
+            return [*self.files_of_encoder(encoder_precision), self.manifest.decoder.file_for(decoder_variant)]
+        except ValueError as e:
+            raise BundleError(f"{self.path}: {e}") from None
+
+    def files_of_encoder(self, precision: str | None = None) -> list[str]:
+        """The files an encoder variant loads: its graph and the external data beside it."""
+        graph = self.manifest.encoder.file_for(precision)
+        return [name for name in self.manifest.files if name == graph or name.startswith(graph + ".")]
 
     def encoder_bytes(self, precision: str | None = None) -> int:
         """Size of an encoder variant on disk: its graph and the external data beside it (graph.onnx.data,
         for graphs over protobuf's 2 GB)."""
-        graph = self.manifest.encoder.file_for(precision)
-        return sum(self.file(name).stat().st_size for name in self.manifest.files if name.startswith(graph))
+        return sum(self.file(name).stat().st_size for name in self.files_of_encoder(precision))
 
     def decoder_file(self, variant: str | None = None) -> Path:
         try:
-            return self.path / self.manifest.decoder.file_for(variant)
+            return self.file(self.manifest.decoder.file_for(variant))
         except ValueError as e:
             raise BundleError(f"{self.path}: {e}") from None
 

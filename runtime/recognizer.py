@@ -66,7 +66,9 @@ class RecognizerConfig:
     encoder_threads: int = 0  # onnxruntime intra-op threads; 0 = all cores
     encoder_providers: tuple = ()  # onnxruntime providers (names or (name, options)); () = CPU
     encoder_precision: str | None = None  # the bundle's encoder variant (fp32, fp16, int8-*); None = default
-    verify_bundle_hashes: bool = False  # sha256 every file at start-up (seconds for a 1 GB decoder)
+    # sha256 of each file this configuration loads, against the manifest, before loading it; cached per
+    # file (runtime/integrity.py), so only a cold start or a changed file costs the hashing
+    verify_bundle_hashes: bool = True
     hotwords: Path | None = None  # hotword database (nim4-edge hotwords build); shared by all streams
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     # a span that sounds exactly like a hint is spelled as it; in finals, a span that shares a character
@@ -162,8 +164,10 @@ class Recognizer:
         self.decoder_model = None
         try:
             self.config = config
-            self.bundle = Bundle.load(config.bundle, verify_hashes=config.verify_bundle_hashes)
+            self.bundle = Bundle.load(config.bundle)
             manifest = self.bundle.manifest
+            if config.verify_bundle_hashes:
+                self.bundle.verify_files(self.bundle.files_in_use(config.encoder_precision, config.decoder_variant))
             if manifest.fbank.sample_rate_hz != SAMPLE_RATE_HZ:
                 raise Nim4Error(f"{config.bundle}: bundle expects {manifest.fbank.sample_rate_hz} Hz; "
                                 f"this runtime's VAD runs at {SAMPLE_RATE_HZ} Hz")

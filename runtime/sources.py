@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nim4_edge.runtime.audio import AudioError, iter_wav_blocks, read_wav_info
+from nim4_edge.runtime.audio import AudioError, WavReader, check_sample_rate
 from nim4_edge.runtime.ring_buffer import RingBuffer
 
 log = logging.getLogger(__name__)
@@ -24,26 +24,32 @@ NO_MIC_HINT = "use --wav FILE (add --realtime to pace it like a microphone) or -
 
 
 def wav_blocks(path: Path, block_ms: int = 100, realtime: bool = False) -> Iterator[tuple[np.ndarray, int]]:
-    """Blocks of `block_ms` at the file's own rate. `realtime`: yield no faster than the audio plays."""
-    info = read_wav_info(path)
-    if info.truncated:
-        log.warning("%s: header promises more audio than the file holds (truncated); using the %.2f s present",
-                    path, info.duration_s)
-    if info.num_frames == 0:
-        raise AudioError(f"{path}: the WAV file holds no audio")
-    block_frames = max(1, info.sample_rate_hz * block_ms // 1000)
-    started, played_s = time.monotonic(), 0.0
-    for block in iter_wav_blocks(info, block_frames):
-        if realtime:
-            ahead = played_s - (time.monotonic() - started)
-            if ahead > 0:
-                time.sleep(ahead)
-            played_s += len(block) / info.sample_rate_hz
-        yield block, info.sample_rate_hz
+    """Blocks of `block_ms` at the file's own rate, from a WAV file or a pipe/FIFO carrying one.
+    `realtime`: yield no faster than the audio plays."""
+    with WavReader(path) as reader:
+        info = reader.info
+        if info.truncated:
+            log.warning("%s: header promises more audio than the file holds (truncated); using the %.2f s present",
+                        path, info.duration_s)
+        if info.num_frames == 0:
+            raise AudioError(f"{path}: the WAV file holds no audio")
+        block_frames = max(1, info.sample_rate_hz * block_ms // 1000)
+        started, played_s, frames = time.monotonic(), 0.0, 0
+        for block in reader.blocks(block_frames):
+            frames += len(block)
+            if realtime:
+                ahead = played_s - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+                played_s += len(block) / info.sample_rate_hz
+            yield block, info.sample_rate_hz
+        if frames == 0:
+            raise AudioError(f"{path}: the WAV stream holds no audio")
 
 
 def stdin_blocks(sample_rate_hz: int = 16000, block_ms: int = 100, stream=None) -> Iterator[tuple[np.ndarray, int]]:
     """Raw s16le mono PCM from standard input (e.g. `arecord -f S16_LE -r 16000 -c 1 | nim4-edge listen --stdin`)."""
+    check_sample_rate(sample_rate_hz, "--stdin-rate")
     stream = stream or sys.stdin.buffer
     block_bytes = 2 * max(1, sample_rate_hz * block_ms // 1000)
     carry = b""

@@ -4,12 +4,28 @@ export extra)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 from nim4_edge.runtime.bundle import DEMO_BUNDLE, MANIFEST_FILE
+from nim4_edge.runtime.integrity import CACHE_ENV
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """The integrity cache (and anything else under the user cache) in a temporary folder: tests never
+    write into ~/.cache, and the CLI processes they start inherit it."""
+    folder = tmp_path_factory.mktemp("cache")
+    old = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = old
 
 
 @pytest.fixture(scope="session")

@@ -26,11 +26,28 @@ from nim4_edge.runtime.atomic import write_bytes_atomic
 from nim4_edge.runtime.errors import Nim4Error
 from nim4_edge.runtime.hotwords.index import TOLERANT_INDEXES, PartIndex
 from nim4_edge.runtime.hotwords.lexicon import Lexicon
-from nim4_edge.runtime.hotwords.strings import StringTable, build_automaton, dump_automaton, load_automaton
+from nim4_edge.runtime.hotwords.strings import (
+    CorruptData,
+    StringTable,
+    build_automaton,
+    check_automaton,
+    check_offsets,
+    check_phoneme_codes,
+    dump_automaton,
+    load_automaton,
+    require,
+)
 from nim4_edge.runtime.phonemes import PhonemeInventory
 
 MAGIC = b"NIM4HOTW"
 FORMAT_VERSION = 1
+
+
+# Limits of one entry (`hotwords build` skips and reports a line beyond them): names and places are a
+# few words; the key's syllable count is stored as int16; weights are float32 ranks.
+MAX_ENTRY_CHARS = 100
+MAX_ENTRY_SYLLABLES = 64
+MAX_WEIGHT = 1e6
 
 
 class HotwordError(Nim4Error):
@@ -42,6 +59,24 @@ class HotwordEntry:
     word: str
     weight: float = 1.0
     category: str = ""
+
+
+def _sections(data: bytes, body: int, layout: dict) -> dict[str, bytes]:
+    sections = {}
+    for name, where in layout.items():
+        offset, size = int(where["offset"]), int(where["bytes"])
+        require(offset >= 0 and size >= 0, f"section {name!r} has a negative offset or size")
+        chunk = data[body + offset : body + offset + size]
+        require(len(chunk) == size and hashlib.sha256(chunk).hexdigest() == where["sha256"],
+                 f"section {name!r} is truncated or was modified")
+        sections[name] = chunk
+    return sections
+
+
+def _array(sections: dict[str, bytes], name: str, dtype: str) -> np.ndarray:
+    data = sections[name]
+    require(len(data) % np.dtype(dtype).itemsize == 0, f"section {name!r} is not a whole number of values")
+    return np.frombuffer(data, dtype)
 
 
 def inventory_fingerprint(inventory: PhonemeInventory) -> str:
@@ -79,6 +114,10 @@ class HotwordDatabase:
         key_ids: dict[str, int] = {}
         keys: list[str] = []
         for entry, phonemes in entries:
+            if not 0 <= entry.weight <= MAX_WEIGHT:
+                raise HotwordError(f"hotword {entry.word!r}: weight {entry.weight} is outside 0-{MAX_WEIGHT:g}")
+            if lexicon.syllables(phonemes) > MAX_ENTRY_SYLLABLES:
+                raise HotwordError(f"hotword {entry.word[:40]!r}...: more than {MAX_ENTRY_SYLLABLES} syllables")
             key = encode(phonemes)
             if key not in key_ids:
                 key_ids[key] = len(keys)
@@ -137,11 +176,17 @@ class HotwordDatabase:
 
     @classmethod
     def load(cls, path: Path, expected_inventory: PhonemeInventory | None = None) -> "HotwordDatabase":
+        """Read and check a database file. Anything wrong with it (truncated, edited, even with its
+        checksums recomputed) is one HotwordError line; a loaded database never fails a query."""
         path = Path(path)
         try:
             data = path.read_bytes()
         except FileNotFoundError:
             raise HotwordError(f"{path}: no such hotword database (build one: nim4-edge hotwords build LIST -o {path})") from None
+        except IsADirectoryError:
+            raise HotwordError(f"{path}: is a directory, not a hotword database") from None
+        except OSError as e:
+            raise HotwordError(f"{path}: cannot be read ({e.strerror})") from None
         if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 8:
             raise HotwordError(f"{path}: not a nim4-edge hotword database")
         version, header_bytes = struct.unpack("<II", data[len(MAGIC) : len(MAGIC) + 8])
@@ -150,33 +195,57 @@ class HotwordDatabase:
         start = len(MAGIC) + 8
         try:
             header = json.loads(data[start : start + header_bytes])
-            inventory = PhonemeInventory(header["inventory"]["version"], tuple(header["inventory"]["symbols"]))
-        except (ValueError, KeyError, TypeError):
+            inventory = PhonemeInventory(str(header["inventory"]["version"]),
+                                         tuple(str(s) for s in header["inventory"]["symbols"]))
+        except (ValueError, KeyError, TypeError, AttributeError):
             raise HotwordError(f"{path}: corrupt header (truncated or tampered); rebuild the database") from None
         if expected_inventory is not None and inventory_fingerprint(inventory) != inventory_fingerprint(expected_inventory):
-            raise HotwordError(f"{path}: built with phoneme inventory {inventory.version} ({header['inventory']['sha256'][:12]}), "
-                               f"the bundle uses {expected_inventory.version} ({inventory_fingerprint(expected_inventory)[:12]}); "
+            raise HotwordError(f"{path}: built with phoneme inventory {inventory.version}, the bundle uses "
+                               f"{expected_inventory.version} ({inventory_fingerprint(expected_inventory)[:12]}); "
                                "rebuild it with --bundle")
-        body = start + header_bytes
-        sections = {}
-        for name, where in header["sections"].items():
-            chunk = data[body + where["offset"] : body + where["offset"] + where["bytes"]]
-            if len(chunk) != where["bytes"] or hashlib.sha256(chunk).hexdigest() != where["sha256"]:
-                raise HotwordError(f"{path}: section {name!r} is truncated or was modified; rebuild the database")
-            sections[name] = chunk
         try:
-            automaton = load_automaton(sections["automaton"])
-            # a database built before the thirds existed has halves only: it still retrieves with one error
-            tolerant = tuple(index for errors, _ in TOLERANT_INDEXES
-                             if (index := PartIndex.from_sections(errors, sections)) is not None)
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
-            raise HotwordError(f"{path}: automaton section rejected ({e})") from None
-        words = StringTable(sections["words"])
-        categories = StringTable(sections["categories"])  # all-empty categories: one "" less; see category()
-        return cls(inventory, words, np.frombuffer(sections["weights"], "<f4"), categories,
-                   StringTable(sections["keys"]), np.frombuffer(sections["key_syllables"], "<i2"),
-                   np.frombuffer(sections["group_offsets"], "<i8"),
-                   np.frombuffer(sections["group_entries"], "<i4"), automaton, tolerant)
+            sections = _sections(data, start + header_bytes, header["sections"])
+            database = cls._from_sections(inventory, sections)
+            database.check(header["entries"], header["keys"])
+        except CorruptData as e:
+            raise HotwordError(f"{path}: {e}; rebuild the database") from None
+        except (pickle.UnpicklingError, EOFError) as e:
+            raise HotwordError(f"{path}: corrupt database (an automaton section was rejected: {e}); rebuild it") from None
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError, UnicodeDecodeError) as e:
+            raise HotwordError(f"{path}: corrupt database ({type(e).__name__}: {e}); rebuild it") from None
+        return database
+
+    @classmethod
+    def _from_sections(cls, inventory: PhonemeInventory, sections: dict[str, bytes]) -> "HotwordDatabase":
+        automaton = load_automaton(sections["automaton"])
+        # a database built before the thirds existed has halves only: it still retrieves with one error
+        tolerant = tuple(index for errors, _ in TOLERANT_INDEXES
+                         if (index := PartIndex.from_sections(errors, sections)) is not None)
+        return cls(inventory, StringTable(sections["words"]), _array(sections, "weights", "<f4"),
+                   StringTable(sections["categories"]),  # all-empty categories: one "" less; see category()
+                   StringTable(sections["keys"]), _array(sections, "key_syllables", "<i2"),
+                   _array(sections, "group_offsets", "<i8"), _array(sections, "group_entries", "<i4"),
+                   automaton, tolerant)
+
+    def check(self, entries: int, keys: int) -> None:
+        """Every count, offset, id and length in range, every string valid, the automata of the right
+        type and size; raises CorruptData naming the first thing that is not."""
+        n, k = len(self.words), len(self.keys)
+        require(entries == n and keys == k, f"the header counts {entries} entries / {keys} keys, the sections {n} / {k}")
+        require(len(self.weights) == n, "weights do not match the entries")
+        require(bool(np.all(np.isfinite(self.weights))) and not np.any(self.weights < 0), "a weight is not finite or < 0")
+        require(len(self.categories) <= n, "more categories than entries")
+        for table in (self.words, self.categories):
+            table.blob.decode("utf-8")  # UnicodeDecodeError: caught by load
+        require(len(self.key_syllables) == k and not np.any(self.key_syllables < 0), "key syllables out of range")
+        check_offsets(self.group_offsets, k, n, "homophone groups")
+        require(not len(self.group_entries) or (self.group_entries.min() >= 0 and self.group_entries.max() < n),
+                 "a homophone group names an entry that does not exist")
+        require(len(self.group_entries) == n, "homophone groups do not cover the entries")
+        check_phoneme_codes(self.keys, len(self.inventory.symbols), "keys")
+        check_automaton(self.automaton, k, "automaton")
+        for index in self.tolerant:
+            index.check(k, len(self.inventory.symbols))
 
 
 def parse_hotword_lines(lines: Iterable[str]) -> tuple[list[tuple[int, HotwordEntry]], list[tuple[int, str]]]:
@@ -196,6 +265,12 @@ def parse_hotword_lines(lines: Iterable[str]) -> tuple[list[tuple[int, HotwordEn
             except ValueError:
                 problems.append((number, f"weight {parts[1]!r} is not a number"))
                 continue
+            if not 0 <= weight <= MAX_WEIGHT:  # NaN fails this too
+                problems.append((number, f"weight {parts[1].strip()!r} is outside 0-{MAX_WEIGHT:g}"))
+                continue
+        if len(word) > MAX_ENTRY_CHARS:
+            problems.append((number, f"entry of {len(word)} characters; at most {MAX_ENTRY_CHARS} (a name, not a text)"))
+            continue
         if word in seen:
             problems.append((number, f"duplicate entry {word!r} (first one kept)"))
             continue

@@ -8,7 +8,16 @@ import collections
 import numpy as np
 
 from nim4_edge.runtime.hotwords.lexicon import Lexicon
-from nim4_edge.runtime.hotwords.strings import StringTable, build_automaton, dump_automaton, load_automaton
+from nim4_edge.runtime.hotwords.strings import (
+    StringTable,
+    build_automaton,
+    check_automaton,
+    check_offsets,
+    check_phoneme_codes,
+    dump_automaton,
+    load_automaton,
+    require,
+)
 
 
 class PartIndex:
@@ -54,6 +63,15 @@ class PartIndex:
         np.cumsum(np.bincount(piece_of, minlength=len(pieces)), out=offsets[1:])
         entries = np.fromiter((e for _, e in pairs), dtype=np.int32, count=len(pairs))
         return cls(errors, StringTable.from_strings(pieces), offsets, entries)
+
+    def check(self, num_keys: int, num_phonemes: int) -> None:
+        """Offsets, entries and pieces in range for a database of `num_keys` keys (raises CorruptData)."""
+        pieces = len(self.pieces)
+        check_offsets(self.offsets, pieces, len(self.entries), f"{self.errors}-error piece index")
+        require(not len(self.entries) or (self.entries.min() >= 0 and self.entries.max() < num_keys * self.parts),
+                f"{self.errors}-error piece index names a key that does not exist")
+        check_phoneme_codes(self.pieces, num_phonemes, f"{self.errors}-error pieces")
+        check_automaton(self.automaton, pieces, f"{self.errors}-error piece automaton")
 
     def group(self, piece_id: int) -> np.ndarray:
         return self.entries[self.offsets[piece_id] : self.offsets[piece_id + 1]]
@@ -111,9 +129,10 @@ class PartIndex:
         prefix = cls.SECTION_PREFIX[errors]
         if f"{prefix}_automaton" not in sections:
             return None
-        return cls(errors, StringTable(sections[f"{prefix}_keys"]),
-                   np.frombuffer(sections[f"{prefix}_offsets"], "<i8"), np.frombuffer(sections[f"{prefix}_entries"], "<i4"),
-                   load_automaton(sections[f"{prefix}_automaton"]))
+        offsets, entries = sections[f"{prefix}_offsets"], sections[f"{prefix}_entries"]
+        require(len(offsets) % 8 == 0 and len(entries) % 4 == 0, f"{prefix} index sections are not whole arrays")
+        return cls(errors, StringTable(sections[f"{prefix}_keys"]), np.frombuffer(offsets, "<i8"),
+                   np.frombuffer(entries, "<i4"), load_automaton(sections[f"{prefix}_automaton"]))
 
 
 TOLERANT_INDEXES = ((1, 4), (2, 10))  # (errors tolerated, shortest key in phonemes): halves, thirds

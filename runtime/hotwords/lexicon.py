@@ -25,10 +25,9 @@ import pypinyin
 from pypinyin import Style
 
 from nim4_edge.runtime.errors import Nim4Error
+from nim4_edge.runtime.hotwords.strings import CODE_POINT_BASE
 from nim4_edge.runtime.phonemes import PhonemeInventory
 from nim4_edge.runtime.text import HAN_CHARACTER_CLASS
-
-CODE_POINT_BASE = 0xE000  # phoneme id i <-> chr(0xE000 + i): Unicode private use area (in the manifest too)
 
 _TOKEN = re.compile(rf"[{HAN_CHARACTER_CLASS}]+|[A-Za-z]+(?:'[A-Za-z]+)?|\d+")
 _HAN_RUN = re.compile(rf"[{HAN_CHARACTER_CLASS}]+")

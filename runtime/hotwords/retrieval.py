@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
-from nim4_edge.runtime.hotwords.database import HotwordDatabase, HotwordEntry
+from nim4_edge.runtime.hotwords.database import HotwordDatabase, HotwordEntry, HotwordError
 from nim4_edge.runtime.hotwords.index import PartIndex
 from nim4_edge.runtime.hotwords.lexicon import Lexicon, LexiconError
 from nim4_edge.runtime.hotwords.strings import build_automaton
@@ -225,11 +225,15 @@ class RetrievalSession:
         for source, automaton, lengths, longest in self.retriever.automata():
             overlap = max(0, old - (longest - 1))  # a key ending in the new part starts here at the earliest
             for end_index, key_id in automaton.iter(self.code, overlap):
+                if not 0 <= key_id < len(lengths):  # an automaton edited in the file (checked where used)
+                    raise HotwordError(f"corrupt hotword database: the automaton names key {key_id}; rebuild it")
                 end = end_index + 1
                 if end > old:  # ends in the new part: not found before
                     self.matches.append(Match(end - lengths[key_id], end, key_id, source))
         for number, index in enumerate(self.retriever.part_indexes):
             for end_index, piece_id in index.automaton.iter(self.code, max(0, old - (index.max_length - 1))):
+                if not 0 <= piece_id < len(index.piece_lengths):
+                    raise HotwordError(f"corrupt hotword database: a piece automaton names piece {piece_id}; rebuild it")
                 if end_index + 1 > old:
                     start = end_index + 1 - int(index.piece_lengths[piece_id])
                     self.piece_matches.append((number, start, end_index + 1, piece_id))

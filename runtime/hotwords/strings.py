@@ -13,6 +13,8 @@ import pickle
 import ahocorasick
 import numpy as np
 
+CODE_POINT_BASE = 0xE000  # phoneme id i <-> chr(0xE000 + i): Unicode private use area (lexicon.py, the manifest)
+
 
 class StringTable:
     """Many strings as one UTF-8 blob (newline-separated, as stored in the file) and offsets: a
@@ -74,3 +76,35 @@ class _AutomatonOnly(pickle.Unpickler):
 def load_automaton(data: bytes) -> ahocorasick.Automaton:
     """The automaton stored by `dump_automaton`; raises pickle.UnpicklingError for anything else."""
     return _AutomatonOnly(io.BytesIO(data)).load()
+
+
+# --- checks of loaded data (a file is data: an edited one must fail at load, not in a query) --------------
+
+class CorruptData(ValueError):
+    """A loaded structure that is out of range; HotwordDatabase.load turns it into one HotwordError."""
+
+
+def require(condition: bool, what: str) -> None:
+    if not condition:
+        raise CorruptData(f"corrupt database ({what})")
+
+
+def check_offsets(offsets: np.ndarray, groups: int, total: int, what: str) -> None:
+    """CSR offsets: groups + 1 of them, from 0 to `total`, never decreasing."""
+    require(len(offsets) == groups + 1 and int(offsets[0]) == 0 and int(offsets[-1]) == total
+             and not np.any(np.diff(offsets) < 0), f"{what}: offsets out of range")
+
+
+def check_phoneme_codes(table: StringTable, num_phonemes: int, what: str) -> None:
+    """Every string of `table` made of phoneme code points of an inventory of `num_phonemes`."""
+    text = table.blob.decode("utf-8")
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
+    ok = (codes == 10) | ((codes >= CODE_POINT_BASE) & (codes < CODE_POINT_BASE + num_phonemes))
+    require(bool(np.all(ok)), f"{what}: a code that is no phoneme of the inventory")
+    require(not len(table) or int(table.code_point_lengths().min()) > 0, f"{what}: an empty key")
+
+
+def check_automaton(automaton, size: int, what: str) -> None:
+    require(isinstance(automaton, ahocorasick.Automaton), f"{what} is not an Aho-Corasick automaton")
+    require(len(automaton) == size, f"{what} holds {len(automaton)} keys, the table {size}")
+    require(automaton.kind == (ahocorasick.AHOCORASICK if size else ahocorasick.EMPTY), f"{what} was never built")
