@@ -18,7 +18,7 @@ from nim4_edge.runtime.features import SAMPLE_RATE_HZ
 
 
 def cmd_init(args) -> int:
-    check_output_dir(args.output, "-o", created_whole=True)
+    check_output_dir(args.output, "-o")
     checkpoint = export_toolchain("nim4_edge.export.checkpoint")
     path = checkpoint.init_checkpoint(args.output, args.preset, args.seed, overwrite=args.overwrite,
                                       decoder_shape=args.decoder_shape)
@@ -39,7 +39,7 @@ def _verify_options(args):
 
 
 def cmd_export(args) -> int:
-    check_output_dir(args.output, "-o", created_whole=True)
+    check_output_dir(args.output, "-o")
     bundle_export = export_toolchain("nim4_edge.export.bundle_export")
     options = _verify_options(args) if args.verify else None
     try:

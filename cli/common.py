@@ -64,21 +64,15 @@ def check_output_file(path: Path, flag: str) -> None:
     _writable(folder, flag, path)
 
 
-def check_output_dir(path: Path, flag: str, created_whole: bool = False) -> None:
-    """A folder the command will write into. `created_whole` (init, export: the folder is made
-    complete in one rename): its parent must exist. Otherwise (bench --out) it is created with any
-    missing parents, or used as it is if it exists."""
+def check_output_dir(path: Path, flag: str) -> None:
+    """A folder the command will create (with any missing parents) or write into: not an existing
+    file, and somewhere a file can be created (the folder itself, or its nearest existing parent)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise Nim4Error(f"{flag} {path}: exists and is not a folder; choose another name")
-    if created_whole:
-        if not path.parent.is_dir():
-            raise Nim4Error(f"{flag} {path}: the folder {path.parent} does not exist; create it first")
-        _writable(path.parent, flag, path)
-        return
     existing = path
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
         raise Nim4Error(f"{flag} {path}: {existing} is not a folder")
-    _writable(path if path.is_dir() else existing, flag, path)
+    _writable(existing, flag, path)

@@ -21,6 +21,7 @@ from nim4_edge.runtime.errors import BundleError
 from nim4_edge.runtime.features import Cmvn, FbankOptions
 from nim4_edge.runtime.geometry import ChunkGeometry
 from nim4_edge.runtime.integrity import sha256_file, verified_sha256
+from nim4_edge.runtime.onnx_external import OnnxFormatError, external_data_locations
 from nim4_edge.runtime.phonemes import PhonemeInventory
 from nim4_edge.runtime.prompt import PromptTemplate
 
@@ -298,9 +299,28 @@ class Bundle:
     def files_in_use(self, encoder_precision: str | None, decoder_variant: str | None) -> list[str]:
         """The files a recognizer with these variants loads."""
         try:
-            return [*self.files_of_encoder(encoder_precision), self.manifest.decoder.file_for(decoder_variant)]
+            graph = self.manifest.encoder.file_for(encoder_precision)
+            encoder = list(dict.fromkeys([*self.files_of_encoder(encoder_precision), *self.external_data_of(graph)]))
+            return [*encoder, self.manifest.decoder.file_for(decoder_variant)]
         except ValueError as e:
             raise BundleError(f"{self.path}: {e}") from None
+
+    def external_data_of(self, name: str) -> list[str]:
+        """The bundle files an ONNX graph's external data locations name; refused unless each lies
+        inside the bundle and is listed in the manifest (so its size and hash are checked too)."""
+        try:
+            locations = external_data_locations(self.file(name))
+        except OnnxFormatError as e:
+            raise BundleError(f"{self.path / name}: not a readable ONNX graph ({e}); re-export the bundle") from None
+        names = []
+        for location in locations:
+            relative = os.path.normpath(os.path.join(os.path.dirname(name), location))
+            self.file(relative if not os.path.isabs(location) else location)
+            if relative not in self.manifest.files:
+                raise BundleError(f"{self.path / name}: names external data {location!r}, which the manifest does not "
+                                  "list; re-export the bundle")
+            names.append(relative)
+        return names
 
     def files_of_encoder(self, precision: str | None = None) -> list[str]:
         """The files an encoder variant loads: its graph and the external data beside it."""

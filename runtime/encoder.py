@@ -56,9 +56,11 @@ class EncoderSession:
         # need between encoder steps (one step per 640 ms): let them sleep.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            path = bundle.file(self.spec.file_for(precision))
+            name = self.spec.file_for(precision)
         except ValueError as e:
             raise BundleError(f"{bundle.path}: {e}") from None
+        path = bundle.file(name)
+        bundle.external_data_of(name)  # every file the graph makes onnxruntime open: inside and listed
         self.precision = precision or self.spec.precision
         try:
             self.session = ort.InferenceSession(
