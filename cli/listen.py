@@ -12,6 +12,7 @@ from nim4_edge.runtime import sources
 from nim4_edge.runtime.bundle import BUNDLE_ENV, Bundle, resolve_bundle
 from nim4_edge.runtime.endpoint import EndpointConfig
 from nim4_edge.runtime.errors import Nim4Error
+from nim4_edge.runtime.features import SAMPLE_RATE_HZ
 from nim4_edge.runtime.hotwords import HOTWORD_MODES, RetrievalConfig
 from nim4_edge.runtime.recognizer import Event, Recognizer, RecognizerConfig
 from nim4_edge.runtime.vad import VAD_KINDS, VadConfig
@@ -205,7 +206,8 @@ def add_commands(sub) -> None:
     source.add_argument("--wav", type=Path, metavar="FILE", help="read a WAV file instead of a microphone")
     source.add_argument("--stdin", action="store_true", help="read raw 16-bit little-endian mono PCM from stdin")
     p.add_argument("--realtime", action="store_true", help="with --wav: play the file at real-time pace")
-    p.add_argument("--stdin-rate", type=int, default=16000, help="sample rate of --stdin audio (default 16000)")
+    p.add_argument("--stdin-rate", type=int, default=SAMPLE_RATE_HZ,
+                   help=f"sample rate of --stdin audio (default {SAMPLE_RATE_HZ})")
     p.add_argument("--list-devices", action="store_true", help="list input devices and exit")
     add_recognizer_flags(p)
     p.set_defaults(func=cmd_listen)

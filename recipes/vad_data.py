@@ -17,8 +17,9 @@ import numpy as np
 
 from nim4_edge.recipes.noise import car_noise, mix_at_snr, other_noise
 from nim4_edge.runtime.audio import load_audio
+from nim4_edge.runtime.features import SAMPLE_RATE_HZ
 
-RATE = 16000
+RATE = SAMPLE_RATE_HZ
 FRAME = 160
 FSDD_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd"
 

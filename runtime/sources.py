@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from nim4_edge.runtime.audio import AudioError, WavReader, check_sample_rate
+from nim4_edge.runtime.features import SAMPLE_RATE_HZ
 from nim4_edge.runtime.ring_buffer import RingBuffer
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def wav_blocks(path: Path, block_ms: int = 100, realtime: bool = False) -> Itera
             raise AudioError(f"{path}: the WAV stream holds no audio")
 
 
-def stdin_blocks(sample_rate_hz: int = 16000, block_ms: int = 100, stream=None) -> Iterator[tuple[np.ndarray, int]]:
+def stdin_blocks(sample_rate_hz: int = SAMPLE_RATE_HZ, block_ms: int = 100, stream=None) -> Iterator[tuple[np.ndarray, int]]:
     """Raw s16le mono PCM from standard input (e.g. `arecord -f S16_LE -r 16000 -c 1 | nim4-edge listen --stdin`)."""
     check_sample_rate(sample_rate_hz, "--stdin-rate")
     stream = stream or sys.stdin.buffer

@@ -43,13 +43,13 @@ from nim4_edge.recipes.noise import car_noise, mix_at_snr, other_noise
 from nim4_edge.recipes.vad_data import FSDD_DIR, fsdd_recordings
 from nim4_edge.runtime.atomic import atomic_directory
 from nim4_edge.runtime.audio import load_audio
-from nim4_edge.runtime.features import Cmvn, FbankOptions, compute_fbank
+from nim4_edge.runtime.features import SAMPLE_RATE_HZ, Cmvn, FbankOptions, compute_fbank
 from nim4_edge.runtime.hotwords.lexicon import Lexicon
 from nim4_edge.runtime.phonemes import PhonemeInventory
 
 log = logging.getLogger(__name__)
 
-RATE = 16000
+RATE = SAMPLE_RATE_HZ
 
 # espeak-ng voices: language voice + variant. Test combinations never occur in training.
 EN_TRAIN_VOICES = tuple(f"{a}{v}" for a in ("en-us", "en-gb", "en-gb-x-rp", "en-029", "en-gb-x-gbclan")

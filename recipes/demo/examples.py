@@ -20,6 +20,7 @@ import numpy as np
 from nim4_edge.recipes.demo.corpus import espeak, spoken_form
 from nim4_edge.recipes.demo.text import Utterance
 from nim4_edge.recipes.vad_data import FSDD_DIR
+from nim4_edge.runtime.features import SAMPLE_RATE_HZ
 
 # (file, text, language, voice, speed, pitch, entity): voices/speeds/pitches from the test lists only
 EXAMPLES = (
@@ -31,7 +32,7 @@ EXAMPLES = (
 FSDD_EXAMPLE = "3_george_0.wav"  # FSDD test take (CC BY-SA 4.0, Jakobovski et al.)
 
 
-def write_pcm16(path: Path, audio: np.ndarray, rate: int = 16000) -> None:
+def write_pcm16(path: Path, audio: np.ndarray, rate: int = SAMPLE_RATE_HZ) -> None:
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
-    silence = np.zeros(int(0.4 * 16000), np.float32)
+    silence = np.zeros(int(0.4 * SAMPLE_RATE_HZ), np.float32)
     for name, text, language, voice, speed, pitch, entity in EXAMPLES:
         speech = espeak(spoken_form(Utterance(text, language, "")), voice, speed, pitch)
         speech = 0.5 * speech / max(1e-6, float(np.abs(speech).max()))
