@@ -2,6 +2,7 @@
 
     main.py      parser, logging, exit codes
     listen.py    listen, transcribe (and the recognizer flags every command shares)
+    serve.py     serve (the Riva gRPC service; the serve extra)
     hotwords.py  hotwords build / query
     evaluate.py  eval
     devices.py   devices, doctor

@@ -11,7 +11,7 @@ import argparse
 import logging
 import sys
 
-from nim4_edge.cli import bench, build, devices, evaluate, hotwords, listen
+from nim4_edge.cli import bench, build, devices, evaluate, hotwords, listen, serve
 from nim4_edge.runtime import __version__
 from nim4_edge.runtime.errors import Nim4Error
 
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    for commands in (listen, hotwords, evaluate, devices, build, bench):
+    for commands in (listen, serve, hotwords, evaluate, devices, build, bench):
         commands.add_commands(sub)
     return parser
 

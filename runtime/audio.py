@@ -113,15 +113,20 @@ class WavReader:
     on opening, then `blocks()` reads the samples in order. Nothing is seeked, so a stream works as a
     file does. Raises AudioError naming the file and the problem."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, _opened: tuple[BinaryIO, int | None] | None = None):
         self.path = Path(path)
-        self._file, self._size = _open_input(self.path)
+        self._file, self._size = _opened or _open_input(self.path)
         self._position = 0
         try:
             self.info = self._parse()
         except BaseException:
             self._file.close()
             raise
+
+    @classmethod
+    def from_file(cls, file: BinaryIO, name: str) -> "WavReader":
+        """A reader over an open binary file object (e.g. an upload in memory), read as a stream."""
+        return cls(Path(name), (file, None))
 
     def _read(self, n: int) -> bytes:
         try:

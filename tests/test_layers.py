@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ROOMS = ("runtime", "devices", "export", "quant", "recipes", "bench", "cli")
+ROOMS = ("runtime", "devices", "export", "quant", "recipes", "serve", "bench", "cli")
 MAX_MODULE_LINES = 600
 
 

@@ -4,6 +4,7 @@ parts, then edit-distance verification of the keys behind each part found."""
 from __future__ import annotations
 
 import collections
+import threading
 
 import numpy as np
 
@@ -35,6 +36,8 @@ class PartIndex:
         self.offsets, self.entries = offsets, entries  # CSR: piece id -> key_id * parts + part
         self.automaton = automaton if automaton is not None else build_automaton(list(pieces))
         self.max_length = int(self.piece_lengths.max()) if len(self.piece_lengths) else 0
+        self._toneless: collections.OrderedDict = collections.OrderedDict()  # see toneless_keys
+        self._toneless_lock = threading.Lock()
 
     @staticmethod
     def bounds(length: int, parts: int) -> list[int]:
@@ -82,23 +85,25 @@ class PartIndex:
         """A piece's keys with tones forgiven, grouped by (part, length): {(part, length): (key ids,
         toneless keys)}, so one window per group is compared in one batched call. Cached (LRU): common
         pieces come back utterance after utterance."""
-        cache = self.__dict__.setdefault("_toneless", collections.OrderedDict())
-        if piece_id in cache:
-            cache.move_to_end(piece_id)
-        else:
-            # one decode of the group's keys joined, split again (a million-entry piece group is
-            # thousands of keys: per-key slicing and translating was most of a cold query)
-            key_ids, parts = np.divmod(self.group(piece_id).astype(np.int64), self.parts)
-            blob = b"\n".join(keys.blob[s:e] for s, e in zip(keys.starts[key_ids].tolist(), keys.ends[key_ids].tolist()))
-            groups: dict[tuple[int, int], tuple[list[int], list[str]]] = {}
-            for key_id, part, want in zip(key_ids.tolist(), parts.tolist(), lexicon.toneless(blob.decode("utf-8")).split("\n")):
-                ids, wants = groups.setdefault((part, len(want)), ([], []))
-                ids.append(key_id)
-                wants.append(want)
+        cache = self._toneless
+        with self._toneless_lock:  # streams of a server share the database: one writer at a time
+            if piece_id in cache:
+                cache.move_to_end(piece_id)
+                return cache[piece_id]
+        # one decode of the group's keys joined, split again (a million-entry piece group is
+        # thousands of keys: per-key slicing and translating was most of a cold query)
+        key_ids, parts = np.divmod(self.group(piece_id).astype(np.int64), self.parts)
+        blob = b"\n".join(keys.blob[s:e] for s, e in zip(keys.starts[key_ids].tolist(), keys.ends[key_ids].tolist()))
+        groups: dict[tuple[int, int], tuple[list[int], list[str]]] = {}
+        for key_id, part, want in zip(key_ids.tolist(), parts.tolist(), lexicon.toneless(blob.decode("utf-8")).split("\n")):
+            ids, wants = groups.setdefault((part, len(want)), ([], []))
+            ids.append(key_id)
+            wants.append(want)
+        with self._toneless_lock:
             cache[piece_id] = groups
             if len(cache) > self.TONELESS_CACHE_PIECES:
                 cache.popitem(last=False)
-        return cache[piece_id]
+        return groups
 
     def windows(self, start: int, end: int, part: int, length: int) -> list[tuple[int, int]]:
         """Spans of the heard phonemes where a key of `length` whose `part` was found at [start, end)

@@ -1,0 +1,235 @@
+"""`nim4-edge serve`: the real server on a free loopback port, spoken to only through NVIDIA's own
+Riva client (riva.client.ASRService). Bounded: every call has a deadline, the server is stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import wave
+from pathlib import Path
+
+import pytest
+
+riva_client = pytest.importorskip("riva.client", reason="the server's tests need the serve extra (nvidia-riva-client)")
+grpc = pytest.importorskip("grpc")
+pytest.importorskip("llama_cpp")
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+TOKEN = "test-token-0123456789abcdef"
+SERVER_HTTP: dict[int, int] = {}  # gRPC port -> HTTP port of the same server
+
+
+def _start(tmp_path, *flags) -> tuple[subprocess.Popen, int, int]:
+    proc = subprocess.Popen([sys.executable, "-m", "nim4_edge.cli", "serve", "--grpc-port", "0", "--http-port", "0", *flags],
+                            stderr=subprocess.PIPE, text=True, env=os.environ | {"OMP_WAIT_POLICY": "PASSIVE"})
+    deadline = time.monotonic() + 120
+    for line in proc.stderr:
+        found = re.search(r"grpcs?://127\.0\.0\.1:(\d+).*http://127\.0\.0\.1:(\d+)", line)
+        if found:  # keep reading its log, so that a full pipe never blocks the server
+            threading.Thread(target=proc.stderr.read, daemon=True).start()
+            return proc, int(found.group(1)), int(found.group(2))
+        if time.monotonic() > deadline:
+            break
+    proc.kill()
+    raise AssertionError(f"the server did not start: {proc.stderr.read() if proc.stderr else ''}")
+
+
+def _stop(proc: subprocess.Popen) -> float:
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+    return time.monotonic() - t0
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("serve")
+    (tmp / "token").write_text(TOKEN + "\n")
+    proc, port, http_port = _start(tmp, "--token-file", str(tmp / "token"), "--max-streams", "2")
+    SERVER_HTTP[port] = http_port
+    yield port
+    seconds = _stop(proc)
+    assert proc.returncode == 0 and seconds < 10
+
+
+def _asr(port: int, token: str | None = TOKEN):
+    metadata = [["authorization", f"Bearer {token}"]] if token else None
+    return riva_client.ASRService(riva_client.Auth(uri=f"127.0.0.1:{port}", metadata_args=metadata))
+
+
+def _pcm(name: str) -> tuple[bytes, int]:
+    with wave.open(str(EXAMPLES / name), "rb") as w:
+        return w.readframes(w.getnframes()), w.getframerate()
+
+
+def _streaming_config(rate: int, interim: bool = True, phrases=()):
+    config = riva_client.RecognitionConfig(encoding=riva_client.AudioEncoding.LINEAR_PCM, sample_rate_hertz=rate,
+                                           language_code="en-US", max_alternatives=1)
+    if phrases:
+        riva_client.add_word_boosting_to_config(config, list(phrases), 10.0)
+    return riva_client.StreamingRecognitionConfig(config=config, interim_results=interim)
+
+
+def _chunks(audio: bytes, size: int = 3200):
+    return [audio[i : i + size] for i in range(0, len(audio), size)]
+
+
+def test_streaming_with_interim_results_gives_partials_and_the_final(server):
+    audio, rate = _pcm("en_temperature.wav")
+    responses = list(_asr(server).streaming_response_generator(_chunks(audio), _streaming_config(rate)))
+    results = [r for response in responses for r in response.results]
+    partials = [r for r in results if not r.is_final]
+    finals = [r for r in results if r.is_final]
+    assert partials and all(0 < r.stability < 1 for r in partials)
+    assert [r.alternatives[0].transcript for r in finals] == ["set the temperature to 21 degrees"]
+    assert finals[0].audio_processed > 2.0
+
+
+def test_speech_contexts_become_this_streams_hotwords(server):
+    audio, rate = _pcm("zh_navigate.wav")
+    asr = _asr(server)
+    plain = [r.alternatives[0].transcript for resp in asr.streaming_response_generator(_chunks(audio), _streaming_config(rate, False))
+             for r in resp.results if r.is_final]
+    boosted = [r.alternatives[0].transcript
+               for resp in asr.streaming_response_generator(_chunks(audio), _streaming_config(rate, False, ["彗心大道"]))
+               for r in resp.results if r.is_final]
+    assert "彗心大道" in "".join(boosted) and "彗心大道" not in "".join(plain)
+
+
+def test_offline_recognize_takes_raw_pcm_and_wav_bytes(server):
+    audio, rate = _pcm("en_call.wav")
+    config = riva_client.RecognitionConfig(encoding=riva_client.AudioEncoding.LINEAR_PCM, sample_rate_hertz=rate,
+                                           language_code="en-US")
+    raw = _asr(server).offline_recognize(audio, config)
+    wav = _asr(server).offline_recognize((EXAMPLES / "en_call.wav").read_bytes(), config)
+    assert raw.results and raw.results[0].alternatives[0].transcript.lower().startswith("call")
+    assert [r.alternatives[0].transcript for r in wav.results] == [r.alternatives[0].transcript for r in raw.results]
+
+
+def test_config_describes_the_served_model(server):
+    from riva.client.proto import riva_asr_pb2
+
+    response = _asr(server).stub.GetRivaSpeechRecognitionConfig(
+        riva_asr_pb2.RivaSpeechRecognitionConfigRequest(), metadata=[("authorization", f"Bearer {TOKEN}")], timeout=30)
+    assert response.model_config[0].model_name == "nim4-edge"
+    assert response.model_config[0].parameters["sample_rate_hz"] == "16000"
+
+
+@pytest.mark.parametrize("token", [None, "wrong-token-0123456789"])
+def test_calls_without_the_token_are_unauthenticated(server, token):
+    audio, rate = _pcm("en_call.wav")
+    with pytest.raises(grpc.RpcError) as error:
+        list(_asr(server, token).streaming_response_generator(_chunks(audio), _streaming_config(rate)))
+    assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED and "Bearer" in error.value.details()
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(sample_rate_hertz=10**9), "sample_rate_hertz"),
+    (dict(encoding=riva_client.AudioEncoding.FLAC), "LINEAR_PCM"),
+    (dict(language_code="fr-FR"), "language_code"),
+])
+def test_bad_configs_are_invalid_arguments_that_name_the_fix(server, change, message):
+    streaming = _streaming_config(16000)
+    for field, value in change.items():
+        setattr(streaming.config, field, value)
+    with pytest.raises(grpc.RpcError) as error:
+        list(_asr(server).streaming_response_generator([b"\0\0" * 800], streaming))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in error.value.details()
+
+
+def test_audio_before_the_config_is_an_invalid_argument(server):
+    from riva.client.proto import riva_asr_pb2
+
+    requests = iter([riva_asr_pb2.StreamingRecognizeRequest(audio_content=b"\0\0" * 100)])
+    with pytest.raises(grpc.RpcError) as error:
+        list(_asr(server).stub.StreamingRecognize(requests, metadata=[("authorization", f"Bearer {TOKEN}")], timeout=30))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "streaming_config" in error.value.details()
+
+
+def test_one_stream_over_the_limit_is_refused_at_once_and_the_others_go_on(server):
+    """--max-streams 2: two streams held open, a third refused with RESOURCE_EXHAUSTED; the two finish."""
+    audio, rate = _pcm("en_call.wav")
+    gate = threading.Event()
+    outputs: dict[int, list] = {}
+
+    def slow_chunks():
+        yield from _chunks(audio)[:3]
+        gate.wait(60)  # holds the stream open
+        yield from _chunks(audio)[3:]
+
+    def run(i):
+        outputs[i] = [r.alternatives[0].transcript for resp in
+                      _asr(server).streaming_response_generator(slow_chunks(), _streaming_config(rate, False))
+                      for r in resp.results if r.is_final]
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(3)
+    t0 = time.monotonic()
+    with pytest.raises(grpc.RpcError) as error:
+        list(_asr(server).streaming_response_generator(_chunks(audio), _streaming_config(rate)))
+    assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and time.monotonic() - t0 < 5
+    gate.set()
+    for t in threads:
+        t.join(120)
+    assert outputs[0] and outputs[0] == outputs[1]
+
+
+def test_serve_needs_a_good_token_file_and_a_free_port(tmp_path):
+    (tmp_path / "short").write_text("abc")
+    proc = subprocess.run([sys.executable, "-m", "nim4_edge.cli", "serve", "--grpc-port", "0", "--token-file",
+                           str(tmp_path / "short")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "at least 16 characters" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# --- the OpenAI-compatible HTTP side of the same server ----------------------------------------------------
+
+def _openai(port: int, token: str = TOKEN):
+    openai = pytest.importorskip("openai", reason="the HTTP tests talk to the server with OpenAI's client")
+    return openai, openai.OpenAI(base_url=f"http://127.0.0.1:{SERVER_HTTP[port]}/v1", api_key=token, max_retries=0,
+                                 timeout=120)
+
+
+def test_openai_transcription_of_an_example(server):
+    openai, client = _openai(server)
+    with open(EXAMPLES / "en_call.wav", "rb") as f:
+        text = client.audio.transcriptions.create(model="nim4-edge", file=f).text
+    assert text.lower().startswith("call")
+    with open(EXAMPLES / "zh_navigate.wav", "rb") as f:
+        verbose = client.audio.transcriptions.create(model="nim4-edge", file=f, response_format="verbose_json",
+                                                     prompt="彗心大道")
+    assert "彗心大道" in verbose.text and verbose.segments[0].end > verbose.segments[0].start >= 0
+    with open(EXAMPLES / "en_temperature.wav", "rb") as f:
+        srt = client.audio.transcriptions.create(model="nim4-edge", file=f, response_format="srt")
+    assert "-->" in srt and "set the temperature to 21 degrees" in srt
+    assert [m.id for m in client.models.list().data] == ["nim4-edge"]
+
+
+def test_openai_streaming_sends_deltas_then_done(server):
+    _, client = _openai(server)
+    with open(EXAMPLES / "en_temperature.wav", "rb") as f:
+        events = list(client.audio.transcriptions.create(model="nim4-edge", file=f, stream=True))
+    assert [e.type for e in events] == ["transcript.text.delta", "transcript.text.done"]
+    assert events[-1].text == "set the temperature to 21 degrees"
+
+
+def test_openai_errors_are_http_statuses(server):
+    openai, client = _openai(server)
+    _, anonymous = _openai(server, token="not-the-token-000000")
+    with open(EXAMPLES / "en_call.wav", "rb") as f, pytest.raises(openai.AuthenticationError):
+        anonymous.audio.transcriptions.create(model="nim4-edge", file=f)
+    with pytest.raises(openai.BadRequestError, match="WAV"):
+        client.audio.transcriptions.create(model="nim4-edge", file=("notes.wav", b"this is text, not audio"))
+    with open(EXAMPLES / "en_call.wav", "rb") as f, pytest.raises(openai.BadRequestError, match="response_format"):
+        client.audio.transcriptions.create(model="nim4-edge", file=f, response_format="yaml")
+    import urllib.request
+
+    health = urllib.request.urlopen(f"http://127.0.0.1:{SERVER_HTTP[server]}/health", timeout=30)
+    assert health.status == 200 and json.loads(health.read())["status"] == "ok"
