@@ -24,9 +24,9 @@ def cmd_serve(args) -> int:
     _, recognizer_config = config_from_args(args)
 
     def ready(server) -> None:
-        scheme = "grpcs" if config.tls_cert else "grpc"
+        scheme, web = ("grpcs", "https") if config.tls_cert else ("grpc", "http")
         print(f"nim4-edge serve: {scheme}://{config.host}:{server.port} (Riva RivaSpeechRecognition), "
-              f"http://{config.host}:{server.http_port}/v1 (OpenAI audio transcriptions), {config.max_streams} streams "
+              f"{web}://{config.host}:{server.http_port}/v1 (OpenAI audio transcriptions), {config.max_streams} streams "
               "at most; Ctrl-C or SIGTERM to stop", file=sys.stderr, flush=True)
 
     return serve(recognizer_config, config, ready)

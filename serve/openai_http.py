@@ -19,9 +19,11 @@ import hmac
 import io
 import json
 import logging
+import ssl
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -230,13 +232,23 @@ class _Handler(BaseHTTPRequestHandler):
 class OpenAIHttpServer:
     """The HTTP side of `nim4-edge serve`, on its own thread."""
 
-    def __init__(self, recognizer: Recognizer, slots: StreamSlots, host: str, port: int, token: str | None):
+    def __init__(self, recognizer: Recognizer, slots: StreamSlots, host: str, port: int, token: str | None,
+                 tls: tuple[Path, Path] | None = None):
         handler = type("Handler", (_Handler,), {"recognizer": recognizer, "slots": slots, "token": token})
         try:
             self._http = ThreadingHTTPServer((host, port), handler)
         except OSError as e:
             raise Nim4Error(f"cannot listen on {host}:{port} ({e.strerror}); is another server using the port? "
                             "(--http-port)") from None
+        if tls is not None:  # HTTPS with the same certificate and key as the gRPC side
+            cert, key = tls
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            try:
+                context.load_cert_chain(certfile=str(cert), keyfile=str(key))
+            except (OSError, ssl.SSLError) as e:
+                self._http.server_close()
+                raise Nim4Error(f"--tls-cert {cert} / --tls-key {key}: not a usable PEM certificate and key ({e})") from None
+            self._http.socket = context.wrap_socket(self._http.socket, server_side=True)
         self._http.daemon_threads = True
         self.port = self._http.server_address[1]
         self._thread = threading.Thread(target=self._http.serve_forever, name="nim4-http", daemon=True)

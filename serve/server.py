@@ -102,15 +102,19 @@ class Server:
         address = f"[{config.host}]:{config.grpc_port}" if ":" in config.host else f"{config.host}:{config.grpc_port}"
         try:
             if config.tls_cert is not None:
-                credentials = grpc.ssl_server_credentials([(Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes())])
-                self.port = self._grpc.add_secure_port(address, credentials)
+                try:
+                    pair = (Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes())
+                except OSError as e:
+                    raise Nim4Error(f"--tls-cert / --tls-key: cannot be read ({e.strerror}); give PEM files") from None
+                self.port = self._grpc.add_secure_port(address, grpc.ssl_server_credentials([pair]))
             else:
                 self.port = self._grpc.add_insecure_port(address)
         except (OSError, RuntimeError) as e:
             raise Nim4Error(f"cannot listen on {address} ({e}); is another server using the port? (--grpc-port)") from None
         if not self.port:
             raise Nim4Error(f"cannot listen on {address}: the port is taken or the address is not this machine's (--grpc-port)")
-        self.http = OpenAIHttpServer(recognizer, self.slots, config.host, config.http_port, token)
+        tls = (Path(config.tls_cert), Path(config.tls_key)) if config.tls_cert is not None else None
+        self.http = OpenAIHttpServer(recognizer, self.slots, config.host, config.http_port, token, tls)
         self.http_port = self.http.port
         self._stopped = threading.Event()
 

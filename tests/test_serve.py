@@ -30,7 +30,7 @@ def _start(tmp_path, *flags) -> tuple[subprocess.Popen, int, int]:
                             stderr=subprocess.PIPE, text=True, env=os.environ | {"OMP_WAIT_POLICY": "PASSIVE"})
     deadline = time.monotonic() + 120
     for line in proc.stderr:
-        found = re.search(r"grpcs?://127\.0\.0\.1:(\d+).*http://127\.0\.0\.1:(\d+)", line)
+        found = re.search(r"grpcs?://[\w.]+:(\d+).*https?://[\w.]+:(\d+)", line)
         if found:  # keep reading its log, so that a full pipe never blocks the server
             threading.Thread(target=proc.stderr.read, daemon=True).start()
             return proc, int(found.group(1)), int(found.group(2))
@@ -233,3 +233,30 @@ def test_openai_errors_are_http_statuses(server):
 
     health = urllib.request.urlopen(f"http://127.0.0.1:{SERVER_HTTP[server]}/health", timeout=30)
     assert health.status == 200 and json.loads(health.read())["status"] == "ok"
+
+
+def test_tls_on_both_protocols(tmp_path):
+    """A self-signed certificate for localhost: the Riva client and an HTTPS client verify it."""
+    import ssl
+    import urllib.request
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                           "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                          capture_output=True, text=True, timeout=60)
+    if made.returncode != 0:
+        pytest.skip(f"openssl could not make a test certificate: {made.stderr.strip()[:200]}")
+    proc, port, http_port = _start(tmp_path, "--tls-cert", str(cert), "--tls-key", str(key))
+    try:
+        audio, rate = _pcm("en_call.wav")
+        config = riva_client.RecognitionConfig(encoding=riva_client.AudioEncoding.LINEAR_PCM, sample_rate_hertz=rate,
+                                               language_code="en-US")
+        secure = riva_client.ASRService(riva_client.Auth(uri=f"localhost:{port}", use_ssl=True, ssl_root_cert=str(cert)))
+        assert secure.offline_recognize(audio, config).results[0].alternatives[0].transcript.lower().startswith("call")
+        context = ssl.create_default_context(cafile=str(cert))
+        health = urllib.request.urlopen(f"https://localhost:{http_port}/health", context=context, timeout=30)
+        assert json.loads(health.read())["status"] == "ok"
+        with pytest.raises(grpc.RpcError):  # a client that does not speak TLS gets nowhere
+            _asr(port, token=None).offline_recognize(audio, config)
+    finally:
+        _stop(proc)
