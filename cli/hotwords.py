@@ -20,7 +20,7 @@ from nim4_edge.runtime.hotwords import (
     RetrievalMode,
     parse_hotword_lines,
 )
-from nim4_edge.runtime.hotwords.database import MAX_ENTRY_SYLLABLES
+from nim4_edge.runtime.hotwords.database import MAX_ENTRY_SYLLABLES, read_input
 from nim4_edge.runtime.hotwords.lexicon import Lexicon, LexiconError, pronounce_many
 from nim4_edge.runtime.phonemes import PhonemeInventory
 
@@ -32,14 +32,7 @@ def _inventory(bundle: Path | None) -> PhonemeInventory:
 
 
 def _read_lines(path: Path) -> list[str]:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise HotwordError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise HotwordError(f"{path}: is a directory; give the hotword list file (one entry per line)") from None
-    except OSError as e:
-        raise HotwordError(f"{path}: cannot be read ({e.strerror})") from None
+    raw = read_input(path, "hotword list", "one entry per line: WORD[<TAB>WEIGHT[<TAB>CATEGORY]]")
     try:
         return raw.decode("utf-8-sig").splitlines()
     except UnicodeDecodeError as e:

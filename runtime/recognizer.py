@@ -27,7 +27,7 @@ import logging
 import numbers
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -330,8 +330,7 @@ class _Utterance:
 
     def _event(self, kind: str, result: DecodeResult, hints: list[str], stopped_by: str = "") -> Event:
         text = result.text
-        timings = Timings(**asdict(self.timings))
-        timings.result_decode_ms = result.decode_ms
+        timings = replace(self.timings, result_decode_ms=result.decode_ms)
         if self.setup.respell_hints and hints:
             if kind == "final":  # a CTC forward per candidate span: finals only, partials stay cheap
                 t0 = time.perf_counter()
@@ -492,9 +491,11 @@ class Stream:
         return events
 
     def _guarded_start(self, start_frame: int) -> _Utterance | None:
-        started: list[_Utterance] = []
-        self._guarded(lambda: started.append(self._new_utterance(start_frame)) or [])
-        return started[0] if started else None
+        try:
+            return self._new_utterance(start_frame)
+        except Exception as e:  # noqa: BLE001 - see _guarded
+            self._drop(e)
+            return None
 
     def _feed(self, frames: list[np.ndarray]) -> list[Event]:
         utterance = self._utterance
@@ -514,12 +515,15 @@ class Stream:
         try:
             return work()
         except Exception as e:  # noqa: BLE001 - one utterance must never end the stream
-            cause = f"{type(e).__name__}: {e}" if not isinstance(e, Nim4Error) else str(e)
-            log.error("utterance dropped: %s", cause)
-            self.errors.append(cause)
-            self._utterance = None
-            self.endpointer.reset()  # the next utterance's start_utterance() resets the decoder's sequences
+            self._drop(e)
             return []
+
+    def _drop(self, error: Exception) -> None:
+        cause = str(error) if isinstance(error, Nim4Error) else f"{type(error).__name__}: {error}"
+        log.error("utterance dropped: %s", cause)
+        self.errors.append(cause)
+        self._utterance = None
+        self.endpointer.reset()  # the next utterance's start_utterance() resets the decoder's sequences
 
     def close(self) -> None:
         self.decoder.close()

@@ -102,7 +102,7 @@ def test_a_failing_utterance_is_dropped_and_the_stream_goes_on():
         transcript = recognizer.transcribe(np.concatenate([silence, long_one, silence, short, silence]))
     assert len(transcript.errors) >= 1 and "context" in " ".join(transcript.errors).lower(), transcript.errors
     assert transcript.finals and transcript.finals[-1].text, transcript
-    assert issubclass(type(Nim4RuntimeError("x")), Exception) and Nim4RuntimeError.exit_code == 1
+    assert Nim4RuntimeError.exit_code == 1  # a runtime failure, not bad input, for the CLI
 
 
 def test_recognizer_and_stream_close_as_context_managers():

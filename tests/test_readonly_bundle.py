@@ -68,7 +68,7 @@ def test_every_reading_command_leaves_the_bundle_byte_identical(read_only_demo, 
     }
     for name, proc in runs.items():
         assert "Traceback" not in proc.stderr, (name, proc.stderr)
-        assert proc.returncode == (proc.returncode if name == "doctor" else 0), (name, proc.stderr)
+        assert proc.returncode in ((0, 1) if name == "doctor" else (0,)), (name, proc.stderr)  # doctor: 1 = a check failed
     assert "set the temperature to 21 degrees" in runs["listen"].stdout
     assert _fingerprint(read_only_demo) == before  # same files, same bytes
     results = json.loads((tmp_path / "bench" / "results.json").read_text(encoding="utf-8"))

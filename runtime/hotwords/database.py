@@ -79,6 +79,18 @@ def _array(sections: dict[str, bytes], name: str, dtype: str) -> np.ndarray:
     return np.frombuffer(data, dtype)
 
 
+def read_input(path: Path, what: str, fix: str) -> bytes:
+    """The bytes of a hotword list or database; a missing, folder or unreadable path is one line."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise HotwordError(f"{path}: no such {what} ({fix})") from None
+    except IsADirectoryError:
+        raise HotwordError(f"{path}: is a directory, not a {what}") from None
+    except OSError as e:
+        raise HotwordError(f"{path}: cannot be read ({e.strerror})") from None
+
+
 def inventory_fingerprint(inventory: PhonemeInventory) -> str:
     return hashlib.sha256("\n".join(inventory.symbols).encode()).hexdigest()
 
@@ -179,14 +191,7 @@ class HotwordDatabase:
         """Read and check a database file. Anything wrong with it (truncated, edited, even with its
         checksums recomputed) is one HotwordError line; a loaded database never fails a query."""
         path = Path(path)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise HotwordError(f"{path}: no such hotword database (build one: nim4-edge hotwords build LIST -o {path})") from None
-        except IsADirectoryError:
-            raise HotwordError(f"{path}: is a directory, not a hotword database") from None
-        except OSError as e:
-            raise HotwordError(f"{path}: cannot be read ({e.strerror})") from None
+        data = read_input(path, "hotword database", f"build one: nim4-edge hotwords build LIST -o {path}")
         if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 8:
             raise HotwordError(f"{path}: not a nim4-edge hotword database")
         version, header_bytes = struct.unpack("<II", data[len(MAGIC) : len(MAGIC) + 8])

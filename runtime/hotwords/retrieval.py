@@ -123,6 +123,7 @@ class HotwordRetriever:
         self.removed: set[str] = set()
         self._added: dict[str, HotwordEntry] = {}
         self._added_keys: list[str] = []
+        self._added_lengths: list[int] = []
         self._added_groups: list[list[str]] = []
         self._added_automaton = None
 
@@ -150,6 +151,7 @@ class HotwordRetriever:
         for entry in sorted(self._added.values(), key=lambda e: -e.weight):
             groups.setdefault(self.lexicon.encode(self.lexicon.phonemes(entry.word)), []).append(entry.word)
         self._added_keys = list(groups)
+        self._added_lengths = [len(k) for k in self._added_keys]
         self._added_groups = list(groups.values())
         self._added_automaton = build_automaton(self._added_keys) if groups else None
 
@@ -158,8 +160,7 @@ class HotwordRetriever:
         if self.base is not None and len(self.base.keys):
             yield MatchSource.BASE, self.base.automaton, self.base.key_lengths, self.base.max_key_length
         if self._added_automaton is not None:
-            lengths = [len(k) for k in self._added_keys]
-            yield MatchSource.STREAM, self._added_automaton, lengths, max(lengths)
+            yield MatchSource.STREAM, self._added_automaton, self._added_lengths, max(self._added_lengths)
 
     def candidate(self, match: Match, rejected: Rejection | None) -> Candidate:
         """The words and weight behind a match; REMOVED when this stream removed all of them."""
