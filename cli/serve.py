@@ -18,7 +18,8 @@ def cmd_serve(args) -> int:
         raise Nim4Error(f"`serve` needs the serve extra ({e}): {SERVE_EXTRA_HINT}") from None
     try:
         config = ServeConfig(host=args.host, grpc_port=args.grpc_port, http_port=args.http_port, max_streams=args.max_streams,
-                             token_file=args.token_file, tls_cert=args.tls_cert, tls_key=args.tls_key)
+                             token_file=args.token_file, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                             **({"idle_timeout_s": args.idle_timeout_s} if args.idle_timeout_s is not None else {}))
     except ValueError as e:
         raise Nim4Error(str(e)) from None
     _, recognizer_config = config_from_args(args)
@@ -45,6 +46,8 @@ def add_commands(sub) -> None:
     p.add_argument("--http-port", type=int, default=8000,
                    help="OpenAI-compatible HTTP port (default 8000; 0 = any free port, printed)")
     p.add_argument("--max-streams", type=int, default=8, help="concurrent streams at most; one more is refused (default 8)")
+    p.add_argument("--idle-timeout-s", type=float, metavar="S",
+                   help="close a stream or connection that sends nothing for S seconds (default 30)")
     p.add_argument("--token-file", type=Path, help="require 'authorization: Bearer <token>' with the token in this file")
     p.add_argument("--tls-cert", type=Path, help="serve TLS with this certificate (PEM) ...")
     p.add_argument("--tls-key", type=Path, help="... and this private key (PEM)")

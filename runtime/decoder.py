@@ -71,6 +71,9 @@ class DecodeResult:
     stopped_by: str = "eos"  # "eos" (<|im_end|>) or "cap" (the hallucination guard)
     prefill_ms: float = 0.0  # suffix prefill
     decode_ms: float = 0.0  # greedy token loop
+    # finals: per token, log softmax probability of the chosen token and the text it added
+    token_logprobs: list[float] = field(default_factory=list)
+    token_texts: list[str] = field(default_factory=list)
 
 
 class IncrementalDetokenizer:
@@ -360,7 +363,9 @@ class DecoderSession:
         self.last_suffix = self.spec.prompt.suffix(list(hotwords))
         return self.tokenize(self.last_suffix)
 
-    def _greedy(self, seq: int, pos: int, suffix: list[int], cap: int) -> DecodeResult:
+    def _greedy(self, seq: int, pos: int, suffix: list[int], cap: int, probabilities: bool = False) -> DecodeResult:
+        """Greedy decode to <|im_end|> or `cap` tokens. `probabilities`: also each chosen token's log
+        softmax probability (a log-sum-exp over the vocabulary per token: finals only)."""
         t0 = time.perf_counter()
         self._decode_tokens(suffix, seq, pos, logits="last")
         pos += len(suffix)
@@ -368,19 +373,24 @@ class DecoderSession:
         prefill_ms = (time.perf_counter() - t0) * 1000
         t0 = time.perf_counter()
         detokenizer = IncrementalDetokenizer(self.token_bytes)
-        pieces, ids, stopped_by = [], [], "cap"
+        pieces, ids, logprobs, stopped_by = [], [], [], "cap"
         for _ in range(cap):
             token = int(np.argmax(logits))
             if token == self.spec.token_ids["im_end"] or self.lib.llama_vocab_is_eog(self.vocab, token):
                 stopped_by = "eos"
                 break
+            if probabilities:
+                best = float(logits[token])
+                logprobs.append(-math.log(float(np.exp(logits - best).sum())))
             ids.append(token)
             pieces.append(detokenizer.push(token))
             self._decode_tokens([token], seq, pos, logits="last")
             pos += 1
             logits = self._read_last_logits()
-        pieces.append(detokenizer.flush())
-        return DecodeResult("".join(pieces), ids, stopped_by, prefill_ms, (time.perf_counter() - t0) * 1000)
+        tail = detokenizer.flush()
+        text = "".join(pieces) + tail
+        return DecodeResult(text, ids, stopped_by, prefill_ms, (time.perf_counter() - t0) * 1000,
+                            token_logprobs=logprobs, token_texts=pieces if probabilities else [])
 
     def partial(self, hotwords: Sequence[str] = (), audio_seconds: float | None = None) -> DecodeResult:
         """Greedy text so far, decoded on a branch; the utterance sequence is left untouched."""
@@ -398,7 +408,8 @@ class DecoderSession:
         self._require_utterance()
         seconds = audio_seconds if audio_seconds is not None else self._speech_seconds()
         try:
-            return self._greedy(UTTERANCE_SEQ, self.position, self._suffix_ids(hotwords), self.settings.token_cap(seconds))
+            return self._greedy(UTTERANCE_SEQ, self.position, self._suffix_ids(hotwords), self.settings.token_cap(seconds),
+                                probabilities=True)
         finally:
             self.lib.llama_memory_seq_rm(self.memory, UTTERANCE_SEQ, -1, -1)
             self._utterance_open = False

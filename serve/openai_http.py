@@ -1,16 +1,15 @@
 """OpenAI-compatible HTTP on the same loaded recognizer: `POST /v1/audio/transcriptions`, so any
 OpenAI client (`openai.OpenAI(base_url=...)`, curl) transcribes a recording; `GET /v1/models`;
-`GET /health` (200 once the model is loaded).
+`GET /health` (200 once the model is loaded); `GET /metrics` (Prometheus text).
 
 The HTTP server is the standard library's threading server (one thread per request, as the gRPC
 side); the multipart form is parsed by python-multipart (the parser Starlette and FastAPI use). The
-audio is a WAV file (any rate and channel count the runtime reads); `prompt` phrases, comma-separated,
-become this request's hotwords. response_format: json | text | verbose_json (segments: one per
-utterance, with start/end) | srt | vtt; `stream=true` sends server-sent events
-`transcript.text.delta` (each final) and `transcript.text.done`.
-
-Not yet (issue 15): word timestamps (`timestamp_granularities[]=word` answers with segments only),
-FLAC/OGG uploads, /metrics.
+audio is a WAV file (read by the runtime's own reader), or FLAC / OGG (decoded by soundfile, whose
+wheel carries libsndfile: no system codec); `prompt` phrases, comma-separated, become this request's
+hotwords. response_format: json | text | verbose_json (segments: one per utterance, with start/end
+and confidence; words with `timestamp_granularities[]=word`) | srt | vtt; `stream=true` sends
+server-sent events `transcript.text.delta` (each final) and `transcript.text.done`. A connection
+silent for the idle timeout is closed.
 """
 
 from __future__ import annotations
@@ -26,19 +25,26 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
+import soundfile
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from nim4_edge.runtime.audio import AudioError, WavReader
+from nim4_edge.runtime.audio import MAX_CHANNELS, MAX_RATE_HZ, MIN_RATE_HZ, AudioError, WavReader
 from nim4_edge.runtime.errors import Nim4Error
 from nim4_edge.runtime.hotwords import HotwordEntry, LexiconError
 from nim4_edge.runtime.recognizer import Event, Recognizer
 from nim4_edge.runtime.text import has_han
-from nim4_edge.serve.riva import MODEL_NAME, StreamSlots
+from nim4_edge.serve.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from nim4_edge.serve.metrics import Metrics
+from nim4_edge.serve.riva import IDLE_TIMEOUT_S, MODEL_NAME, StreamSlots
 
 log = logging.getLogger(__name__)
 
 MAX_UPLOAD_BYTES = 64 << 20  # one upload: 64 MiB (~35 min of 16 kHz 16-bit WAV)
+# decoded samples at most: those of the largest 16-bit WAV upload (a compressed file can hold far more
+# audio than its bytes; this bounds the memory one FLAC/OGG request can take to 128 MiB of floats)
+MAX_UPLOAD_SAMPLES = MAX_UPLOAD_BYTES // 2
 FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
+PROTOCOL = "http"
 
 
 class HttpError(Exception):
@@ -55,17 +61,22 @@ def _timestamp(seconds: float, separator: str) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}{separator}{ms:03d}"
 
 
-def render(finals: list[Event], text: str, response_format: str, duration_s: float, language: str) -> tuple[str, str]:
-    """(content type, body) of a transcription in one of FORMATS."""
+def render(finals: list[Event], text: str, response_format: str, duration_s: float, language: str,
+           words: bool = False) -> tuple[str, str]:
+    """(content type, body) of a transcription in one of FORMATS; `words`: verbose_json lists them."""
     if response_format == "text":
         return "text/plain; charset=utf-8", text + "\n"
     if response_format == "json":
         return "application/json", json.dumps({"text": text}, ensure_ascii=False)
-    segments = [{"id": i, "start": round(e.start_s, 3), "end": round(e.end_s, 3), "text": e.text}
-                for i, e in enumerate(finals)]
+    segments = [{"id": i, "start": round(e.start_s, 3), "end": round(e.end_s, 3), "text": e.text,
+                 "confidence": round(e.confidence or 0.0, 4)} for i, e in enumerate(finals)]
     if response_format == "verbose_json":
-        return "application/json", json.dumps({"task": "transcribe", "language": language, "duration": round(duration_s, 3),
-                                               "text": text, "segments": segments}, ensure_ascii=False)
+        body = {"task": "transcribe", "language": language, "duration": round(duration_s, 3), "text": text,
+                "segments": segments}
+        if words:
+            body["words"] = [{"word": w.word, "start": round(w.start_s, 3), "end": round(w.end_s, 3),
+                              "confidence": round(w.confidence, 4)} for e in finals for w in e.words]
+        return "application/json", json.dumps(body, ensure_ascii=False)
     if response_format == "srt":
         blocks = [f"{i + 1}\n{_timestamp(s['start'], ',')} --> {_timestamp(s['end'], ',')}\n{s['text']}\n" for i, s in enumerate(segments)]
         return "text/plain; charset=utf-8", "\n".join(blocks)
@@ -73,12 +84,38 @@ def render(finals: list[Event], text: str, response_format: str, duration_s: flo
     return "text/vtt; charset=utf-8", "WEBVTT\n\n" + "\n".join(cues)
 
 
-def _form(body: bytes, content_type: str) -> dict[str, bytes]:
-    """multipart/form-data fields (name -> bytes; the last value of a repeated name wins)."""
+def decode_upload(data: bytes) -> tuple[np.ndarray, int]:
+    """(mono float samples, rate) of an uploaded WAV, FLAC or OGG file; HttpError naming the fix."""
+    if data[:4] == b"RIFF":
+        try:
+            with WavReader.from_file(io.BytesIO(data), "file") as reader:
+                rate = reader.info.sample_rate_hz
+                return np.concatenate(list(reader.blocks(1 << 16)) or [np.zeros(0, np.float32)]), rate
+        except AudioError as e:
+            raise HttpError(HTTPStatus.BAD_REQUEST, f"{e} (send a WAV, FLAC or OGG file)") from None
+    try:
+        info = soundfile.info(io.BytesIO(data))
+        if info.format not in ("FLAC", "OGG"):
+            raise HttpError(HTTPStatus.BAD_REQUEST, f"file: {info.format} audio is not served; send WAV, FLAC or OGG")
+        if not MIN_RATE_HZ <= info.samplerate <= MAX_RATE_HZ or not 1 <= info.channels <= MAX_CHANNELS:
+            raise HttpError(HTTPStatus.BAD_REQUEST, f"file: {info.samplerate} Hz x {info.channels} channels is outside "
+                            f"{MIN_RATE_HZ}-{MAX_RATE_HZ} Hz x 1-{MAX_CHANNELS}")
+        if info.frames * info.channels > MAX_UPLOAD_SAMPLES:
+            raise HttpError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"file: {info.frames / info.samplerate:.0f} s x "
+                            f"{info.channels} channels of audio; at most {MAX_UPLOAD_SAMPLES} samples per request, "
+                            "as in the largest WAV (split it, or stream it over gRPC)")
+        samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except (RuntimeError, ValueError, TypeError, EOFError) as e:  # libsndfile's errors are RuntimeErrors
+        raise HttpError(HTTPStatus.BAD_REQUEST, f"file: not a readable WAV, FLAC or OGG file ({e})") from None
+    return samples.mean(axis=1), int(rate)
+
+
+def _form(body: bytes, content_type: str) -> dict[str, list[bytes]]:
+    """multipart/form-data fields: name -> its values, in order (`timestamp_granularities[]` repeats)."""
     kind, params = parse_options_header(content_type)
     if kind != b"multipart/form-data" or b"boundary" not in params:
         raise HttpError(HTTPStatus.BAD_REQUEST, "send multipart/form-data with a 'file' field (the audio)")
-    fields: dict[str, bytes] = {}
+    fields: dict[str, list[bytes]] = {}
     state = {"name": None, "data": []}
 
     def on_header_value(data, start, end):
@@ -92,7 +129,7 @@ def _form(body: bytes, content_type: str) -> dict[str, bytes]:
 
     def on_part_end():
         if state["name"]:
-            fields[state["name"]] = b"".join(state["data"])
+            fields.setdefault(state["name"], []).append(b"".join(state["data"]))
         state["name"], state["data"] = None, []
 
     parser = MultipartParser(params[b"boundary"], callbacks={"on_header_value": on_header_value,
@@ -109,13 +146,20 @@ class _Handler(BaseHTTPRequestHandler):
     # set by OpenAIHttpServer
     recognizer: Recognizer
     slots: StreamSlots
+    metrics: Metrics
     token: str | None
+    timeout: float  # idle seconds on the socket (a read or write that waits longer closes it)
+
+    def setup(self) -> None:
+        super().setup()  # sets the socket timeout
+        if isinstance(self.connection, ssl.SSLSocket):  # the TLS handshake here, on this request's thread
+            self.connection.do_handshake()
 
     def log_message(self, format, *args) -> None:  # noqa: A002 - the base class's name
         log.debug("http %s: " + format, self.address_string(), *args)
 
-    def _send(self, status: HTTPStatus, content_type: str, body: str) -> None:
-        data = body.encode("utf-8")
+    def _send(self, status: HTTPStatus, content_type: str, body: str | bytes) -> None:
+        data = body.encode("utf-8") if isinstance(body, str) else body
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
@@ -123,6 +167,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _error(self, error: HttpError) -> None:
+        self.metrics.errors.labels(PROTOCOL, str(error.status.value)).inc()
         self._send(error.status, "application/json",
                    json.dumps({"error": {"message": str(error), "type": error.kind, "code": error.status.value}}))
 
@@ -141,6 +186,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == "/v1/models":
             return self._send(HTTPStatus.OK, "application/json", json.dumps(
                 {"object": "list", "data": [{"id": MODEL_NAME, "object": "model", "owned_by": "nim4-edge"}]}))
+        if self.path == "/metrics":
+            return self._send(HTTPStatus.OK, METRICS_CONTENT_TYPE, self.metrics.exposition())
         self._error(HttpError(HTTPStatus.NOT_FOUND, f"no route {self.path}; POST /v1/audio/transcriptions"))
 
     def do_POST(self) -> None:  # noqa: N802
@@ -152,7 +199,10 @@ class _Handler(BaseHTTPRequestHandler):
                 raise HttpError(HTTPStatus.NOT_FOUND, f"no route {self.path}; POST /v1/audio/transcriptions")
             length = int(self.headers.get("Content-Length") or 0)
             if length > MAX_UPLOAD_BYTES:
-                raise HttpError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"upload of {length} bytes; at most {MAX_UPLOAD_BYTES}")
+                self.close_connection = True  # the body is not read: this connection cannot carry another request
+                raise HttpError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                                f"upload of {length} bytes; at most {MAX_UPLOAD_BYTES} (split the recording, or stream "
+                                "it over gRPC)")
             fields = _form(self.rfile.read(length), self.headers.get("Content-Type", ""))
             self._transcribe(fields)
         except HttpError as e:
@@ -160,24 +210,28 @@ class _Handler(BaseHTTPRequestHandler):
         except (ValueError, Nim4Error) as e:
             self._error(HttpError(HTTPStatus.BAD_REQUEST, str(e)))
 
-    def _transcribe(self, fields: dict[str, bytes]) -> None:
-        if "file" not in fields or not fields["file"]:
+    def _transcribe(self, fields: dict[str, list[bytes]]) -> None:
+        def last(name: str, default: bytes = b"") -> str:
+            return fields.get(name, [default])[-1].decode("utf-8", "replace")
+
+        if not fields.get("file", [b""])[-1]:
             raise HttpError(HTTPStatus.BAD_REQUEST, "the form has no 'file' (the audio to transcribe)")
-        response_format = fields.get("response_format", b"json").decode() or "json"
+        response_format = last("response_format") or "json"
         if response_format not in FORMATS:
             raise HttpError(HTTPStatus.BAD_REQUEST, f"response_format {response_format!r}; choose from {', '.join(FORMATS)}")
-        prompt = fields.get("prompt", b"").decode("utf-8", "replace")
+        granularities = {g.decode("utf-8", "replace") for g in fields.get("timestamp_granularities[]", [])}
+        if granularities - {"word", "segment"}:
+            raise HttpError(HTTPStatus.BAD_REQUEST, f"timestamp_granularities[] {sorted(granularities)}: word and/or segment")
+        prompt = last("prompt")
         hotwords = [HotwordEntry(p.strip()) for p in prompt.replace("，", ",").split(",") if p.strip()]
-        try:
-            with WavReader.from_file(io.BytesIO(fields["file"]), "file") as reader:
-                rate = reader.info.sample_rate_hz
-                samples = np.concatenate(list(reader.blocks(1 << 16)) or [np.zeros(0, np.float32)])
-        except AudioError as e:
-            raise HttpError(HTTPStatus.BAD_REQUEST, f"{e} (send a WAV file)") from None
+        samples, rate = decode_upload(fields["file"][-1])
         if not self.slots.take():
+            self.metrics.refused.labels(PROTOCOL).inc()
             raise HttpError(HTTPStatus.TOO_MANY_REQUESTS, f"all {self.slots.limit} streams are in use; retry later",
                             "rate_limit_error")
-        if fields.get("stream", b"").decode().lower() == "true":
+        self.metrics.streams.labels(PROTOCOL).inc()
+        self.metrics.audio_seconds.labels(PROTOCOL).inc(len(samples) / rate)
+        if last("stream").lower() == "true":
             try:
                 return self._stream(samples, rate, hotwords)
             finally:
@@ -192,8 +246,11 @@ class _Handler(BaseHTTPRequestHandler):
         if transcript.errors:
             raise HttpError(HTTPStatus.INTERNAL_SERVER_ERROR, f"{len(transcript.errors)} utterance(s) failed: "
                             f"{transcript.errors[0]}", "server_error")
-        language = fields.get("language", b"").decode() or ("zh" if has_han(transcript.text) else "en")
-        content_type, body = render(transcript.finals, transcript.text, response_format, len(samples) / rate, language)
+        for event in transcript.finals:
+            self.metrics.final(PROTOCOL, event.timings.final_latency_ms)
+        language = last("language") or ("zh" if has_han(transcript.text) else "en")
+        content_type, body = render(transcript.finals, transcript.text, response_format, len(samples) / rate, language,
+                                    words="word" in granularities)
         self._send(HTTPStatus.OK, content_type, body)
 
     def _stream(self, samples: np.ndarray, rate: int, hotwords: list[HotwordEntry]) -> None:
@@ -218,6 +275,7 @@ class _Handler(BaseHTTPRequestHandler):
         def deliver(events: list[Event]) -> None:  # each final as soon as its utterance ends
             for event in events:
                 if event.kind == "final" and event.text.strip():
+                    self.metrics.final(PROTOCOL, event.timings.final_latency_ms)
                     send({"type": "transcript.text.delta", "delta": (" " if texts else "") + event.text.strip()})
                     texts.append(event.text.strip())
 
@@ -226,17 +284,31 @@ class _Handler(BaseHTTPRequestHandler):
             for start in range(0, len(samples), step):
                 deliver(stream.accept_waveform(samples[start : start + step], rate))
             deliver(stream.input_finished())
+        if stream.errors:  # the status line is sent: an error event, as OpenAI's streams do
+            self.metrics.errors.labels(PROTOCOL, "500").inc()
+            send({"type": "error", "error": {"message": f"an utterance failed: {stream.errors[0]}", "type": "server_error"}})
+            return
         send({"type": "transcript.text.done", "text": " ".join(texts)})
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        """A connection that breaks (random bytes, a failed TLS handshake, a client gone) is logged
+        at debug level, not printed as a traceback; the server goes on."""
+        log.debug("http %s: connection failed", client_address, exc_info=True)
 
 
 class OpenAIHttpServer:
     """The HTTP side of `nim4-edge serve`, on its own thread."""
 
-    def __init__(self, recognizer: Recognizer, slots: StreamSlots, host: str, port: int, token: str | None,
-                 tls: tuple[Path, Path] | None = None):
-        handler = type("Handler", (_Handler,), {"recognizer": recognizer, "slots": slots, "token": token})
+    def __init__(self, recognizer: Recognizer, slots: StreamSlots, metrics: Metrics, host: str, port: int,
+                 token: str | None, tls: tuple[Path, Path] | None = None, idle_timeout_s: float = IDLE_TIMEOUT_S):
+        handler = type("Handler", (_Handler,), {"recognizer": recognizer, "slots": slots, "metrics": metrics,
+                                                "token": token, "timeout": idle_timeout_s})
         try:
-            self._http = ThreadingHTTPServer((host, port), handler)
+            self._http = _Server((host, port), handler)
         except OSError as e:
             raise Nim4Error(f"cannot listen on {host}:{port} ({e.strerror}); is another server using the port? "
                             "(--http-port)") from None
@@ -248,8 +320,9 @@ class OpenAIHttpServer:
             except (OSError, ssl.SSLError) as e:
                 self._http.server_close()
                 raise Nim4Error(f"--tls-cert {cert} / --tls-key {key}: not a usable PEM certificate and key ({e})") from None
-            self._http.socket = context.wrap_socket(self._http.socket, server_side=True)
-        self._http.daemon_threads = True
+            # the handshake on the request's thread (_Handler.setup), not in accept(): a client that
+            # connects and sends nothing must not hold up everyone else's accept
+            self._http.socket = context.wrap_socket(self._http.socket, server_side=True, do_handshake_on_connect=False)
         self.port = self._http.server_address[1]
         self._thread = threading.Thread(target=self._http.serve_forever, name="nim4-http", daemon=True)
 

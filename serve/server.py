@@ -26,8 +26,9 @@ from riva.client.proto import riva_asr_pb2_grpc
 
 from nim4_edge.runtime.errors import Nim4Error
 from nim4_edge.runtime.recognizer import Recognizer, RecognizerConfig
+from nim4_edge.serve.metrics import Metrics
 from nim4_edge.serve.openai_http import OpenAIHttpServer
-from nim4_edge.serve.riva import RivaSpeechRecognition, StreamSlots
+from nim4_edge.serve.riva import IDLE_TIMEOUT_S, RivaSpeechRecognition, StreamSlots
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +46,13 @@ class ServeConfig:
     token_file: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    idle_timeout_s: float = IDLE_TIMEOUT_S  # a stream or connection silent this long is closed
 
     def __post_init__(self) -> None:
         if self.max_streams < 1:
             raise ValueError("--max-streams must be >= 1")
+        if not self.idle_timeout_s > 0:
+            raise ValueError("--idle-timeout-s must be > 0")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("TLS needs both --tls-cert and --tls-key")
 
@@ -90,6 +94,7 @@ class Server:
         self.recognizer = recognizer
         self.config = config
         self.slots = StreamSlots(config.max_streams)
+        self.metrics = Metrics(lambda: self.slots.active, config.max_streams)
         token = read_token(config.token_file) if config.token_file else None
         interceptors = [_BearerToken(token)] if token else []
         self._grpc = grpc.server(
@@ -97,8 +102,8 @@ class Server:
             interceptors=interceptors, maximum_concurrent_rpcs=config.max_streams + 4,
             options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                      ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
-        riva_asr_pb2_grpc.add_RivaSpeechRecognitionServicer_to_server(RivaSpeechRecognition(recognizer, self.slots),
-                                                                      self._grpc)
+        servicer = RivaSpeechRecognition(recognizer, self.slots, self.metrics, config.idle_timeout_s)
+        riva_asr_pb2_grpc.add_RivaSpeechRecognitionServicer_to_server(servicer, self._grpc)
         address = f"[{config.host}]:{config.grpc_port}" if ":" in config.host else f"{config.host}:{config.grpc_port}"
         try:
             if config.tls_cert is not None:
@@ -114,7 +119,8 @@ class Server:
         if not self.port:
             raise Nim4Error(f"cannot listen on {address}: the port is taken or the address is not this machine's (--grpc-port)")
         tls = (Path(config.tls_cert), Path(config.tls_key)) if config.tls_cert is not None else None
-        self.http = OpenAIHttpServer(recognizer, self.slots, config.host, config.http_port, token, tls)
+        self.http = OpenAIHttpServer(recognizer, self.slots, self.metrics, config.host, config.http_port, token, tls,
+                                     config.idle_timeout_s)
         self.http_port = self.http.port
         self._stopped = threading.Event()
 

@@ -4,15 +4,10 @@ Riva client (riva.client.ASRService). Bounded: every call has a deadline, the se
 from __future__ import annotations
 
 import json
-import os
-import re
-import signal
 import subprocess
 import sys
 import threading
 import time
-import wave
-from pathlib import Path
 
 import pytest
 
@@ -20,69 +15,23 @@ riva_client = pytest.importorskip("riva.client", reason="the server's tests need
 grpc = pytest.importorskip("grpc")
 pytest.importorskip("llama_cpp")
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-TOKEN = "test-token-0123456789abcdef"
-SERVER_HTTP: dict[int, int] = {}  # gRPC port -> HTTP port of the same server
-
-
-def _start(tmp_path, *flags) -> tuple[subprocess.Popen, int, int]:
-    proc = subprocess.Popen([sys.executable, "-m", "nim4_edge.cli", "serve", "--grpc-port", "0", "--http-port", "0", *flags],
-                            stderr=subprocess.PIPE, text=True, env=os.environ | {"OMP_WAIT_POLICY": "PASSIVE"})
-    deadline = time.monotonic() + 120
-    for line in proc.stderr:
-        found = re.search(r"grpcs?://[\w.]+:(\d+).*https?://[\w.]+:(\d+)", line)
-        if found:  # keep reading its log, so that a full pipe never blocks the server
-            threading.Thread(target=proc.stderr.read, daemon=True).start()
-            return proc, int(found.group(1)), int(found.group(2))
-        if time.monotonic() > deadline:
-            break
-    proc.kill()
-    raise AssertionError(f"the server did not start: {proc.stderr.read() if proc.stderr else ''}")
-
-
-def _stop(proc: subprocess.Popen) -> float:
-    t0 = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=30)
-    return time.monotonic() - t0
+from serveutil import EXAMPLES, SERVER_HTTP, TOKEN, asr, chunks, pcm, start, stop, streaming_config  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve")
     (tmp / "token").write_text(TOKEN + "\n")
-    proc, port, http_port = _start(tmp, "--token-file", str(tmp / "token"), "--max-streams", "2")
+    proc, port, http_port = start(tmp, "--token-file", str(tmp / "token"), "--max-streams", "2")
     SERVER_HTTP[port] = http_port
     yield port
-    seconds = _stop(proc)
+    seconds = stop(proc)
     assert proc.returncode == 0 and seconds < 10
 
 
-def _asr(port: int, token: str | None = TOKEN):
-    metadata = [["authorization", f"Bearer {token}"]] if token else None
-    return riva_client.ASRService(riva_client.Auth(uri=f"127.0.0.1:{port}", metadata_args=metadata))
-
-
-def _pcm(name: str) -> tuple[bytes, int]:
-    with wave.open(str(EXAMPLES / name), "rb") as w:
-        return w.readframes(w.getnframes()), w.getframerate()
-
-
-def _streaming_config(rate: int, interim: bool = True, phrases=()):
-    config = riva_client.RecognitionConfig(encoding=riva_client.AudioEncoding.LINEAR_PCM, sample_rate_hertz=rate,
-                                           language_code="en-US", max_alternatives=1)
-    if phrases:
-        riva_client.add_word_boosting_to_config(config, list(phrases), 10.0)
-    return riva_client.StreamingRecognitionConfig(config=config, interim_results=interim)
-
-
-def _chunks(audio: bytes, size: int = 3200):
-    return [audio[i : i + size] for i in range(0, len(audio), size)]
-
-
 def test_streaming_with_interim_results_gives_partials_and_the_final(server):
-    audio, rate = _pcm("en_temperature.wav")
-    responses = list(_asr(server).streaming_response_generator(_chunks(audio), _streaming_config(rate)))
+    audio, rate = pcm("en_temperature.wav")
+    responses = list(asr(server).streaming_response_generator(chunks(audio), streaming_config(rate)))
     results = [r for response in responses for r in response.results]
     partials = [r for r in results if not r.is_final]
     finals = [r for r in results if r.is_final]
@@ -92,22 +41,22 @@ def test_streaming_with_interim_results_gives_partials_and_the_final(server):
 
 
 def test_speech_contexts_become_this_streams_hotwords(server):
-    audio, rate = _pcm("zh_navigate.wav")
-    asr = _asr(server)
-    plain = [r.alternatives[0].transcript for resp in asr.streaming_response_generator(_chunks(audio), _streaming_config(rate, False))
+    audio, rate = pcm("zh_navigate.wav")
+    service = asr(server)
+    plain = [r.alternatives[0].transcript for resp in service.streaming_response_generator(chunks(audio), streaming_config(rate, False))
              for r in resp.results if r.is_final]
     boosted = [r.alternatives[0].transcript
-               for resp in asr.streaming_response_generator(_chunks(audio), _streaming_config(rate, False, ["彗心大道"]))
+               for resp in service.streaming_response_generator(chunks(audio), streaming_config(rate, False, ["彗心大道"]))
                for r in resp.results if r.is_final]
     assert "彗心大道" in "".join(boosted) and "彗心大道" not in "".join(plain)
 
 
 def test_offline_recognize_takes_raw_pcm_and_wav_bytes(server):
-    audio, rate = _pcm("en_call.wav")
+    audio, rate = pcm("en_call.wav")
     config = riva_client.RecognitionConfig(encoding=riva_client.AudioEncoding.LINEAR_PCM, sample_rate_hertz=rate,
                                            language_code="en-US")
-    raw = _asr(server).offline_recognize(audio, config)
-    wav = _asr(server).offline_recognize((EXAMPLES / "en_call.wav").read_bytes(), config)
+    raw = asr(server).offline_recognize(audio, config)
+    wav = asr(server).offline_recognize((EXAMPLES / "en_call.wav").read_bytes(), config)
     assert raw.results and raw.results[0].alternatives[0].transcript.lower().startswith("call")
     assert [r.alternatives[0].transcript for r in wav.results] == [r.alternatives[0].transcript for r in raw.results]
 
@@ -115,7 +64,7 @@ def test_offline_recognize_takes_raw_pcm_and_wav_bytes(server):
 def test_config_describes_the_served_model(server):
     from riva.client.proto import riva_asr_pb2
 
-    response = _asr(server).stub.GetRivaSpeechRecognitionConfig(
+    response = asr(server).stub.GetRivaSpeechRecognitionConfig(
         riva_asr_pb2.RivaSpeechRecognitionConfigRequest(), metadata=[("authorization", f"Bearer {TOKEN}")], timeout=30)
     assert response.model_config[0].model_name == "nim4-edge"
     assert response.model_config[0].parameters["sample_rate_hz"] == "16000"
@@ -123,9 +72,9 @@ def test_config_describes_the_served_model(server):
 
 @pytest.mark.parametrize("token", [None, "wrong-token-0123456789"])
 def test_calls_without_the_token_are_unauthenticated(server, token):
-    audio, rate = _pcm("en_call.wav")
+    audio, rate = pcm("en_call.wav")
     with pytest.raises(grpc.RpcError) as error:
-        list(_asr(server, token).streaming_response_generator(_chunks(audio), _streaming_config(rate)))
+        list(asr(server, token).streaming_response_generator(chunks(audio), streaming_config(rate)))
     assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED and "Bearer" in error.value.details()
 
 
@@ -135,11 +84,11 @@ def test_calls_without_the_token_are_unauthenticated(server, token):
     (dict(language_code="fr-FR"), "language_code"),
 ])
 def test_bad_configs_are_invalid_arguments_that_name_the_fix(server, change, message):
-    streaming = _streaming_config(16000)
+    streaming = streaming_config(16000)
     for field, value in change.items():
         setattr(streaming.config, field, value)
     with pytest.raises(grpc.RpcError) as error:
-        list(_asr(server).streaming_response_generator([b"\0\0" * 800], streaming))
+        list(asr(server).streaming_response_generator([b"\0\0" * 800], streaming))
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in error.value.details()
 
 
@@ -148,24 +97,24 @@ def test_audio_before_the_config_is_an_invalid_argument(server):
 
     requests = iter([riva_asr_pb2.StreamingRecognizeRequest(audio_content=b"\0\0" * 100)])
     with pytest.raises(grpc.RpcError) as error:
-        list(_asr(server).stub.StreamingRecognize(requests, metadata=[("authorization", f"Bearer {TOKEN}")], timeout=30))
+        list(asr(server).stub.StreamingRecognize(requests, metadata=[("authorization", f"Bearer {TOKEN}")], timeout=30))
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "streaming_config" in error.value.details()
 
 
 def test_one_stream_over_the_limit_is_refused_at_once_and_the_others_go_on(server):
     """--max-streams 2: two streams held open, a third refused with RESOURCE_EXHAUSTED; the two finish."""
-    audio, rate = _pcm("en_call.wav")
+    audio, rate = pcm("en_call.wav")
     gate = threading.Event()
     outputs: dict[int, list] = {}
 
     def slow_chunks():
-        yield from _chunks(audio)[:3]
+        yield from chunks(audio)[:3]
         gate.wait(60)  # holds the stream open
-        yield from _chunks(audio)[3:]
+        yield from chunks(audio)[3:]
 
     def run(i):
         outputs[i] = [r.alternatives[0].transcript for resp in
-                      _asr(server).streaming_response_generator(slow_chunks(), _streaming_config(rate, False))
+                      asr(server).streaming_response_generator(slow_chunks(), streaming_config(rate, False))
                       for r in resp.results if r.is_final]
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
@@ -174,7 +123,7 @@ def test_one_stream_over_the_limit_is_refused_at_once_and_the_others_go_on(serve
     time.sleep(3)
     t0 = time.monotonic()
     with pytest.raises(grpc.RpcError) as error:
-        list(_asr(server).streaming_response_generator(_chunks(audio), _streaming_config(rate)))
+        list(asr(server).streaming_response_generator(chunks(audio), streaming_config(rate)))
     assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and time.monotonic() - t0 < 5
     gate.set()
     for t in threads:
@@ -246,9 +195,9 @@ def test_tls_on_both_protocols(tmp_path):
                           capture_output=True, text=True, timeout=60)
     if made.returncode != 0:
         pytest.skip(f"openssl could not make a test certificate: {made.stderr.strip()[:200]}")
-    proc, port, http_port = _start(tmp_path, "--tls-cert", str(cert), "--tls-key", str(key))
+    proc, port, http_port = start(tmp_path, "--tls-cert", str(cert), "--tls-key", str(key))
     try:
-        audio, rate = _pcm("en_call.wav")
+        audio, rate = pcm("en_call.wav")
         config = riva_client.RecognitionConfig(encoding=riva_client.AudioEncoding.LINEAR_PCM, sample_rate_hertz=rate,
                                                language_code="en-US")
         secure = riva_client.ASRService(riva_client.Auth(uri=f"localhost:{port}", use_ssl=True, ssl_root_cert=str(cert)))
@@ -257,6 +206,90 @@ def test_tls_on_both_protocols(tmp_path):
         health = urllib.request.urlopen(f"https://localhost:{http_port}/health", context=context, timeout=30)
         assert json.loads(health.read())["status"] == "ok"
         with pytest.raises(grpc.RpcError):  # a client that does not speak TLS gets nowhere
-            _asr(port, token=None).offline_recognize(audio, config)
+            asr(port, token=None).offline_recognize(audio, config)
     finally:
-        _stop(proc)
+        stop(proc)
+
+
+# --- word timestamps, confidence, endpointing, metrics, compressed uploads -----------------------------------
+
+def test_words_with_times_and_confidence_over_both_protocols(server):
+    _, client = _openai(server)
+    with open(EXAMPLES / "en_call.wav", "rb") as f:
+        verbose = client.audio.transcriptions.create(model="nim4-edge", file=f, response_format="verbose_json",
+                                                     timestamp_granularities=["word", "segment"])
+    words = [(w.word, w.start, w.end) for w in verbose.words]
+    assert [w for w, _, _ in words] == verbose.text.split() and verbose.text.lower().startswith("call")
+    assert all(0 <= start < end <= verbose.duration for _, start, end in words)
+    assert all(a[2] <= b[1] for a, b in zip(words, words[1:]))  # in order, not overlapping
+    assert 0 < verbose.segments[0].model_extra["confidence"] <= 1
+
+    audio, rate = pcm("zh_navigate.wav")
+    streaming = streaming_config(rate, interim=False)
+    streaming.config.enable_word_time_offsets = True
+    finals = [r for resp in asr(server).streaming_response_generator(chunks(audio), streaming)
+              for r in resp.results if r.is_final]
+    alternative = finals[0].alternatives[0]
+    assert "".join(w.word for w in alternative.words) == alternative.transcript  # a word per Han character
+    assert all(0 <= w.start_time < w.end_time <= 3000 and 0 < w.confidence <= 1 for w in alternative.words)
+    assert 0 < alternative.confidence <= 1
+
+
+def _two_utterances() -> bytes:
+    """en_call then en_temperature: ~1.2 s of silence between the two commands."""
+    return pcm("en_call.wav")[0] + pcm("en_temperature.wav")[0]
+
+
+def test_endpointing_config_sets_this_streams_endpointer(server):
+    audio = _two_utterances()
+
+    def finals(**endpointing) -> list[str]:
+        streaming = streaming_config(16000, interim=False)
+        for name, value in endpointing.items():
+            setattr(streaming.config.endpointing_config, name, value)
+        return [r.alternatives[0].transcript for resp in asr(server).streaming_response_generator(chunks(audio), streaming)
+                for r in resp.results if r.is_final]
+
+    assert len(finals()) == 2  # the server's 600 ms of trailing silence ends the first command
+    assert len(finals(stop_history=2000)) == 1  # this stream waits 2 s: one utterance
+    for bad, message in ((dict(stop_history=-1), "stop_history"), (dict(start_threshold=2.0), "start_threshold")):
+        with pytest.raises(grpc.RpcError) as error:
+            finals(**bad)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in error.value.details()
+
+
+def _metrics(port: int) -> dict[str, float]:
+    import urllib.request
+
+    request = urllib.request.Request(f"http://127.0.0.1:{SERVER_HTTP[port]}/metrics",
+                                     headers={"Authorization": f"Bearer {TOKEN}"})
+    text = urllib.request.urlopen(request, timeout=30).read().decode()
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line and not line.startswith("#")}
+
+
+def test_metrics_count_streams_utterances_errors_and_latency(server):
+    before = _metrics(server)
+    audio, rate = pcm("en_temperature.wav")
+    list(asr(server).streaming_response_generator(chunks(audio), streaming_config(rate)))
+    with pytest.raises(grpc.RpcError):
+        list(asr(server).streaming_response_generator([b"\0\0"], streaming_config(10**9)))
+    after = _metrics(server)
+    assert after['nim4_utterances_total{protocol="grpc"}'] == before.get('nim4_utterances_total{protocol="grpc"}', 0) + 1
+    key = 'nim4_errors_total{protocol="grpc",status="INVALID_ARGUMENT"}'
+    assert after[key] == before.get(key, 0) + 1
+    assert after["nim4_active_streams"] == 0 and after["nim4_max_streams"] == 2
+    assert after["nim4_final_latency_seconds_count"] == before.get("nim4_final_latency_seconds_count", 0) + 1
+    assert after["nim4_partial_latency_seconds_count"] > before.get("nim4_partial_latency_seconds_count", 0)
+    assert after['nim4_audio_seconds_total{protocol="grpc"}'] > 3.0
+
+
+@pytest.mark.parametrize("container, subtype", [("FLAC", "PCM_16"), ("OGG", "VORBIS")])
+def test_flac_and_ogg_uploads_are_decoded(server, tmp_path, container, subtype):
+    soundfile = pytest.importorskip("soundfile")
+    samples, rate = soundfile.read(EXAMPLES / "en_temperature.wav", dtype="float32")
+    path = tmp_path / f"command.{container.lower()}"
+    soundfile.write(path, samples, rate, format=container, subtype=subtype)
+    _, client = _openai(server)
+    with open(path, "rb") as f:
+        assert client.audio.transcriptions.create(model="nim4-edge", file=f).text == "set the temperature to 21 degrees"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 
@@ -95,19 +96,19 @@ class Lexicon:
         self.inventory = inventory or PhonemeInventory.default()
         self._ids = {s: i for i, s in enumerate(self.inventory.symbols)}
         self._cmudict = None
+        self._cmudict_lock = threading.Lock()  # a warm-up thread and a final may both ask first
         self._han = lru_cache(maxsize=1 << 20)(self._han_uncached)
 
     # --- per script ---------------------------------------------------------------------------
 
-    def _han_uncached(self, run: str) -> tuple[str, ...]:
+    def _han_uncached(self, run: str) -> tuple[tuple[str, ...], ...]:
+        """One phoneme tuple per character of a Han run."""
         pypinyin = _pypinyin()
         # One pypinyin call per run (phrase context), split here: 3x faster than asking pypinyin for
         # initials and finals separately, and equal to its strict style (a test checks all of GB2312's
-        # common characters).
-        out: list[str] = []
-        for syllable in pypinyin.lazy_pinyin(run, style=pypinyin.Style.TONE3, neutral_tone_with_five=True):
-            out += split_syllable(syllable)
-        return tuple(out)
+        # common characters). It gives one syllable per Han character.
+        syllables = pypinyin.lazy_pinyin(run, style=pypinyin.Style.TONE3, neutral_tone_with_five=True)
+        return tuple(tuple(split_syllable(syllable)) for syllable in syllables)
 
     def _english(self, word: str) -> list[str]:
         if word.isupper() and len(word) <= 5:
@@ -117,7 +118,9 @@ class Lexicon:
 
     def _cmu(self, word: str) -> list[str]:
         if self._cmudict is None:
-            self._cmudict = cmudict.dict()
+            with self._cmudict_lock:
+                if self._cmudict is None:
+                    self._cmudict = cmudict.dict()
         prons = self._cmudict.get(word)
         return [_STRESS.sub("", p) for p in prons[0]] if prons else []
 
@@ -141,25 +144,38 @@ class Lexicon:
     def phonemes(self, text: str) -> list[str]:
         """Phoneme symbols of `text` (Mandarin, English, digits, mixed). Raises LexiconError if the
         text has nothing pronounceable or a sound outside the inventory."""
-        mandarin_digits = bool(_HAN_RUN.search(text))
-        out: list[str] = []
-        for token in _TOKEN.findall(text):
-            if _HAN_RUN.fullmatch(token):
-                out += self._han(token)
-            elif token.isdigit():
-                if mandarin_digits:
-                    out += [p for d in token for p in split_syllable(MANDARIN_DIGITS[int(d)])]
-                else:
-                    words = english_number(int(token)).split() if len(token) <= 6 else [_ONES[int(d)] for d in token]
-                    out += [p for w in words for p in self._cmu(w)]
-            else:
-                out += self._english(token)
+        out = [p for _, _, phonemes in self._pieces(text) for p in phonemes]
         if not out:
             raise LexiconError(f"{text!r} has no pronounceable characters (Han, Latin letters or digits)")
         unknown = [p for p in out if p not in self._ids]
         if unknown:
             raise LexiconError(f"{text!r}: sound {unknown[0]!r} is not in phoneme inventory {self.inventory.version}")
         return out
+
+    def _pieces(self, text: str):
+        """(start, end, phonemes) of each spoken unit of `text`, in order: a Han character, an English
+        word, a number (digits read in Mandarin when the text has Han characters)."""
+        mandarin_digits = bool(_HAN_RUN.search(text))
+        for match in _TOKEN.finditer(text):
+            token, start = match.group(), match.start()
+            if _HAN_RUN.fullmatch(token):
+                for i, phonemes in enumerate(self._han(token)):
+                    yield start + i, start + i + 1, list(phonemes)
+            elif token.isdigit():
+                if mandarin_digits:
+                    phonemes = [p for d in token for p in split_syllable(MANDARIN_DIGITS[int(d)])]
+                else:
+                    words = english_number(int(token)).split() if len(token) <= 6 else [_ONES[int(d)] for d in token]
+                    phonemes = [p for w in words for p in self._cmu(w)]
+                yield start, match.end(), phonemes
+            else:
+                yield start, match.end(), self._english(token)
+
+    def words(self, text: str) -> list[tuple[int, int, list[str]]]:
+        """(start, end, phonemes) per word of `text`: each Han character and each English word or
+        number (word timestamps). Units with no sound in the inventory are left out."""
+        return [(start, end, phonemes) for start, end, phonemes in self._pieces(text)
+                if phonemes and all(p in self._ids for p in phonemes)]
 
     @staticmethod
     def is_nucleus(symbol: str) -> bool:
