@@ -29,7 +29,7 @@ import soundfile
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from nim4_edge.runtime.audio import MAX_CHANNELS, MAX_RATE_HZ, MIN_RATE_HZ, AudioError, WavReader
-from nim4_edge.runtime.errors import Nim4Error
+from nim4_edge.runtime.errors import Nim4Error, Nim4RuntimeError
 from nim4_edge.runtime.hotwords import HotwordEntry, LexiconError
 from nim4_edge.runtime.recognizer import Event, Recognizer
 from nim4_edge.runtime.text import has_han
@@ -207,8 +207,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._transcribe(fields)
         except HttpError as e:
             self._error(e)
+        except Nim4RuntimeError as e:  # valid input, failed run (e.g. no memory for a decoder context)
+            self._error(HttpError(HTTPStatus.INTERNAL_SERVER_ERROR, str(e), "server_error"))
         except (ValueError, Nim4Error) as e:
             self._error(HttpError(HTTPStatus.BAD_REQUEST, str(e)))
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True  # the client went away or went quiet: nobody to answer
+        except Exception as e:  # noqa: BLE001 - a bug must cost this request, not the server
+            log.exception("http: request failed")
+            self._error(HttpError(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(e).__name__}: {e}", "server_error"))
 
     def _transcribe(self, fields: dict[str, list[bytes]]) -> None:
         def last(name: str, default: bytes = b"") -> str:
@@ -225,6 +232,9 @@ class _Handler(BaseHTTPRequestHandler):
         prompt = last("prompt")
         hotwords = [HotwordEntry(p.strip()) for p in prompt.replace("，", ",").split(",") if p.strip()]
         samples, rate = decode_upload(fields["file"][-1])
+        if self.slots.draining:
+            raise HttpError(HTTPStatus.SERVICE_UNAVAILABLE, "the server is shutting down; retry on another instance",
+                            "server_error")
         if not self.slots.take():
             self.metrics.refused.labels(PROTOCOL).inc()
             raise HttpError(HTTPStatus.TOO_MANY_REQUESTS, f"all {self.slots.limit} streams are in use; retry later",
@@ -329,6 +339,9 @@ class OpenAIHttpServer:
     def start(self) -> "OpenAIHttpServer":
         self._thread.start()
         return self
+
+    def stop_accepting(self) -> None:
+        self._http.shutdown()
 
     def stop(self) -> None:
         self._http.shutdown()

@@ -33,7 +33,7 @@ from riva.client.proto import riva_asr_pb2, riva_asr_pb2_grpc, riva_audio_pb2
 
 from nim4_edge.runtime.audio import MAX_CHANNELS, MAX_RATE_HZ, MIN_RATE_HZ, AudioError, WavReader
 from nim4_edge.runtime.endpoint import EndpointConfig
-from nim4_edge.runtime.errors import Nim4Error
+from nim4_edge.runtime.errors import Nim4Error, Nim4RuntimeError
 from nim4_edge.runtime.hotwords import HotwordEntry, LexiconError
 from nim4_edge.runtime.recognizer import Event, Recognizer
 from nim4_edge.runtime.vad import FRAME_MS
@@ -60,12 +60,22 @@ class StreamSlots:
         self._lock = threading.Lock()
         self.active = 0
 
+        self.draining = False  # set on SIGTERM: no new streams
+
     def take(self) -> bool:
-        if not self._free.acquire(blocking=False):
+        if self.draining or not self._free.acquire(blocking=False):
             return False
         with self._lock:
             self.active += 1
         return True
+
+    def drain(self, timeout_s: float) -> bool:
+        """Refuse new streams; wait up to timeout_s for the active ones to end. True if they did."""
+        self.draining = True
+        deadline = time.monotonic() + timeout_s
+        while self.active and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return not self.active
 
     def give(self) -> None:
         with self._lock:
@@ -196,6 +206,8 @@ class RivaSpeechRecognition(riva_asr_pb2_grpc.RivaSpeechRecognitionServicer):
         context.abort(code, message)
 
     def _take_slot(self, context) -> None:
+        if self.slots.draining:
+            self._abort(context, grpc.StatusCode.UNAVAILABLE, "the server is shutting down; retry on another instance")
         if not self.slots.take():
             self.metrics.refused.labels(PROTOCOL).inc()
             self._abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -212,6 +224,8 @@ class RivaSpeechRecognition(riva_asr_pb2_grpc.RivaSpeechRecognitionServicer):
             self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(e))
         except LexiconError as e:
             self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"speech_contexts: {e}")
+        except Nim4RuntimeError as e:  # e.g. no memory for another decoder context
+            self._abort(context, grpc.StatusCode.INTERNAL, f"could not open a stream: {e}")
         return stream, rate, channels
 
     def _check_errors(self, stream, context) -> None:
@@ -260,6 +274,8 @@ class RivaSpeechRecognition(riva_asr_pb2_grpc.RivaSpeechRecognitionServicer):
                     if event.kind == "final" or interim:
                         yield self._response(event, words, received)
                 self._check_errors(stream, context)
+            if not context.is_active():  # the client went away mid-stream: no final to compute for nobody
+                return
             for event in stream.input_finished():
                 yield self._response(event, words, None)
             self._check_errors(stream, context)

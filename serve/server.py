@@ -17,6 +17,7 @@ import hmac
 import logging
 import signal
 import threading
+import time
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,8 +131,15 @@ class Server:
         return self
 
     def stop(self, grace_s: float = GRACE_S) -> None:
+        """Refuse new streams at once (UNAVAILABLE / 503), let those in flight finish for up to
+        grace_s (their finals are delivered), then close."""
+        deadline = time.monotonic() + grace_s
+        self.slots.draining = True
+        grpc_done = self._grpc.stop(grace_s)  # new calls refused now; calls in flight get grace_s
+        self.http.stop_accepting()
+        self.slots.drain(max(0.0, deadline - time.monotonic()))
+        grpc_done.wait(max(0.0, deadline - time.monotonic()) + 0.5)
         self.http.stop()
-        self._grpc.stop(grace_s).wait(grace_s + 1)
         self._stopped.set()
 
     def wait(self) -> None:
