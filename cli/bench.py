@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from nim4_edge.bench import decoder as bench_decoder
@@ -56,6 +57,20 @@ def cmd_bench_vad(args) -> int:
 def cmd_bench_hotwords(args) -> int:
     report = bench_hotwords.bench_hotwords(args.size, queries=args.queries, tolerant=not args.exact_only)
     return print_report(report, bench_hotwords.table)
+
+
+def cmd_bench_serve(args) -> int:
+    try:  # optional dependency: the serve and bench extras (grpcio, nvidia-riva-client, psutil)
+        from nim4_edge.bench import serve as bench_serve
+    except ImportError as e:
+        raise Nim4Error(f"`bench serve` needs the serve and bench extras ({e}): pip install -e '.[serve,bench]'") from None
+    if args.seconds < 5:
+        raise Nim4Error("--seconds must be >= 5 (a few commands per stream)")
+    report = bench_serve.bench_serve(args.bundle, [int(n) for n in split_list(args.streams)], seconds=args.seconds,
+                                     threads=args.threads, profile=args.profile, batching=not args.no_batching,
+                                     decoder_variant=args.decoder_variant,
+                                     progress=lambda line: print(line, file=sys.stderr, flush=True))
+    return print_report(report, bench_serve.table)
 
 
 def add_commands(sub) -> None:
@@ -134,6 +149,20 @@ def add_commands(sub) -> None:
     b.add_argument("--queries", type=int, default=500)
     b.add_argument("--exact-only", action="store_true", help="build without the tolerant (halves and thirds) index")
     b.set_defaults(func=cmd_bench_hotwords)
-
-
-
+    b = bench.add_parser("serve", help="streams at once through the real server: final/partial latency, CPU, RSS",
+                         description="Starts `nim4-edge serve` on free loopback ports and streams the example commands "
+                                     "(each then 1 s of silence) from N real Riva clients at once at real-time pace, "
+                                     "for each N of --streams: final latency from the end of speech, the server's "
+                                     "part of it, partial latency, finals per utterance, CPU time per audio second "
+                                     "per stream, CPU use, RSS; then the decode of 4 streams per context against "
+                                     "one batched context. A soak: --streams 8 --seconds 600.",
+                         epilog="Example: nim4-edge bench serve --streams 1,2,4,8 --seconds 30")
+    b.add_argument("--bundle", type=Path, help="bundle (default: as for listen)")
+    b.add_argument("--streams", default="1,2,4,8", help="stream counts, comma-separated (default 1,2,4,8)")
+    b.add_argument("--seconds", type=float, default=30.0, help="audio per stream per count (default 30)")
+    b.add_argument("--threads", type=int, default=None,
+                   help="the server's encoder and decoder threads per stream (default: the device profile's)")
+    b.add_argument("--profile", help="device profile (default: detected)")
+    b.add_argument("--decoder-variant", help="decoder GGUF variant, e.g. Q4_K_M (default: the bundle's default)")
+    b.add_argument("--no-batching", action="store_true", help="skip the per-context vs batched decode measurement")
+    b.set_defaults(func=cmd_bench_serve)
