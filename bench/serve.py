@@ -196,11 +196,12 @@ class ServerProcess:
 def _phase(server: ServerProcess, clips: list[Clip], streams: int, seconds: float) -> dict:
     plans = [plan_stream(clips, seconds, i) for i in range(streams)]
     results: list[StreamResult | None] = [None] * streams
-    rss, done = [server.rss_mb()], threading.Event()
+    began = time.perf_counter()
+    rss, done = [(0.0, server.rss_mb())], threading.Event()
 
     def sample() -> None:
         while not done.wait(0.5):
-            rss.append(server.rss_mb())
+            rss.append((time.perf_counter() - began, server.rss_mb()))
 
     def client(i: int) -> None:
         results[i] = run_stream(server.port, plans[i], delay_s=0.25 * i % 1.0)  # start de-synchronized
@@ -231,12 +232,15 @@ def _phase(server: ServerProcess, clips: list[Clip], streams: int, seconds: floa
             "errors": [s["error"] for s in scores if s["error"]],
             "final_ms": stats(finals), "final_compute_ms": stats(compute), "partial_ms": stats(partials),
             "rtf_cpu_per_stream": round(cpu / audio_s, 3), "cpu_percent": round(100 * cpu / wall, 1),
-            "rss_mb_start": round(rss[0], 1), "rss_mb_max": round(max(rss), 1), "rss_mb_end": round(rss[-1], 1)}
+            "rss_mb_start": round(rss[0][1], 1), "rss_mb_max": round(max(r for _, r in rss), 1),
+            "rss_mb_end": round(rss[-1][1], 1),
+            # steady state: from the first minute (or fifth of the run) on, once every stream is open
+            "rss_growth_mb_after_warmup": round(rss[-1][1] - next(r for t, r in rss if t >= min(60.0, wall / 5)), 1)}
 
 
 def bench_serve(bundle: Path | None, counts: list[int], seconds: float = 30.0, threads: int | None = None,
                 profile: str | None = None, batching: bool = True, decoder_variant: str | None = None,
-                progress=None) -> dict:
+                partial_every: int | None = None, progress=None) -> dict:
     if not counts or min(counts) < 1:
         raise Nim4Error("--streams takes stream counts >= 1, e.g. 1,2,4,8")
     flags = ["--max-streams", str(max(counts)), "--idle-timeout-s", "60"]
@@ -244,6 +248,7 @@ def bench_serve(bundle: Path | None, counts: list[int], seconds: float = 30.0, t
     flags += ["--threads", str(threads)] if threads is not None else []
     flags += ["--profile", profile] if profile else []
     flags += ["--decoder-variant", decoder_variant] if decoder_variant else []
+    flags += ["--partial-every", str(partial_every)] if partial_every is not None else []
     clips = load_clips()
     server = ServerProcess(flags)
     try:
@@ -255,7 +260,8 @@ def bench_serve(bundle: Path | None, counts: list[int], seconds: float = 30.0, t
             phases.append(_phase(server, clips, n, seconds))
     finally:
         server.stop()
-    report = {"bundle": str(bundle or "demo"), "decoder_variant": decoder_variant, "threads": threads,
+    report = {"bundle": str(bundle or "demo"), "decoder_variant": decoder_variant, "partial_every": partial_every,
+              "threads": threads,
               "profile": profile, "seconds": seconds,
               "cores": os.cpu_count(), "phases": phases}
     if batching:

@@ -18,7 +18,8 @@ from nim4_edge.runtime.recognizer import Event, Recognizer, RecognizerConfig
 from nim4_edge.runtime.vad import VAD_KINDS, VadConfig
 
 
-def add_recognizer_flags(p) -> None:
+def add_recognizer_flags(p, threads_help: str = "threads for encoder and decoder (0 = all cores; default: the device "
+                                                     "profile's)") -> None:
     p.add_argument("--bundle", type=Path, help=f"bundle directory (default: ${BUNDLE_ENV}, else the shipped demo model)")
     p.add_argument("--decoder-variant", help="decoder GGUF variant, e.g. Q4_K_M (default: the bundle's default)")
     p.add_argument("--json", action="store_true", help="one JSON object per event on stdout")
@@ -30,8 +31,7 @@ def add_recognizer_flags(p) -> None:
                    help=f"longest utterance before a forced endpoint (default {EndpointConfig.max_utterance_ms})")
     p.add_argument("--partial-every", type=int, default=None, metavar="CHUNKS",
                    help="a partial result every N 640 ms chunks; 0 = finals only (default: the device profile's)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="threads for encoder and decoder (0 = all cores; default: the device profile's)")
+    p.add_argument("--threads", type=int, default=None, help=threads_help)
     p.add_argument("--profile", help="device profile (default: detected; see `nim4-edge devices`)")
     p.add_argument("--encoder-precision", metavar="VARIANT",
                    help="encoder variant of the bundle: fp32, fp16, int8-dynamic, int8-qdq (default: the profile's "

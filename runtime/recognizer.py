@@ -278,6 +278,7 @@ class _Utterance:
                  decoder: DecoderSession, retrieval: RetrievalSession):
         self.index = index
         self.start_frame = start_frame  # index of its first fbank frame in the stream
+        self.onset_frame = start_frame  # where the VAD first heard its speech (after the pre-roll)
         self.num_frames = 0  # fbank frames fed
         self.setup = setup
         self.encoder = encoder
@@ -371,7 +372,8 @@ class _Utterance:
         t0 = time.perf_counter()
         event.words, event.confidence = word_timings(
             event.text, self.setup.lexicon, self._all_log_probs(), self.setup.blank, self.setup.frame_shift_s,
-            self.start_s, result.text, result.token_texts, result.token_logprobs)
+            self.start_s, result.text, result.token_texts, result.token_logprobs,
+            speech_onset_s=self.onset_frame * FRAME_SAMPLES / SAMPLE_RATE_HZ)
         event.timings.words_ms = (time.perf_counter() - t0) * 1000
         event.timings.final_latency_ms = (time.perf_counter() - endpoint_time) * 1000
         return [event]
@@ -395,6 +397,7 @@ class Stream:
             raise Nim4Error(f"the learned VAD was trained on fbank {expected}, this bundle computes {manifest.fbank.to_json()}; "
                             "use --vad webrtc")
         self.endpointer = Endpointer(endpoint)
+        self._speech_run_frames = max(1, endpoint.frames(endpoint.min_speech_ms))  # the run that opens an utterance
         # This stream's hotwords: the shared database plus additions/removals of its own (contacts).
         self.hotwords = HotwordRetriever(recognizer.hotword_database, recognizer.lexicon, config.retrieval)
         self.decoder = DecoderSession(recognizer.decoder_model, config.decoder, manifest.seconds_per_embedding)
@@ -495,7 +498,8 @@ class Stream:
             action, back = self.endpointer.step(is_speech)
             if action == "start":
                 back = min(back, len(self._history))
-                self._utterance = self._guarded_start(self._frame_index - back)
+                self._utterance = self._guarded_start(self._frame_index - back,
+                                                      self._frame_index - self._speech_run_frames)
                 self._utterances += 1
                 to_feed = list(self._history)[-back:]
             elif self._utterance is not None:
@@ -508,9 +512,11 @@ class Stream:
             events += self._feed(to_feed)
         return events
 
-    def _guarded_start(self, start_frame: int) -> _Utterance | None:
+    def _guarded_start(self, start_frame: int, onset_frame: int) -> _Utterance | None:
         try:
-            return self._new_utterance(start_frame)
+            utterance = self._new_utterance(start_frame)
+            utterance.onset_frame = max(start_frame, onset_frame)
+            return utterance
         except Exception as e:  # noqa: BLE001 - see _guarded
             self._drop(e)
             return None

@@ -4,7 +4,11 @@ Timestamps: the final text is pronounced word by word (a Han character or an Eng
 and force-aligned to the utterance's phoneme log-probabilities from the CTC head (Viterbi, the same
 states as the forward respelling uses). A word starts at its first phoneme's first frame and ends
 after its last phoneme's last frame (40 ms encoder frames). CTC places a phoneme as a spike of one or
-two frames, so an end is where the word's last sound was heard, not where its decay ended.
+two frames, so an end is where the word's last sound was heard, not where its decay ended. The
+encoder attends over a whole 640 ms chunk, so within a chunk a spike may come early: the demo model
+puts an utterance's first phonemes on its very first frames, in the pre-roll before anyone spoke.
+So no word starts before the VAD's speech onset (words before it are moved to it, one frame long
+at least).
 
 Confidence, each in [0, 1]:
     decoder   geometric mean of the probabilities the decoder gave the tokens it chose (softmax of
@@ -61,10 +65,11 @@ def _char_tokens(text: str, decoded: str, token_texts: list[str]) -> list[set[in
 
 def word_timings(text: str, lexicon: Lexicon, log_probs: np.ndarray, blank: int, frame_shift_s: float,
                  offset_s: float, decoded: str, token_texts: list[str],
-                 token_logprobs: list[float]) -> tuple[list[Word], float | None]:
+                 token_logprobs: list[float], speech_onset_s: float = 0.0) -> tuple[list[Word], float | None]:
     """(words, utterance confidence) of a final. log_probs: (T, P) of the utterance's encoder frames;
     frame_shift_s: the fbank shift (an encoder frame is SUBSAMPLING_FACTOR of them); offset_s: the
-    utterance's start in the stream. Words are [] when the text cannot be pronounced or aligned."""
+    utterance's start in the stream; speech_onset_s: where the VAD heard speech begin (no word starts
+    earlier). Words are [] when the text cannot be pronounced or aligned."""
     decoder_all = math.exp(float(np.mean(token_logprobs))) if token_logprobs else None
     words = lexicon.words(text)
     labels = [i for _, _, phonemes in words for i in lexicon.ids(phonemes)]
@@ -82,7 +87,8 @@ def word_timings(text: str, lexicon: Lexicon, log_probs: np.ndarray, blank: int,
         tokens = set().union(*owners[start:end])
         decoder = math.exp(float(np.mean([token_logprobs[t] for t in tokens]))) if tokens else decoder_all
         confidence = math.sqrt((decoder if decoder is not None else 1.0) * float(np.mean(peaks)))
-        out.append(Word(text[start:end], offset_s + mine[0][0] * frame_s, offset_s + (mine[-1][1] + 1) * frame_s,
-                        confidence))
+        begin = max(offset_s + mine[0][0] * frame_s, speech_onset_s, out[-1].end_s if out else 0.0)
+        finish = max(offset_s + (mine[-1][1] + 1) * frame_s, begin + frame_s)
+        out.append(Word(text[start:end], begin, finish, confidence))
     ctc_all = float(np.mean(peaks_all))
     return out, math.sqrt((decoder_all if decoder_all is not None else 1.0) * ctc_all)

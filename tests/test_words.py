@@ -100,3 +100,12 @@ def test_text_that_cannot_be_aligned_has_no_words():
     log_probs = _placed("打开", [0, 1, 2, 3], frames=4)
     words, confidence = word_timings("打开车窗和天窗", LEXICON, log_probs, 0, 0.010, 0.0, "x", ["x"], [-0.5])
     assert words == [] and confidence == pytest.approx(math.exp(-0.5))
+
+
+def test_no_word_starts_before_the_vad_heard_speech():
+    # the first phonemes spiked on the utterance's first frames (the pre-roll): moved to the onset
+    log_probs = _placed("打开", [0, 1, 20, 21], frames=30)
+    words, _ = word_timings("打开", LEXICON, log_probs, 0, 0.010, 1.0, "打开", ["打", "开"], [-0.1, -0.2],
+                            speech_onset_s=1.3)
+    assert words[0].start_s == pytest.approx(1.3) and words[0].end_s == pytest.approx(1.34)
+    assert words[1].start_s == pytest.approx(1.8)  # already after the onset: where CTC put it
