@@ -240,7 +240,7 @@ def _phase(server: ServerProcess, clips: list[Clip], streams: int, seconds: floa
 
 def bench_serve(bundle: Path | None, counts: list[int], seconds: float = 30.0, threads: int | None = None,
                 profile: str | None = None, batching: bool = True, decoder_variant: str | None = None,
-                partial_every: int | None = None, progress=None) -> dict:
+                partial_every: int | None = None, batched_decode: bool = False, progress=None) -> dict:
     if not counts or min(counts) < 1:
         raise Nim4Error("--streams takes stream counts >= 1, e.g. 1,2,4,8")
     flags = ["--max-streams", str(max(counts)), "--idle-timeout-s", "60"]
@@ -249,6 +249,7 @@ def bench_serve(bundle: Path | None, counts: list[int], seconds: float = 30.0, t
     flags += ["--profile", profile] if profile else []
     flags += ["--decoder-variant", decoder_variant] if decoder_variant else []
     flags += ["--partial-every", str(partial_every)] if partial_every is not None else []
+    flags += ["--batched-decode"] if batched_decode else []
     clips = load_clips()
     server = ServerProcess(flags)
     try:
@@ -261,6 +262,7 @@ def bench_serve(bundle: Path | None, counts: list[int], seconds: float = 30.0, t
     finally:
         server.stop()
     report = {"bundle": str(bundle or "demo"), "decoder_variant": decoder_variant, "partial_every": partial_every,
+              "batched_decode": batched_decode,
               "threads": threads,
               "profile": profile, "seconds": seconds,
               "cores": os.cpu_count(), "phases": phases}

@@ -63,6 +63,7 @@ def overrides_from_args(args) -> Overrides:
             retrieval=RetrievalConfig.from_mode(args.hotwords_mode),
             respell_hints=not args.no_respell,
             verify_bundle_hashes=not args.no_verify,
+            decoder_batch_streams=getattr(args, "decoder_batch_streams", 0),
         )
     except ValueError as e:
         raise Nim4Error(str(e)) from None

@@ -23,6 +23,7 @@ def cmd_serve(args) -> int:
                              **({"idle_timeout_s": args.idle_timeout_s} if args.idle_timeout_s is not None else {}))
     except ValueError as e:
         raise Nim4Error(str(e)) from None
+    args.decoder_batch_streams = config.max_streams if args.batched_decode else 0
     if args.threads is None:
         # Streams run side by side: each llama.cpp context and encoder run on cores // max-streams
         # threads instead of all of them (bench serve, demo, 2 cores, 8 streams: the server's final
@@ -57,6 +58,9 @@ def add_commands(sub) -> None:
     p.add_argument("--token-file", type=Path, help="require 'authorization: Bearer <token>' with the token in this file")
     p.add_argument("--tls-cert", type=Path, help="serve TLS with this certificate (PEM) ...")
     p.add_argument("--tls-key", type=Path, help="... and this private key (PEM)")
+    p.add_argument("--batched-decode", action="store_true",
+                   help="one llama.cpp context for all streams, their decode steps batched (faster for large decoders; "
+                        "for the demo model a context per stream is faster: README 'Serving other programs')")
     add_recognizer_flags(p, threads_help="encoder and decoder threads per stream, 0 = all cores (default: cores // "
                                          "--max-streams, at least 1)")
     p.set_defaults(func=cmd_serve)

@@ -44,6 +44,7 @@ class Overrides:
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     respell_hints: bool = True
     verify_bundle_hashes: bool = True  # sha256 of the files in use before loading them (cached)
+    decoder_batch_streams: int = 0  # > 0: one shared llama.cpp context for that many streams (serve --batched-decode)
 
 
 def current_plan(profile: str | None = None, platform: Platform | None = None) -> Plan:
@@ -100,6 +101,7 @@ def recognizer_config(bundle: Bundle, plan: Plan, overrides: Overrides = Overrid
             hotwords=overrides.hotwords,
             retrieval=overrides.retrieval,
             respell_hints=overrides.respell_hints,
+            decoder_batch_streams=overrides.decoder_batch_streams,
         )
     except (TypeError, ValueError) as e:
         raise Nim4Error(str(e)) from None

@@ -14,6 +14,7 @@ guard), then clears seq 1 for the next utterance.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import ctypes
 import logging
 import math
@@ -202,21 +203,53 @@ class DecoderSession:
         self.vocab, self.n_vocab, self.n_embd = model.vocab, model.n_vocab, model.n_embd
         self._owns_model = False
         self._ctx = None
+        # this session's sequences in the context (a shared context gives each stream its own pair)
+        self.prefix_seq, self.utterance_seq, self.branch_seq = PREFIX_SEQ, UTTERANCE_SEQ, BRANCH_SEQ
         try:
-            self._ctx = self._new_context()
-            self.memory = self.lib.llama_get_memory(self._ctx)
             self._token_batch = self.lib.llama_batch_init(settings.n_batch, 0, 1)
             self._embd_batch = self.lib.llama_batch_init(settings.n_batch, self.n_embd, 1)
             self.prefix_ids = self.tokenize(self.spec.prompt.prefix)
             if len(self.prefix_ids) + 64 > settings.n_ctx:
                 raise DecoderError(f"the prompt prefix ({len(self.prefix_ids)} tokens) leaves no room in n_ctx={settings.n_ctx}")
-            self._decode_tokens(self.prefix_ids, PREFIX_SEQ, 0, logits="none")
+            self._attach()
         except BaseException:
             self.close()
             raise
         self.position = len(self.prefix_ids)  # next position in the utterance sequence
         self._utterance_open = False
         self.last_suffix = ""  # the suffix text of the last partial/final (hotword hints included)
+
+    def _attach(self) -> None:
+        """A context of this session's own, with the prompt prefix decoded into it."""
+        self._ctx = self._new_context()
+        self.memory = self.lib.llama_get_memory(self._ctx)
+        self._decode_tokens(self.prefix_ids, self.prefix_seq, 0, logits="none")
+
+    def _detach(self) -> None:
+        self.lib.llama_free(self._ctx)
+
+    def _exclusive(self):
+        """Held around every use of the context: nothing to share for a context of one's own."""
+        return contextlib.nullcontext()
+
+    def _seq_rm(self, seq: int) -> None:
+        with self._exclusive():
+            self.lib.llama_memory_seq_rm(self.memory, seq, -1, -1)
+
+    def _seq_cp(self, source: int, target: int) -> None:
+        with self._exclusive():
+            self.lib.llama_memory_seq_rm(self.memory, target, -1, -1)
+            self.lib.llama_memory_seq_cp(self.memory, source, target, -1, -1)
+
+    def _prefill_last(self, tokens: list[int], seq: int, pos: int) -> np.ndarray:
+        """Decode tokens; the logits after the last one."""
+        with self._exclusive():
+            self._decode_tokens(tokens, seq, pos, logits="last")
+            return self._read_last_logits()
+
+    def _step(self, token: int, seq: int, pos: int) -> np.ndarray:
+        """One greedy step: decode one token; its logits. (A shared context batches these.)"""
+        return self._prefill_last([token], seq, pos)
 
     @classmethod
     def open(cls, gguf_path: Path, spec: DecoderSpec, settings: DecoderSettings,
@@ -282,6 +315,10 @@ class DecoderSession:
         `fill(batch, start, n)` puts rows start..start+n into the batch. `logits`: "none", "last"
         (then read with _read_last_logits) or "all" (returned, (count, V))."""
         self._check_room(pos, count)
+        with self._exclusive():
+            return self._decode_locked(count, batch, fill, seq, pos, logits)
+
+    def _decode_locked(self, count: int, batch, fill, seq: int, pos: int, logits: str) -> np.ndarray | None:
         rows = []
         for start in range(0, count, self.settings.n_batch):
             n = min(self.settings.n_batch, count - start)
@@ -331,9 +368,8 @@ class DecoderSession:
 
     def start_utterance(self) -> None:
         """Begin an utterance as a copy of the cached prefix (no re-decode)."""
-        self.lib.llama_memory_seq_rm(self.memory, UTTERANCE_SEQ, -1, -1)
-        self.lib.llama_memory_seq_rm(self.memory, BRANCH_SEQ, -1, -1)
-        self.lib.llama_memory_seq_cp(self.memory, PREFIX_SEQ, UTTERANCE_SEQ, -1, -1)
+        self._seq_rm(self.branch_seq)
+        self._seq_cp(self.prefix_seq, self.utterance_seq)
         self.position = len(self.prefix_ids)
         self._utterance_open = True
 
@@ -347,7 +383,7 @@ class DecoderSession:
         self._require_utterance()
         if len(embeddings) == 0:
             return np.zeros((0, self.n_vocab), np.float32) if all_logits else None
-        logits = self._decode_embeddings(embeddings, UTTERANCE_SEQ, self.position, "all" if all_logits else "none")
+        logits = self._decode_embeddings(embeddings, self.utterance_seq, self.position, "all" if all_logits else "none")
         self.position += len(embeddings)
         return logits
 
@@ -355,7 +391,7 @@ class DecoderSession:
         self._require_utterance()
         if len(tokens) == 0:
             return np.zeros((0, self.n_vocab), np.float32) if all_logits else None
-        logits = self._decode_tokens(tokens, UTTERANCE_SEQ, self.position, "all" if all_logits else "none")
+        logits = self._decode_tokens(tokens, self.utterance_seq, self.position, "all" if all_logits else "none")
         self.position += len(tokens)
         return logits
 
@@ -367,9 +403,8 @@ class DecoderSession:
         """Greedy decode to <|im_end|> or `cap` tokens. `probabilities`: also each chosen token's log
         softmax probability (a log-sum-exp over the vocabulary per token: finals only)."""
         t0 = time.perf_counter()
-        self._decode_tokens(suffix, seq, pos, logits="last")
+        logits = self._prefill_last(suffix, seq, pos)
         pos += len(suffix)
-        logits = self._read_last_logits()
         prefill_ms = (time.perf_counter() - t0) * 1000
         t0 = time.perf_counter()
         detokenizer = IncrementalDetokenizer(self.token_bytes)
@@ -384,9 +419,8 @@ class DecoderSession:
                 logprobs.append(-math.log(float(np.exp(logits - best).sum())))
             ids.append(token)
             pieces.append(detokenizer.push(token))
-            self._decode_tokens([token], seq, pos, logits="last")
+            logits = self._step(token, seq, pos)
             pos += 1
-            logits = self._read_last_logits()
         tail = detokenizer.flush()
         text = "".join(pieces) + tail
         return DecodeResult(text, ids, stopped_by, prefill_ms, (time.perf_counter() - t0) * 1000,
@@ -395,23 +429,22 @@ class DecoderSession:
     def partial(self, hotwords: Sequence[str] = (), audio_seconds: float | None = None) -> DecodeResult:
         """Greedy text so far, decoded on a branch; the utterance sequence is left untouched."""
         self._require_utterance()
-        self.lib.llama_memory_seq_rm(self.memory, BRANCH_SEQ, -1, -1)
-        self.lib.llama_memory_seq_cp(self.memory, UTTERANCE_SEQ, BRANCH_SEQ, -1, -1)
+        self._seq_cp(self.utterance_seq, self.branch_seq)
         seconds = audio_seconds if audio_seconds is not None else self._speech_seconds()
         try:
-            return self._greedy(BRANCH_SEQ, self.position, self._suffix_ids(hotwords), self.settings.token_cap(seconds))
+            return self._greedy(self.branch_seq, self.position, self._suffix_ids(hotwords), self.settings.token_cap(seconds))
         finally:
-            self.lib.llama_memory_seq_rm(self.memory, BRANCH_SEQ, -1, -1)
+            self._seq_rm(self.branch_seq)
 
     def final(self, hotwords: Sequence[str] = (), audio_seconds: float | None = None) -> DecodeResult:
         """Append the suffix with `hotwords`, decode greedily to <|im_end|>, end the utterance."""
         self._require_utterance()
         seconds = audio_seconds if audio_seconds is not None else self._speech_seconds()
         try:
-            return self._greedy(UTTERANCE_SEQ, self.position, self._suffix_ids(hotwords), self.settings.token_cap(seconds),
-                                probabilities=True)
+            return self._greedy(self.utterance_seq, self.position, self._suffix_ids(hotwords),
+                                self.settings.token_cap(seconds), probabilities=True)
         finally:
-            self.lib.llama_memory_seq_rm(self.memory, UTTERANCE_SEQ, -1, -1)
+            self._seq_rm(self.utterance_seq)
             self._utterance_open = False
             self.position = len(self.prefix_ids)
 
@@ -423,17 +456,17 @@ class DecoderSession:
     def score(self, pieces: Sequence[np.ndarray | Sequence[int]]) -> np.ndarray:
         """Logits at every position of a sequence built from token-id lists and embedding arrays,
         decoded from position 0 on the scratch branch (parity checks). Returns (n, V)."""
-        self.lib.llama_memory_seq_rm(self.memory, BRANCH_SEQ, -1, -1)
+        self._seq_rm(self.branch_seq)
         rows, pos = [], 0
         try:
             for piece in pieces:
                 if isinstance(piece, np.ndarray) and piece.dtype.kind == "f":
-                    rows.append(self._decode_embeddings(piece, BRANCH_SEQ, pos, logits="all"))
+                    rows.append(self._decode_embeddings(piece, self.branch_seq, pos, logits="all"))
                 else:
-                    rows.append(self._decode_tokens(list(piece), BRANCH_SEQ, pos, logits="all"))
+                    rows.append(self._decode_tokens(list(piece), self.branch_seq, pos, logits="all"))
                 pos += len(piece)
         finally:
-            self.lib.llama_memory_seq_rm(self.memory, BRANCH_SEQ, -1, -1)
+            self._seq_rm(self.branch_seq)
         return np.concatenate(rows)
 
     def close(self) -> None:
@@ -443,7 +476,7 @@ class DecoderSession:
             if batch is not None:
                 lib.llama_batch_free(batch)
         if getattr(self, "_ctx", None):
-            lib.llama_free(self._ctx)
+            self._detach()
             self._ctx = None
         if getattr(self, "_owns_model", False):
             self.decoder_model.close()

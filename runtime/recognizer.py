@@ -51,6 +51,7 @@ from nim4_edge.runtime.hotwords import (
 )
 from nim4_edge.runtime.hotwords.ctc import GreedyCtc
 from nim4_edge.runtime.hotwords.respell import respell, respell_by_sound
+from nim4_edge.runtime.shared_decoder import SharedContext, SharedDecoderSession
 from nim4_edge.runtime.vad import FRAME_SAMPLES, VadConfig, make_vad
 from nim4_edge.runtime.words import Word, word_timings
 
@@ -76,6 +77,9 @@ class RecognizerConfig:
     # a span that sounds exactly like a hint is spelled as it; in finals, a span that shares a character
     # (word) with a hint becomes the hint where CTC scores the result higher (runtime/hotwords/respell.py)
     respell_hints: bool = True
+    # 0: a llama.cpp context per stream. N: one context for up to N streams, their greedy decode steps
+    # batched into one llama_decode (runtime/shared_decoder.py says when that pays)
+    decoder_batch_streams: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.bundle, (str, Path)):
@@ -87,6 +91,8 @@ class RecognizerConfig:
             raise ValueError("partial_every_chunks must be >= 0 (0 = finals only)")
         if self.encoder_threads < 0:
             raise ValueError("encoder_threads must be >= 0 (0 = all cores)")
+        if self.decoder_batch_streams < 0:
+            raise ValueError("decoder_batch_streams must be >= 0 (0 = a decoder context per stream)")
 
 
 @dataclass
@@ -169,6 +175,7 @@ class Recognizer:
         # llama.cpp for the cores. One thread while a recognizer lives (process-wide; restored on close).
         self._blas_limit = threadpool_limits(limits=1, user_api="blas")
         self.decoder_model = None
+        self.shared_decoder: SharedContext | None = None
         try:
             self.config = config
             self.bundle = Bundle.load(config.bundle)
@@ -190,8 +197,10 @@ class Recognizer:
             self._lexicon_warmup.start()
             self.decoder_model = DecoderModel(self.bundle.decoder_file(config.decoder_variant), manifest.decoder,
                                               config.decoder.n_gpu_layers)
+            if config.decoder_batch_streams:
+                self.shared_decoder = SharedContext(self.decoder_model, config.decoder, config.decoder_batch_streams)
         except BaseException:
-            self._blas_limit.restore_original_limits()
+            self.close()
             raise
 
     def create_stream(self, hotwords: Iterable[str | HotwordEntry] = (),
@@ -226,6 +235,9 @@ class Recognizer:
         return Transcript(" ".join(e.text.strip() for e in finals if e.text.strip()), events, list(stream.errors))
 
     def close(self) -> None:
+        if self.shared_decoder is not None:
+            self.shared_decoder.close()
+            self.shared_decoder = None
         if self.decoder_model is not None:
             self.decoder_model.close()
             self.decoder_model = None
@@ -400,7 +412,10 @@ class Stream:
         self._speech_run_frames = max(1, endpoint.frames(endpoint.min_speech_ms))  # the run that opens an utterance
         # This stream's hotwords: the shared database plus additions/removals of its own (contacts).
         self.hotwords = HotwordRetriever(recognizer.hotword_database, recognizer.lexicon, config.retrieval)
-        self.decoder = DecoderSession(recognizer.decoder_model, config.decoder, manifest.seconds_per_embedding)
+        if recognizer.shared_decoder is not None:
+            self.decoder = SharedDecoderSession(recognizer.shared_decoder, manifest.seconds_per_embedding)
+        else:
+            self.decoder = DecoderSession(recognizer.decoder_model, config.decoder, manifest.seconds_per_embedding)
         self._setup = _UtteranceSetup(recognizer.lexicon, manifest.phonemes.symbols, manifest.phonemes.blank_id,
                                       manifest.fbank.frame_length_samples, manifest.fbank.frame_shift_ms / 1000,
                                       config.partial_every_chunks,

@@ -6,9 +6,10 @@ additions); the encoder session, the decoder weights and the hotword base are sh
 call on a worker thread; onnxruntime and llama.cpp release the GIL while they compute, so streams
 proceed in parallel on the cores.
 
-Each stream decodes in its own llama.cpp context: measured against one context batching the decode
-steps of all streams (bench/batching.py), that is faster for the demo decoder on this CPU (0.53x at
-4 streams) and slower for a Qwen3-1.7B-size one (1.32x; README "Serving other programs").
+Each stream decodes in its own llama.cpp context unless --batched-decode (runtime/shared_decoder.py:
+one context, the streams' decode steps batched): measured (bench/batching.py), a context per stream
+is faster for the demo decoder on this CPU (batching 0.53x at 4 streams) and slower for a
+Qwen3-1.7B-size one (batching 1.32x; README "Serving other programs").
 
 Safety: 127.0.0.1 by default; with a token file every call needs `authorization: Bearer <token>`
 (compared in constant time); TLS with a certificate and key; at most `max_streams` streams (one over

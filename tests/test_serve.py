@@ -293,3 +293,25 @@ def test_flac_and_ogg_uploads_are_decoded(server, tmp_path, container, subtype):
     _, client = _openai(server)
     with open(path, "rb") as f:
         assert client.audio.transcriptions.create(model="nim4-edge", file=f).text == "set the temperature to 21 degrees"
+
+
+def test_batched_decode_serves_concurrent_streams(tmp_path):
+    """--batched-decode: one llama.cpp context for the streams; two at once read what they read alone."""
+    proc, port, _ = start(tmp_path, "--batched-decode", "--max-streams", "2")
+    try:
+        got: dict[str, list[str]] = {}
+
+        def run(name: str) -> None:
+            audio, rate = pcm(name)
+            got[name] = [r.alternatives[0].transcript for resp in
+                         asr(port, None).streaming_response_generator(chunks(audio), streaming_config(rate))
+                         for r in resp.results if r.is_final]
+
+        threads = [threading.Thread(target=run, args=(n,)) for n in ("en_temperature.wav", "zh_window.wav")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert got == {"en_temperature.wav": ["set the temperature to 21 degrees"], "zh_window.wav": ["打开车窗"]}
+    finally:
+        assert stop(proc) < 10 and proc.returncode == 0
