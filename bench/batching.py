@@ -11,6 +11,7 @@ core. The figure is wall time of the token steps (prefill excluded); ratio = per
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 import time
@@ -85,8 +86,6 @@ def _batched(model: DecoderModel, streams: int, rows: int, steps: int, embedding
                 tokens.seq_id[i][0] = seq
             decode(tokens, len(prefix))
             block = np.ascontiguousarray(embeddings[:rows], np.float32)
-            import ctypes  # optional: only this setup copies raw floats into the batch
-
             ctypes.memmove(embd.embd, block.ctypes.data, block.nbytes)
             for i in range(rows):
                 embd.pos[i], embd.n_seq_id[i], embd.logits[i] = len(prefix) + i, 1, False
