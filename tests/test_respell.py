@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 
-from nim4_edge.runtime.hotwords.ctc import ctc_log_likelihood
+from nim4_edge.runtime.hotwords.ctc import ctc_align, ctc_log_likelihood
 from nim4_edge.runtime.hotwords.lexicon import Lexicon
 from nim4_edge.runtime.hotwords.respell import respell, respell_by_sound
 
@@ -58,6 +58,32 @@ def test_ctc_log_likelihood_equals_the_sum_over_all_alignments():
                 total = np.logaddexp(total, sum(log_probs[t, c] for t, c in enumerate(path)))
         assert abs(ctc_log_likelihood(log_probs, labels, blank=0) - total) < 1e-9, labels
     assert ctc_log_likelihood(log_probs[:2], [1, 1, 1], blank=0) == -np.inf  # cannot fit in 2 frames
+
+
+def test_the_alignment_is_the_best_single_path():
+    rng = np.random.default_rng(1)
+    frames, classes = 6, 3
+    logits = rng.normal(size=(frames, classes)) * 2
+    log_probs = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
+    for labels in ([1], [1, 2], [1, 1], [2, 1, 2]):
+        best, best_path = -np.inf, None
+        for path in itertools.product(range(classes), repeat=frames):
+            if _collapse(path, 0) == labels:
+                score = sum(log_probs[t, c] for t, c in enumerate(path))
+                if score > best:
+                    best, best_path = score, path
+        spans = ctc_align(log_probs, labels, blank=0)
+        # the frames each label holds on the best path: runs of that label, in order
+        expected, k, prev = [], -1, 0
+        for t, c in enumerate(best_path):
+            if c != 0 and (c != prev or t == 0):
+                k += 1
+                expected.append([t, t])
+            elif c != 0:
+                expected[k][1] = t
+            prev = c
+        assert [(a, b) for a, b, _ in spans] == [tuple(e) for e in expected], labels
+    assert ctc_align(log_probs[:2], [1, 1, 1], blank=0) is None  # cannot fit
 
 
 def _posteriors_of(text: str, frames_per_phoneme: int = 3, confidence: float = 0.9) -> np.ndarray:

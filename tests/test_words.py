@@ -3,52 +3,15 @@ timings where the phonemes were placed, confidence from token probabilities and 
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
 import pytest
 
-from nim4_edge.runtime.hotwords.ctc import ctc_align
 from nim4_edge.runtime.hotwords.lexicon import Lexicon
 from nim4_edge.runtime.words import word_timings
 
 LEXICON = Lexicon()
-
-
-def _collapse(path, blank):
-    out, prev = [], blank
-    for label in path:
-        if label != prev and label != blank:
-            out.append(label)
-        prev = label
-    return out
-
-
-def test_the_alignment_is_the_best_single_path():
-    rng = np.random.default_rng(1)
-    frames, classes = 6, 3
-    logits = rng.normal(size=(frames, classes)) * 2
-    log_probs = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
-    for labels in ([1], [1, 2], [1, 1], [2, 1, 2]):
-        best, best_path = -np.inf, None
-        for path in itertools.product(range(classes), repeat=frames):
-            if _collapse(path, 0) == labels:
-                score = sum(log_probs[t, c] for t, c in enumerate(path))
-                if score > best:
-                    best, best_path = score, path
-        spans = ctc_align(log_probs, labels, blank=0)
-        # the frames each label holds on the best path: runs of that label, in order
-        expected, k, prev = [], -1, 0
-        for t, c in enumerate(best_path):
-            if c != 0 and (c != prev or t == 0):
-                k += 1
-                expected.append([t, t])
-            elif c != 0:
-                expected[k][1] = t
-            prev = c
-        assert [(a, b) for a, b, _ in spans] == [tuple(e) for e in expected], labels
-    assert ctc_align(log_probs[:2], [1, 1, 1], blank=0) is None  # cannot fit
 
 
 def test_words_of_mixed_text_are_characters_and_words():
