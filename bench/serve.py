@@ -132,7 +132,8 @@ def run_stream(port: int, plan: Plan, delay_s: float) -> StreamResult:
                 else:
                     result.partials.append((received, r.audio_processed))
     except Exception as e:  # noqa: BLE001 - a failed stream is counted in the report, not raised
-        result.error = f"{type(e).__name__}: {getattr(e, 'details', lambda: str(e))()}"
+        details = e.details() if hasattr(e, "details") else str(e)  # a grpc.RpcError says what happened
+        result.error = f"{type(e).__name__}: {details}"
     finally:
         channel.close()
     return result
