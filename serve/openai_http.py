@@ -18,8 +18,10 @@ import hmac
 import io
 import json
 import logging
+import socket
 import ssl
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -171,6 +173,23 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(error.status, "application/json",
                    json.dumps({"error": {"message": str(error), "type": error.kind, "code": error.status.value}}))
 
+    def _linger(self, max_bytes: int = 4 << 20, seconds: float = 2.0) -> None:
+        """The body of a refused upload was not read: close our side for writing, then read and drop
+        what the client still sends (bounded), so that closing does not reset the connection before
+        the client has read the 413 (Apache's "lingering close")."""
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(seconds)
+            deadline, dropped = time.monotonic() + seconds, 0
+            while dropped < max_bytes and time.monotonic() < deadline:
+                data = self.connection.recv(65536)
+                if not data:
+                    break
+                dropped += len(data)
+        except OSError:
+            pass  # the client is gone: nothing left to protect
+
     def _authorized(self) -> bool:
         if self.token is None:
             return True
@@ -207,6 +226,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._transcribe(fields)
         except HttpError as e:
             self._error(e)
+            if e.status == HTTPStatus.REQUEST_ENTITY_TOO_LARGE and self.close_connection:
+                self._linger()
         except Nim4RuntimeError as e:  # valid input, failed run (e.g. no memory for a decoder context)
             self._error(HttpError(HTTPStatus.INTERNAL_SERVER_ERROR, str(e), "server_error"))
         except (ValueError, Nim4Error) as e:

@@ -253,8 +253,8 @@ class RivaSpeechRecognition(riva_asr_pb2_grpc.RivaSpeechRecognitionServicer):
 
     def _streaming(self, requests: _Requests, context):
         _, first = self._next(requests, context)
-        if first is None or not first.HasField("streaming_config"):
-            self._abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+        if first is None or not first.HasField("streaming_config"):  # out of order: a precondition, not a bad value
+            self._abort(context, grpc.StatusCode.FAILED_PRECONDITION,
                         "the first message must carry streaming_config (then audio_content)")
         config = first.streaming_config
         interim, words = config.interim_results, config.config.enable_word_time_offsets
@@ -267,7 +267,7 @@ class RivaSpeechRecognition(riva_asr_pb2_grpc.RivaSpeechRecognitionServicer):
                 if request is None:
                     break
                 if request.HasField("streaming_config"):
-                    self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, "streaming_config may come only once, first")
+                    self._abort(context, grpc.StatusCode.FAILED_PRECONDITION, "streaming_config may come only once, first")
                 samples = pcm.samples(request.audio_content)
                 audio.inc(len(samples) / rate)
                 for event in stream.accept_waveform(samples, rate):

@@ -92,13 +92,13 @@ def test_bad_configs_are_invalid_arguments_that_name_the_fix(server, change, mes
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in error.value.details()
 
 
-def test_audio_before_the_config_is_an_invalid_argument(server):
+def test_audio_before_the_config_is_a_failed_precondition(server):
     from riva.client.proto import riva_asr_pb2
 
     requests = iter([riva_asr_pb2.StreamingRecognizeRequest(audio_content=b"\0\0" * 100)])
     with pytest.raises(grpc.RpcError) as error:
         list(asr(server).stub.StreamingRecognize(requests, metadata=[("authorization", f"Bearer {TOKEN}")], timeout=30))
-    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "streaming_config" in error.value.details()
+    assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "streaming_config" in error.value.details()
 
 
 def test_one_stream_over_the_limit_is_refused_at_once_and_the_others_go_on(server):
