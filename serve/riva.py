@@ -274,7 +274,7 @@ class RivaSpeechRecognition(riva_asr_pb2_grpc.RivaSpeechRecognitionServicer):
                     if event.kind == "final" or interim:
                         yield self._response(event, words, received)
                 self._check_errors(stream, context)
-            if not context.is_active():  # the client went away mid-stream: no final to compute for nobody
+            if not context.is_active():  # the client went away mid-stream: nobody to compute a final for
                 return
             for event in stream.input_finished():
                 yield self._response(event, words, None)
