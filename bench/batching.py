@@ -4,14 +4,14 @@ context with a sequence per stream and one `llama_decode` per step for all of th
 Both sides decode the same work in the same process, interleaved repeat by repeat: `streams`
 sequences, each the prompt prefix plus `rows` speech-embedding rows, then `steps` greedy tokens per
 sequence. Per context, each stream runs on its own thread (as the server's streams do) with
-`threads_per_context` llama.cpp threads; batched, one thread steps all sequences at once with every
-core. The figure is wall time of the token steps (prefill excluded); ratio = per-context / batched
-(> 1: batching is faster).
+1 or all cores' llama.cpp threads; batched, the shared context `serve --batched-decode` runs
+(runtime/shared_decoder.py), one thread stepping all sequences in one call with every core. The
+figure is wall time of the token steps (prefill excluded); ratio = per-context / batched (> 1:
+batching is faster).
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import threading
 import time
@@ -20,7 +20,8 @@ import numpy as np
 
 from nim4_edge.bench.report import format_table, median
 from nim4_edge.runtime.bundle import Bundle
-from nim4_edge.runtime.decoder import KV_TYPES, UTTERANCE_SEQ, DecoderModel, DecoderSession, DecoderSettings
+from nim4_edge.runtime.decoder import DecoderModel, DecoderSession, DecoderSettings
+from nim4_edge.runtime.shared_decoder import SharedContext, SharedDecoderSession
 
 
 def _per_context(model: DecoderModel, spec_seconds: float, streams: int, rows: int, steps: int,
@@ -39,8 +40,7 @@ def _per_context(model: DecoderModel, spec_seconds: float, streams: int, rows: i
             barrier.wait()
             t0 = time.perf_counter()
             for _ in range(steps):
-                session._decode_tokens([token], UTTERANCE_SEQ, pos, logits="last")
-                token = int(np.argmax(session._read_last_logits()))
+                token = int(np.argmax(session._step(token, session.utterance_seq, pos)))
                 pos += 1
             elapsed[i] = time.perf_counter() - t0
 
@@ -57,57 +57,27 @@ def _per_context(model: DecoderModel, spec_seconds: float, streams: int, rows: i
             session.close()
 
 
-def _batched(model: DecoderModel, streams: int, rows: int, steps: int, embeddings: np.ndarray,
-             kv_type: str = "f16") -> float:
-    """One context, sequence i = stream i; every step decodes one token of every sequence in one call."""
-    lib = model.lib
-    prefix = model.tokenize(model.spec.prompt.prefix)
-    params = lib.llama_context_default_params()
-    params.n_ctx = streams * (len(prefix) + rows + steps + 8)
-    params.n_batch = params.n_ubatch = max(512, streams)
-    params.n_seq_max = streams
-    params.kv_unified = True
-    params.n_threads = params.n_threads_batch = os.cpu_count() or 1
-    params.type_k = params.type_v = KV_TYPES[kv_type]
-    params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
-    params.no_perf = True
-    ctx = lib.llama_init_from_model(model.model, params)
-    tokens = lib.llama_batch_init(max(len(prefix), streams), 0, 1)
-    embd = lib.llama_batch_init(rows, model.n_embd, 1)
+def _batched(model: DecoderModel, spec_seconds: float, streams: int, rows: int, steps: int,
+             embeddings: np.ndarray) -> float:
+    """The shared context `serve --batched-decode` runs (runtime/shared_decoder.py): a session per
+    stream; each step, every stream's token in one llama_decode (SharedContext.decode_steps)."""
+    shared = SharedContext(model, DecoderSettings(), streams)
+    sessions = [SharedDecoderSession(shared, spec_seconds) for _ in range(streams)]
     try:
-        def decode(batch, n):
-            batch.n_tokens = n
-            if lib.llama_decode(ctx, batch) != 0:
-                raise RuntimeError("llama_decode failed")
-
-        for seq in range(streams):  # prefix + rows per sequence (not timed)
-            for i, t in enumerate(prefix):
-                tokens.token[i], tokens.pos[i], tokens.n_seq_id[i], tokens.logits[i] = t, i, 1, False
-                tokens.seq_id[i][0] = seq
-            decode(tokens, len(prefix))
-            block = np.ascontiguousarray(embeddings[:rows], np.float32)
-            ctypes.memmove(embd.embd, block.ctypes.data, block.nbytes)
-            for i in range(rows):
-                embd.pos[i], embd.n_seq_id[i], embd.logits[i] = len(prefix) + i, 1, False
-                embd.seq_id[i][0] = seq
-            decode(embd, rows)
-        pos = len(prefix) + rows
-        next_tokens = [0] * streams
+        for session in sessions:
+            session.start_utterance()
+            session.append(embeddings[:rows])
+        pos, tokens = sessions[0].position, [0] * streams
         t0 = time.perf_counter()
         for _ in range(steps):
-            for seq in range(streams):
-                tokens.token[seq], tokens.pos[seq], tokens.n_seq_id[seq], tokens.logits[seq] = next_tokens[seq], pos, 1, True
-                tokens.seq_id[seq][0] = seq
-            decode(tokens, streams)
-            for seq in range(streams):
-                row = np.ctypeslib.as_array(lib.llama_get_logits_ith(ctx, seq), shape=(model.n_vocab,))
-                next_tokens[seq] = int(np.argmax(row))
+            logits = shared.decode_steps([(s.utterance_seq, token, pos) for s, token in zip(sessions, tokens)])
+            tokens = [int(np.argmax(row)) for row in logits]
             pos += 1
         return time.perf_counter() - t0
     finally:
-        lib.llama_batch_free(tokens)
-        lib.llama_batch_free(embd)
-        lib.llama_free(ctx)
+        for session in sessions:
+            session.close()
+        shared.close()
 
 
 def bench_batching(bundle_path, streams: int = 4, rows: int = 24, steps: int = 24, repeats: int = 3,
@@ -125,7 +95,7 @@ def bench_batching(bundle_path, streams: int = 4, rows: int = 24, steps: int = 2
             for name, threads in configs.items():
                 runs[name].append(_per_context(model, manifest.seconds_per_embedding, streams, rows, steps, threads,
                                                embeddings))
-            runs["batched"].append(_batched(model, streams, rows, steps, embeddings))
+            runs["batched"].append(_batched(model, manifest.seconds_per_embedding, streams, rows, steps, embeddings))
     finally:
         model.close()
     medians = {name: median(times) for name, times in runs.items()}

@@ -213,6 +213,11 @@ class WavReader:
                 frames = _decode(raw[:usable], info)
                 yield frames[:, 0].copy() if info.channels == 1 else frames.mean(axis=1)
 
+    def read_all(self) -> tuple[np.ndarray, int]:
+        """The rest of the file: (float32 mono samples, sample_rate_hz)."""
+        blocks = list(self.blocks(1 << 16))
+        return (np.concatenate(blocks) if blocks else np.zeros(0, np.float32)), self.info.sample_rate_hz
+
     def close(self) -> None:
         self._file.close()
 
@@ -259,10 +264,7 @@ def _decode(raw: bytes, info: WavInfo) -> np.ndarray:
 def read_wav(path: Path) -> tuple[np.ndarray, int]:
     """A whole file: (float32 mono samples, sample_rate_hz). For short files (tests, verification)."""
     with WavReader(path) as reader:
-        blocks = list(reader.blocks(1 << 16))
-        rate = reader.info.sample_rate_hz
-    samples = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
-    return samples, rate
+        return reader.read_all()
 
 
 class StreamResampler:

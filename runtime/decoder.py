@@ -421,8 +421,7 @@ class DecoderSession:
             pieces.append(detokenizer.push(token))
             logits = self._step(token, seq, pos)
             pos += 1
-        tail = detokenizer.flush()
-        text = "".join(pieces) + tail
+        text = "".join(pieces) + detokenizer.flush()  # token_texts: the pieces before the flushed tail
         return DecodeResult(text, ids, stopped_by, prefill_ms, (time.perf_counter() - t0) * 1000,
                             token_logprobs=logprobs, token_texts=pieces if probabilities else [])
 

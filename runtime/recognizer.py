@@ -348,9 +348,11 @@ class _Utterance:
         return [self._event("partial", result, hints)]
 
     def _all_log_probs(self) -> np.ndarray:
-        if self.log_probs:
-            return np.concatenate(self.log_probs)
-        return np.zeros((0, len(self.setup.symbols)), np.float32)
+        """The utterance's (T, P) phoneme log-probs, joined once (a final's respelling and word
+        alignment both read them)."""
+        if len(self.log_probs) > 1:
+            self.log_probs = [np.concatenate(self.log_probs)]
+        return self.log_probs[0] if self.log_probs else np.zeros((0, len(self.setup.symbols)), np.float32)
 
     def _event(self, kind: str, result: DecodeResult, hints: list[str], stopped_by: str = "") -> Event:
         text = result.text

@@ -115,6 +115,13 @@ class SharedContext:
                 self._cv.notify_all()
         return self._result(mine)
 
+    def decode_steps(self, steps: list[tuple[int, int, int]]) -> list[np.ndarray]:
+        """(seq, token, pos) of several sequences decoded in one call, from one thread (benchmarks)."""
+        batch = [_Step(seq, token, pos) for seq, token, pos in steps]
+        with self.exclusive():
+            self._decode_steps(batch)
+        return [self._result(step) for step in batch]
+
     @staticmethod
     def _result(step: _Step) -> np.ndarray:
         if step.error is not None:

@@ -91,8 +91,7 @@ def decode_upload(data: bytes) -> tuple[np.ndarray, int]:
     if data[:4] == b"RIFF":
         try:
             with WavReader.from_file(io.BytesIO(data), "file") as reader:
-                rate = reader.info.sample_rate_hz
-                return np.concatenate(list(reader.blocks(1 << 16)) or [np.zeros(0, np.float32)]), rate
+                return reader.read_all()
         except AudioError as e:
             raise HttpError(HTTPStatus.BAD_REQUEST, f"{e} (send a WAV, FLAC or OGG file)") from None
     try:

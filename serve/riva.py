@@ -309,8 +309,7 @@ class RivaSpeechRecognition(riva_asr_pb2_grpc.RivaSpeechRecognitionServicer):
         if audio[:4] == b"RIFF":  # a WAV file's bytes: its header says the rate and channels
             try:
                 with WavReader.from_file(io.BytesIO(audio), "audio") as reader:
-                    rate = reader.info.sample_rate_hz
-                    samples = np.concatenate(list(reader.blocks(1 << 16)) or [np.zeros(0, np.float32)])
+                    samples, rate = reader.read_all()
             except AudioError as e:
                 self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(e))
             config.sample_rate_hertz = config.sample_rate_hertz or rate
