@@ -4,7 +4,9 @@ Manifest: JSON Lines, one utterance per line:
     {"audio": "wav/00001.wav", "text": "call Jon Okafor", "hotwords": ["Jon Okafor"],
      "entity": "Jon Okafor", "language": "en", "tags": ["en", "contact", "homophone"]}
 `audio` is relative to the manifest's folder (or absolute); `text` may be empty (noise-only clips);
-`hotwords`, `entity`, `language` (else: "zh" when the reference has Han characters) and `tags` are optional.
+`hotwords`, `entity`, `language` (else: "zh" when the reference has Han characters), `tags` and
+`speech_end_s` (where the last word ends in the file: end-of-turn latency is measured from it; without
+it, from where the VAD last heard speech) are optional.
 
 Modes:
     streaming  what `nim4-edge listen` does: 100 ms blocks, VAD + endpointer, a partial every chunk,
@@ -25,6 +27,10 @@ Rates are pooled over the set (total edits / total reference units).
     hallucination     (NIM4-ASR paper) output longer than 1.5x the reference with negligible overlap:
                       here, fewer than 10% of the hypothesis units match the reference in the alignment;
                       for an empty reference, any output
+    end of speech -> final   streaming: per utterance with speech, from the reference's end of speech
+                      to its last final, as a live stream would see it: the end of the 100 ms block
+                      that brought the final plus the wall time that block took to process
+    cut in two        streaming: utterances with speech that gave more than one non-empty final
 """
 
 from __future__ import annotations
@@ -60,6 +66,7 @@ class EvalItem:
     entity: str = ""
     tags: list[str] = field(default_factory=list)
     line: int = 0
+    speech_end_s: float | None = None
 
 
 def read_manifest(path: Path) -> list[EvalItem]:
@@ -93,10 +100,19 @@ def read_manifest(path: Path) -> list[EvalItem]:
             entity=str(row.get("entity", "") or ""),
             tags=[str(t) for t in row.get("tags", []) or []],
             line=number,
+            speech_end_s=_optional_seconds(row.get("speech_end_s"), path, number),
         ))
     if not items:
         raise ManifestError(f"{path}: no utterances (one JSON object per line with \"audio\" and \"text\")")
     return items
+
+
+def _optional_seconds(value, path: Path, number: int) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e6:
+        raise ManifestError(f"{path}:{number}: \"speech_end_s\" must be seconds into the file (a number >= 0)")
+    return float(value)
 
 
 # --- scoring ----------------------------------------------------------------------------------------
@@ -189,22 +205,37 @@ def score(items: list[EvalItem], hypotheses: list[str | None]) -> dict:
 
 # --- running ------------------------------------------------------------------------------------------
 
-def transcribe_streaming(recognizer, audio: np.ndarray) -> tuple[str, list]:
-    """What `listen` does: 100 ms blocks through a new stream (Recognizer.transcribe)."""
-    transcript = recognizer.transcribe(audio, SAMPLE_RATE_HZ, block_ms=BLOCK_MS)
-    if transcript.errors:
-        raise Nim4Error("; ".join(transcript.errors))
-    return transcript.text, transcript.events
+def transcribe_streaming(recognizer, audio: np.ndarray) -> tuple[str, list, list[float]]:
+    """What `listen` does: 100 ms blocks through a new stream (as Recognizer.transcribe), each final
+    stamped with when a live stream would have it: the end of its block in the audio plus the wall
+    time the block took (the third element, one per final)."""
+    step = BLOCK_MS * SAMPLE_RATE_HZ // 1000
+    events, emitted = [], []
+    with recognizer.create_stream() as stream:
+        for start in [*range(0, len(audio), step), None]:  # None: the end of the input
+            t0 = time.perf_counter()
+            if start is not None:
+                got = stream.accept_waveform(audio[start : start + step], SAMPLE_RATE_HZ)
+            else:
+                got = stream.input_finished()
+            block_end = len(audio) if start is None else min(len(audio), start + step)
+            at = block_end / SAMPLE_RATE_HZ + (time.perf_counter() - t0)
+            emitted += [at for e in got if e.kind == "final"]
+            events += got
+        if stream.errors:
+            raise Nim4Error("; ".join(stream.errors))
+    finals = [e for e in events if e.kind == "final"]
+    return " ".join(e.text.strip() for e in finals if e.text.strip()), events, emitted
 
 
-def transcribe_offline(recognizer, audio: np.ndarray) -> tuple[str, list]:
+def transcribe_offline(recognizer, audio: np.ndarray) -> tuple[str, list, list[float]]:
     """The whole file as one utterance (no VAD, no partials)."""
     stream = recognizer.create_stream()
     try:
         finals = [e for e in stream.decode_whole(audio) if e.kind == "final"]
     finally:
         stream.close()
-    return " ".join(e.text.strip() for e in finals), finals
+    return " ".join(e.text.strip() for e in finals), finals, []
 
 
 MODES = {"streaming": transcribe_streaming, "offline": transcribe_offline}
@@ -234,6 +265,7 @@ def evaluate(recognizer, items: list[EvalItem], modes: list[str], progress=None)
         run = MODES[mode]
         hyps: list[str | None] = []
         latencies, first_partials, compute_s, audio_s = [], [], 0.0, 0.0
+        turn_ms, cut, with_speech, reasons = [], 0, 0, {}  # end of turn (streaming)
         encoder_ms = chunks = decode_ms = tokens = 0.0
         hint_hits = [0, 0]  # entity utterances whose entity was among the final's hints, of all
         phoneme_edits: dict[str, list[int]] = {}  # tag ("" = all) -> [edits, reference phonemes]
@@ -250,14 +282,26 @@ def evaluate(recognizer, items: list[EvalItem], modes: list[str], progress=None)
             else:
                 t0 = time.perf_counter()
                 try:
-                    text, events = run(recognizer, audio)
+                    text, events, emitted = run(recognizer, audio)
                 except Nim4Error as e:
-                    text, events = None, []
+                    text, events, emitted = None, [], []
                     row["error"] = str(e)
                 compute_s += time.perf_counter() - t0
                 audio_s += len(audio) / SAMPLE_RATE_HZ
                 finals = [e for e in events if e.kind == "final"]
                 latencies += [f.timings.final_latency_ms for f in finals if f.timings.final_latency_ms is not None]
+                for f in finals:
+                    reasons[f.end_reason] = reasons.get(f.end_reason, 0) + 1
+                spoken = [(f, at) for f, at in zip(finals, emitted) if f.text.strip()]
+                if emitted and item.text.strip() and spoken:
+                    with_speech += 1
+                    cut += len(spoken) > 1
+                    last, at = spoken[-1]
+                    end = item.speech_end_s if item.speech_end_s is not None else last.speech_end_s
+                    turn_ms.append((at - end) * 1000)
+                    row[f"{mode}_turn"] = {"finals": len(spoken), "eos_to_final_ms": round(turn_ms[-1], 1),
+                                           "end_reasons": [f.end_reason for f, _ in spoken],
+                                           "end_probability": [f.end_probability for f, _ in spoken]}
                 for f in finals:
                     encoder_ms += f.timings.encoder_ms
                     chunks += f.chunks
@@ -292,6 +336,11 @@ def evaluate(recognizer, items: list[EvalItem], modes: list[str], progress=None)
             figures["final_latency_ms_p95"] = round(float(np.percentile(latencies, 95)), 1)
         if first_partials:
             figures["first_partial_ms_p50"] = round(float(np.percentile(first_partials, 50)), 1)
+        if turn_ms:
+            figures["eos_to_final_ms_p50"] = round(float(np.percentile(turn_ms, 50)), 1)
+            figures["eos_to_final_ms_p95"] = round(float(np.percentile(turn_ms, 95)), 1)
+            figures["cut_in_two_pct"] = round(100.0 * cut / with_speech, 2)
+            figures["end_reasons"] = dict(sorted(reasons.items()))
         figures["encoder_ms_per_chunk"] = round(encoder_ms / chunks, 3) if chunks else None
         figures["decode_tokens_per_s"] = round(1000 * tokens / decode_ms, 1) if decode_ms else None
         results[mode] = figures
@@ -314,5 +363,8 @@ def report_rows(summary: dict) -> list[dict]:
                      "hint recall %": f.get("hint_recall"), "PER %": f.get("phoneme_error_rate"),
                      "digit acc %": f["digit_accuracy"], "false text %": f["false_text_rate"],
                      "halluc %": f["hallucination_rate"], "RTF": f["rtf"],
-                     "final p50 ms": f.get("final_latency_ms_p50"), "failed": f["counts"]["failed"]})
+                     "final p50 ms": f.get("final_latency_ms_p50"),
+                     "EOS->final p50/p95 ms": (f"{f['eos_to_final_ms_p50']:.0f}/{f['eos_to_final_ms_p95']:.0f}"
+                                              if "eos_to_final_ms_p50" in f else None),
+                     "cut %": f.get("cut_in_two_pct"), "failed": f["counts"]["failed"]})
     return rows

@@ -26,7 +26,16 @@ def add_recognizer_flags(p, threads_help: str = "threads for encoder and decoder
     p.add_argument("--vad", choices=sorted(VAD_KINDS), default=VadConfig.kind,
                    help=f"voice activity detector (default {VadConfig.kind}; README 'VAD' has the measurements)")
     p.add_argument("--trailing-silence-ms", type=int, default=EndpointConfig.trailing_silence_ms,
-                   help=f"silence that ends an utterance (default {EndpointConfig.trailing_silence_ms})")
+                   help=f"silence that ends an utterance the decoder did not call complete earlier (default "
+                        f"{EndpointConfig.trailing_silence_ms})")
+    p.add_argument("--eot-pause-ms", type=int, default=EndpointConfig.eot_pause_ms,
+                   help=f"adaptive end of turn: after this much silence the final is decoded at once, and the turn "
+                        f"ends there if the decoder is sure it is complete (--eot-threshold); 0 = wait for "
+                        f"--trailing-silence-ms always (default {EndpointConfig.eot_pause_ms})")
+    p.add_argument("--eot-threshold", type=float, default=EndpointConfig.eot_threshold,
+                   help=f"end score (the decoder's P(end of text) after the final's words x the confidence of the last "
+                        f"word) above which the turn ends at the pause (default {EndpointConfig.eot_threshold}; "
+                        f"higher cuts fewer hesitating speakers off, and ends later)")
     p.add_argument("--max-utterance-ms", type=int, default=EndpointConfig.max_utterance_ms,
                    help=f"longest utterance before a forced endpoint (default {EndpointConfig.max_utterance_ms})")
     p.add_argument("--partial-every", type=int, default=None, metavar="CHUNKS",
@@ -58,7 +67,8 @@ def overrides_from_args(args) -> Overrides:
             threads=args.threads,
             partial_every_chunks=args.partial_every,
             vad=VadConfig(kind=args.vad),
-            endpoint=EndpointConfig(trailing_silence_ms=args.trailing_silence_ms, max_utterance_ms=args.max_utterance_ms),
+            endpoint=EndpointConfig(trailing_silence_ms=args.trailing_silence_ms, max_utterance_ms=args.max_utterance_ms,
+                                    eot_pause_ms=args.eot_pause_ms, eot_threshold=args.eot_threshold),
             hotwords=args.hotwords,
             retrieval=RetrievalConfig.from_mode(args.hotwords_mode),
             respell_hints=not args.no_respell,

@@ -4,7 +4,8 @@ Sequences in the one llama.cpp context (a unified KV cache, so copies share cell
 
     seq 0  the static prompt prefix, decoded once when the session opens
     seq 1  the current utterance: a copy of seq 0, then speech embeddings appended chunk by chunk
-    seq 2  a scratch branch: partial results and scoring; emptied after each use
+    seq 2  a scratch branch: partial results, speculative finals (Branch) and scoring; emptied after
+           each use
 
 `final()` appends the suffix (with the retrieved hotwords) to seq 1 and decodes greedily to
 `<|im_end|>`, at most `min_new_tokens + max_tokens_per_second * audio seconds` tokens (hallucination
@@ -75,6 +76,9 @@ class DecodeResult:
     # finals: per token, log softmax probability of the chosen token and the text it added
     token_logprobs: list[float] = field(default_factory=list)
     token_texts: list[str] = field(default_factory=list)
+    # log P(<|im_end|>) where the decode stopped: after the whole text (the end-of-turn predictor:
+    # how sure the model is that what it heard is a complete utterance)
+    end_logprob: float = float("-inf")
 
 
 class IncrementalDetokenizer:
@@ -235,6 +239,17 @@ class DecoderSession:
     def _seq_rm(self, seq: int) -> None:
         with self._exclusive():
             self.lib.llama_memory_seq_rm(self.memory, seq, -1, -1)
+
+    def _seq_truncate(self, seq: int, pos: int) -> None:
+        """Drop positions >= pos of seq (roll a decode back)."""
+        with self._exclusive():
+            self.lib.llama_memory_seq_rm(self.memory, seq, pos, -1)
+
+    def seq_positions(self, seq: int) -> tuple[int, int]:
+        """(lowest, highest) position held by seq; (-1, -1) when it is empty (tests, diagnostics)."""
+        with self._exclusive():
+            return (int(self.lib.llama_memory_seq_pos_min(self.memory, seq)),
+                    int(self.lib.llama_memory_seq_pos_max(self.memory, seq)))
 
     def _seq_cp(self, source: int, target: int) -> None:
         with self._exclusive():
@@ -409,9 +424,10 @@ class DecoderSession:
         t0 = time.perf_counter()
         detokenizer = IncrementalDetokenizer(self.token_bytes)
         pieces, ids, logprobs, stopped_by = [], [], [], "cap"
+        im_end = self.spec.token_ids["im_end"]
         for _ in range(cap):
             token = int(np.argmax(logits))
-            if token == self.spec.token_ids["im_end"] or self.lib.llama_vocab_is_eog(self.vocab, token):
+            if token == im_end or self.lib.llama_vocab_is_eog(self.vocab, token):
                 stopped_by = "eos"
                 break
             if probabilities:
@@ -421,9 +437,12 @@ class DecoderSession:
             pieces.append(detokenizer.push(token))
             logits = self._step(token, seq, pos)
             pos += 1
+        shifted = logits.astype(np.float64) - float(logits.max())  # float64: a near-certain end stays < 1
+        end_logprob = float(shifted[im_end] - math.log(float(np.exp(shifted).sum())))
         text = "".join(pieces) + detokenizer.flush()  # token_texts: the pieces before the flushed tail
         return DecodeResult(text, ids, stopped_by, prefill_ms, (time.perf_counter() - t0) * 1000,
-                            token_logprobs=logprobs, token_texts=pieces if probabilities else [])
+                            token_logprobs=logprobs, token_texts=pieces if probabilities else [],
+                            end_logprob=end_logprob)
 
     def partial(self, hotwords: Sequence[str] = (), audio_seconds: float | None = None) -> DecodeResult:
         """Greedy text so far, decoded on a branch; the utterance sequence is left untouched."""
@@ -443,9 +462,19 @@ class DecoderSession:
             return self._greedy(self.utterance_seq, self.position, self._suffix_ids(hotwords),
                                 self.settings.token_cap(seconds), probabilities=True)
         finally:
-            self._seq_rm(self.utterance_seq)
-            self._utterance_open = False
-            self.position = len(self.prefix_ids)
+            self.end_utterance()
+
+    def end_utterance(self) -> None:
+        """Close the utterance without decoding (its final came from a Branch, or there is none)."""
+        self._seq_rm(self.utterance_seq)
+        self._utterance_open = False
+        self.position = len(self.prefix_ids)
+
+    def branch(self) -> "Branch":
+        """A copy of the utterance sequence to try an ending on (a speculative final). The utterance
+        sequence and position stay as they are; discard the branch before the next partial."""
+        self._require_utterance()
+        return Branch(self)
 
     def _speech_seconds(self) -> float:
         return (self.position - len(self.prefix_ids)) * self.seconds_per_embedding
@@ -486,3 +515,59 @@ class DecoderSession:
             self.close()
         except Exception:
             pass
+
+
+class Branch:
+    """The utterance's KV sequence copied to the session's scratch sequence, to decode an ending on
+    without touching the utterance (runtime/recognizer.py's speculative final at a pause):
+
+        branch = session.branch()        # seq 2 := seq 1 (cells shared, nothing re-decoded)
+        branch.append(flush_embeddings)  # the encoder's flush, as if the utterance ended here
+        first = branch.partial(hints)    # decoded, then rolled back to the audio's end
+        final = branch.final(hints2)     # the final as DecoderSession.final would decode it
+        branch.discard()                 # seq 2 emptied: no trace in the utterance
+
+    Greedy decoding on a copy at the same positions is the same computation as on the original, so the
+    branch's final equals the final of the utterance ended here (a test checks it)."""
+
+    def __init__(self, session: DecoderSession):
+        self.session = session
+        self.seq = session.branch_seq
+        session._seq_cp(session.utterance_seq, self.seq)
+        self.position = session.position
+
+    @property
+    def prefix_ids(self) -> list[int]:
+        return self.session.prefix_ids
+
+    def end_utterance(self) -> None:
+        """Nothing decoded on the branch (an utterance shorter than one encoder frame)."""
+        self.discard()
+
+    def append(self, embeddings: np.ndarray) -> None:
+        if len(embeddings):
+            self.session._decode_embeddings(embeddings, self.seq, self.position, "none")
+            self.position += len(embeddings)
+
+    def _speech_seconds(self) -> float:
+        return (self.position - len(self.session.prefix_ids)) * self.session.seconds_per_embedding
+
+    def partial(self, hotwords: Sequence[str] = (), audio_seconds: float | None = None) -> DecodeResult:
+        s = self.session
+        seconds = audio_seconds if audio_seconds is not None else self._speech_seconds()
+        try:
+            return s._greedy(self.seq, self.position, s._suffix_ids(hotwords), s.settings.token_cap(seconds))
+        finally:
+            s._seq_truncate(self.seq, self.position)
+
+    def final(self, hotwords: Sequence[str] = (), audio_seconds: float | None = None) -> DecodeResult:
+        s = self.session
+        seconds = audio_seconds if audio_seconds is not None else self._speech_seconds()
+        try:
+            return s._greedy(self.seq, self.position, s._suffix_ids(hotwords), s.settings.token_cap(seconds),
+                             probabilities=True)
+        finally:
+            s._seq_truncate(self.seq, self.position)
+
+    def discard(self) -> None:
+        self.session._seq_rm(self.seq)

@@ -8,6 +8,7 @@ offline reference would (see runtime/geometry.py for the window arithmetic).
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 
@@ -137,6 +138,13 @@ class EncoderStream:
             start += self.shift_frames
         self._pending = pending[start:].copy()
         return outputs
+
+    def fork(self) -> "EncoderStream":
+        """An independent copy: flushing it leaves this stream able to go on (states are never
+        changed in place, each step returns new ones)."""
+        twin = copy.copy(self)
+        twin._pending = self._pending.copy()
+        return twin
 
     def flush(self) -> list[ChunkOutput]:
         """End of utterance: run the partly filled last chunk, if it has any encoder frame."""

@@ -3,9 +3,10 @@
     Recognizer (loads the bundle once: encoder session, decoder weights, hotword base; shared)
       └─ Stream (one audio stream: resampler, one fbank, VAD, endpointer, decoder context, hotword
          additions; one utterance at a time)
-           └─ utterance: CMVN'd fbank frames -> encoder chunks (640 ms) -> greedy CTC phonemes
-                         (-> hotword retrieval) + 4 embeddings appended to the decoder -> partials
-                         -> at the endpoint: exact encoder flush, final decode with the hotwords
+           └─ Utterance (runtime/utterance.py): CMVN'd fbank frames -> encoder chunks (640 ms) ->
+                         greedy CTC phonemes (-> hotword retrieval) + 4 embeddings appended to the
+                         decoder -> partials -> at the endpoint: exact encoder flush, final decode
+                         with the hotwords (or, at a pause, the same on forks: a speculative final)
 
     with Recognizer(RecognizerConfig(bundle=Path("bundle"))) as recognizer:
         print(recognizer.transcribe("speech.wav").text)          # a whole file or array
@@ -28,7 +29,7 @@ import numbers
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,24 +37,17 @@ from threadpoolctl import threadpool_limits
 
 from nim4_edge.runtime.audio import InputStats, StreamResampler, clean_samples, load_audio
 from nim4_edge.runtime.bundle import Bundle
-from nim4_edge.runtime.decoder import DecodeResult, DecoderModel, DecoderSession, DecoderSettings
-from nim4_edge.runtime.encoder import ChunkOutput, EncoderSession, EncoderStream
+from nim4_edge.runtime.decoder import DecoderModel, DecoderSession, DecoderSettings
+from nim4_edge.runtime.encoder import EncoderSession, EncoderStream
 from nim4_edge.runtime.endpoint import EndpointConfig, Endpointer
 from nim4_edge.runtime.errors import Nim4Error
 from nim4_edge.runtime.features import SAMPLE_RATE_HZ, OnlineFbank
-from nim4_edge.runtime.hotwords import (
-    HotwordDatabase,
-    HotwordEntry,
-    HotwordRetriever,
-    Lexicon,
-    RetrievalConfig,
-    RetrievalSession,
-)
-from nim4_edge.runtime.hotwords.ctc import GreedyCtc
-from nim4_edge.runtime.hotwords.respell import respell, respell_by_sound
+from nim4_edge.runtime.hotwords import HotwordDatabase, HotwordEntry, HotwordRetriever, Lexicon, RetrievalConfig
 from nim4_edge.runtime.shared_decoder import SharedContext, SharedDecoderSession
-from nim4_edge.runtime.vad import FRAME_SAMPLES, VadConfig, make_vad
-from nim4_edge.runtime.words import Word, word_timings
+from nim4_edge.runtime.utterance import Event, Timings, Utterance, UtteranceSetup
+from nim4_edge.runtime.vad import VadConfig, make_vad
+
+__all__ = ["Event", "Recognizer", "RecognizerConfig", "Stream", "StreamTimings", "Timings", "Transcript"]
 
 log = logging.getLogger(__name__)
 
@@ -96,54 +90,11 @@ class RecognizerConfig:
 
 
 @dataclass
-class Timings:
-    """Where an utterance's time went, in milliseconds (cumulative over the utterance so far)."""
-
-    encoder_ms: float = 0.0  # encoder steps
-    prefill_ms: float = 0.0  # embeddings appended to the decoder, prompt suffix of the final
-    decode_ms: float = 0.0  # every decode: partials, a first pass, the final
-    result_decode_ms: float = 0.0  # the decode that produced this result (for tokens/s)
-    respell_ms: float | None = None  # finals with hints: respelling by sound
-    words_ms: float | None = None  # finals: word timestamps and confidence (CTC alignment)
-    final_latency_ms: float | None = None  # finals: endpoint -> text ready (respelling included)
-
-    @property
-    def model_ms(self) -> float:
-        return self.encoder_ms + self.prefill_ms + self.decode_ms
-
-    def to_json(self) -> dict:
-        return {k: round(v, 3) for k, v in asdict(self).items() if v is not None}
-
-
-@dataclass
 class StreamTimings:
     """Cumulative front-end time of a stream, in milliseconds (for benchmarks)."""
 
     fbank_ms: float = 0.0
     vad_ms: float = 0.0
-
-
-@dataclass
-class Event:
-    kind: str  # "partial" or "final"
-    text: str
-    utterance: int  # 0, 1, ... within the stream
-    start_s: float  # utterance start in the stream's audio timeline (pre-roll included)
-    end_s: float  # audio up to which this result is based
-    hotwords: list[str] = field(default_factory=list)
-    phonemes: list[str] = field(default_factory=list)  # greedy CTC phonemes so far
-    timings: Timings = field(default_factory=Timings)
-    stopped_by: str = ""  # final only: "eos" or "cap"
-    chunks: int = 0  # encoder chunks (640 ms) of the utterance so far
-    tokens: int = 0  # tokens this result decoded (for tokens/s)
-    # finals: each word's start/end and confidence; the utterance's confidence (runtime/words.py)
-    words: list[Word] = field(default_factory=list)
-    confidence: float | None = None
-
-    def to_json(self) -> dict:
-        out = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()
-               if k not in ("timings", "words")}
-        return out | {"words": [w.to_json() for w in self.words], "timings": self.timings.to_json()}
 
 
 @dataclass
@@ -270,129 +221,6 @@ def _check_samples(samples, sample_rate_hz, where: str) -> tuple[np.ndarray, int
     return array, int(sample_rate_hz)
 
 
-@dataclass(frozen=True)
-class _UtteranceSetup:
-    """What every utterance of a stream needs, fixed for the stream."""
-
-    lexicon: Lexicon
-    symbols: tuple[str, ...]  # phoneme id -> symbol
-    blank: int
-    frame_window_samples: int  # an fbank frame's window (25 ms)
-    frame_shift_s: float  # an fbank frame's shift (10 ms)
-    partial_every_chunks: int
-    respell_hints: bool
-
-
-class _Utterance:
-    """State of one utterance: encoder caches, greedy phonemes, the decoder's sequence, retrieval."""
-
-    def __init__(self, index: int, start_frame: int, setup: _UtteranceSetup, encoder: EncoderStream,
-                 decoder: DecoderSession, retrieval: RetrievalSession):
-        self.index = index
-        self.start_frame = start_frame  # index of its first fbank frame in the stream
-        self.onset_frame = start_frame  # where the VAD first heard its speech (after the pre-roll)
-        self.num_frames = 0  # fbank frames fed
-        self.setup = setup
-        self.encoder = encoder
-        self.decoder = decoder
-        self.retrieval = retrieval  # scans only the phonemes each chunk adds
-        self.ctc = GreedyCtc(setup.blank)
-        self.log_probs: list[np.ndarray] = []  # per chunk (frames, P): respelling by sound, word timestamps
-        self.chunks = 0
-        self.timings = Timings()
-        decoder.start_utterance()
-
-    @property
-    def start_s(self) -> float:
-        return self.start_frame * FRAME_SAMPLES / SAMPLE_RATE_HZ
-
-    @property
-    def end_s(self) -> float:
-        """End of the audio the fed frames cover (the last 25 ms window ends 15 ms past its shift)."""
-        if not self.num_frames:
-            return self.start_s
-        return ((self.start_frame + self.num_frames - 1) * FRAME_SAMPLES + self.setup.frame_window_samples) / SAMPLE_RATE_HZ
-
-    @property
-    def phonemes(self) -> list[str]:
-        return [self.setup.symbols[i] for i in self.ctc.labels]
-
-    def feed(self, frames: np.ndarray, partials: bool = True) -> list[Event]:
-        """frames: (n, F) CMVN'd fbank frames of this utterance, in order."""
-        self.num_frames += len(frames)
-        events = []
-        for chunk in self.encoder.accept_frames(frames):
-            self._consume(chunk)
-            if partials:
-                events += self._maybe_partial()
-        return events
-
-    def _consume(self, chunk: ChunkOutput) -> None:
-        """One encoder chunk: greedy CTC phonemes (retrieval scans them), embeddings appended to the decoder."""
-        self.chunks += 1
-        self.timings.encoder_ms += chunk.compute_ms
-        new = self.ctc.accept(chunk.phoneme_log_probs)
-        self.log_probs.append(chunk.phoneme_log_probs)
-        self.retrieval.extend_code(self.setup.lexicon.encode_ids(new))
-        t0 = time.perf_counter()
-        self.decoder.append(chunk.embeddings)
-        self.timings.prefill_ms += (time.perf_counter() - t0) * 1000
-
-    def _maybe_partial(self) -> list[Event]:
-        every = self.setup.partial_every_chunks
-        if not every or self.chunks % every:
-            return []
-        hints = self.retrieval.hints()
-        result = self.decoder.partial(hints)
-        self.timings.decode_ms += result.prefill_ms + result.decode_ms
-        return [self._event("partial", result, hints)]
-
-    def _all_log_probs(self) -> np.ndarray:
-        """The utterance's (T, P) phoneme log-probs, joined once (a final's respelling and word
-        alignment both read them)."""
-        if len(self.log_probs) > 1:
-            self.log_probs = [np.concatenate(self.log_probs)]
-        return self.log_probs[0] if self.log_probs else np.zeros((0, len(self.setup.symbols)), np.float32)
-
-    def _event(self, kind: str, result: DecodeResult, hints: list[str], stopped_by: str = "") -> Event:
-        text = result.text
-        timings = replace(self.timings, result_decode_ms=result.decode_ms)
-        if self.setup.respell_hints and hints:
-            if kind == "final":  # a CTC forward per candidate span: finals only, partials stay cheap
-                t0 = time.perf_counter()
-                text = respell_by_sound(text, hints, self.setup.lexicon, self._all_log_probs(), self.setup.blank)
-                timings.respell_ms = (time.perf_counter() - t0) * 1000
-            text = respell(text, hints, self.setup.lexicon)
-        return Event(kind, text, self.index, self.start_s, self.end_s, hints, self.phonemes, timings,
-                     stopped_by=stopped_by, chunks=self.chunks, tokens=len(result.token_ids))
-
-    def finish(self, endpoint_time: float) -> list[Event]:
-        """The endpoint: flush the encoder exactly (last, partly filled chunk), decode the final text."""
-        for chunk in self.encoder.flush():
-            self._consume(chunk)  # no partial: the final comes next
-        if self.decoder.position == len(self.decoder.prefix_ids):
-            self.decoder.final()  # nothing to decode (shorter than one encoder frame): close it
-            return []
-        seconds = self.end_s - self.start_s
-        if self.retrieval.mode.first_pass:  # a first pass (CTC hints only, or none) on a branch
-            first = self.decoder.partial(self.retrieval.hints(), audio_seconds=seconds)
-            self.timings.decode_ms += first.prefill_ms + first.decode_ms
-            self.retrieval.take_first_pass(first.text)
-        hints = self.retrieval.hints()
-        result = self.decoder.final(hints, audio_seconds=seconds)
-        self.timings.prefill_ms += result.prefill_ms
-        self.timings.decode_ms += result.decode_ms
-        event = self._event("final", result, hints, stopped_by=result.stopped_by)
-        t0 = time.perf_counter()
-        event.words, event.confidence = word_timings(
-            event.text, self.setup.lexicon, self._all_log_probs(), self.setup.blank, self.setup.frame_shift_s,
-            self.start_s, result.text, result.token_texts, result.token_logprobs,
-            speech_onset_s=self.onset_frame * FRAME_SAMPLES / SAMPLE_RATE_HZ)
-        event.timings.words_ms = (time.perf_counter() - t0) * 1000
-        event.timings.final_latency_ms = (time.perf_counter() - endpoint_time) * 1000
-        return [event]
-
-
 class Stream:
     """One audio stream (a microphone, a file). One fbank over all of it feeds both the VAD and the
     utterances (an utterance's frames are exactly the fbank of its audio segment: frames only depend
@@ -418,7 +246,7 @@ class Stream:
             self.decoder = SharedDecoderSession(recognizer.shared_decoder, manifest.seconds_per_embedding)
         else:
             self.decoder = DecoderSession(recognizer.decoder_model, config.decoder, manifest.seconds_per_embedding)
-        self._setup = _UtteranceSetup(recognizer.lexicon, manifest.phonemes.symbols, manifest.phonemes.blank_id,
+        self._setup = UtteranceSetup(recognizer.lexicon, manifest.phonemes.symbols, manifest.phonemes.blank_id,
                                       manifest.fbank.frame_length_samples, manifest.fbank.frame_shift_ms / 1000,
                                       config.partial_every_chunks,
                                       config.respell_hints)
@@ -430,8 +258,12 @@ class Stream:
         history = endpoint.frames(endpoint.pre_roll_ms + endpoint.min_speech_ms) + 1
         self._history: collections.deque[np.ndarray] = collections.deque(maxlen=history)
         self._frame_index = 0  # fbank frames seen
-        self._utterance: _Utterance | None = None
+        self._utterance: Utterance | None = None
         self._utterances = 0
+        # A pause (EndpointConfig.eot_pause_ms) in the open utterance: its speculative final, and the
+        # frames since, held back (fed if speech resumes; if the turn ends, it ended at the pause)
+        self._speculation: Event | None = None
+        self._held: list[np.ndarray] | None = None
 
     # --- hotwords of this stream -----------------------------------------------------------------
 
@@ -477,7 +309,7 @@ class Stream:
             events += self._process(self._resampler.process(np.zeros(0, np.float32), last=True))
             self._resampler = None
         if self._utterance is not None:
-            events += self._end_utterance()
+            events += self._end_utterance("end-of-input")
         return events
 
     def decode_whole(self, samples: np.ndarray) -> list[Event]:
@@ -493,8 +325,8 @@ class Stream:
             utterance.feed(self.cmvn.apply(raw), partials=False)
         return utterance.finish(time.perf_counter())
 
-    def _new_utterance(self, start_frame: int) -> _Utterance:
-        return _Utterance(self._utterances, start_frame, self._setup, EncoderStream(self._encoder_session),
+    def _new_utterance(self, start_frame: int) -> Utterance:
+        return Utterance(self._utterances, start_frame, self._setup, EncoderStream(self._encoder_session),
                           self.decoder, self.hotwords.session())
 
     def _process(self, audio: np.ndarray) -> list[Event]:
@@ -519,17 +351,48 @@ class Stream:
                                                       self._frame_index - self._speech_run_frames)
                 self._utterances += 1
                 to_feed = list(self._history)[-back:]
+                if self._utterance is not None:
+                    self._utterance.speech_end_frame = self._frame_index
             elif self._utterance is not None:
-                to_feed.append(frame)
-                if action == "end":
+                if is_speech:
+                    self._utterance.speech_end_frame = self._frame_index
+                if action == "resume":  # speech again: the pause's frames go on to the utterance
+                    to_feed += (self._held or []) + [frame]
+                    self._speculation, self._held = None, None
+                elif self._held is not None:
+                    self._held.append(frame)
+                else:
+                    to_feed.append(frame)
+                if action == "pause":
                     events += self._feed(to_feed)
                     to_feed = []
-                    events += self._end_utterance()
+                    events += self._pause()
+                elif action == "end":
+                    events += self._feed(to_feed)
+                    to_feed = []
+                    events += self._end_utterance(self.endpointer.end_reason)
         if to_feed and self._utterance is not None:
             events += self._feed(to_feed)
         return events
 
-    def _guarded_start(self, start_frame: int, onset_frame: int) -> _Utterance | None:
+    def _pause(self) -> list[Event]:
+        """eot_pause_ms of silence: the final as if the turn ended here, on a branch. The turn ends at
+        once when the decoder is sure enough it is complete; else the result waits, with the frames
+        that follow held back, for the endpointer: speech again discards it, the trailing silence
+        adopts it (the utterance ended at the pause either way, so the final is exact for its audio)."""
+        utterance = self._utterance
+        if utterance is None:
+            return []
+        t0 = time.perf_counter()
+        speculation = self._guarded(lambda: [utterance.speculate()])
+        if not speculation:  # it failed: the utterance was dropped
+            return []
+        self._speculation, self._held = speculation[0], []
+        if self._speculation is None or not self._speculation.end_score > self.endpointer.config.eot_threshold:
+            return []
+        return self._end_utterance("eos-predicted", t0)
+
+    def _guarded_start(self, start_frame: int, onset_frame: int) -> Utterance | None:
         try:
             utterance = self._new_utterance(start_frame)
             utterance.onset_frame = max(start_frame, onset_frame)
@@ -540,15 +403,25 @@ class Stream:
 
     def _feed(self, frames: list[np.ndarray]) -> list[Event]:
         utterance = self._utterance
-        return self._guarded(lambda: utterance.feed(np.stack(frames))) if utterance is not None else []
+        return self._guarded(lambda: utterance.feed(np.stack(frames))) if utterance is not None and frames else []
 
-    def _end_utterance(self) -> list[Event]:
+    def _end_utterance(self, reason: str, endpoint_time: float | None = None) -> list[Event]:
         utterance, self._utterance = self._utterance, None
+        speculation, held = self._speculation, self._held
+        self._speculation, self._held = None, None
         self.endpointer.reset()
         self._history.clear()  # the next utterance's pre-roll must not reach back into this one
         if utterance is None:
             return []
-        return self._guarded(lambda: utterance.finish(time.perf_counter()))
+        endpoint_time = endpoint_time or time.perf_counter()
+        if held is not None:  # ended in a pause: at the pause, with its final
+            events = self._guarded(lambda: utterance.adopt(speculation, endpoint_time) if speculation
+                                   else utterance.finish(endpoint_time))
+        else:
+            events = self._guarded(lambda: utterance.finish(endpoint_time))
+        for event in events:
+            event.end_reason = reason
+        return events
 
     def _guarded(self, work) -> list[Event]:
         """A failing utterance (decoder context overflow, a library error, anything) is dropped with
@@ -564,6 +437,7 @@ class Stream:
         log.error("utterance dropped: %s", cause)
         self.errors.append(cause)
         self._utterance = None
+        self._speculation, self._held = None, None
         self.endpointer.reset()  # the next utterance's start_utterance() resets the decoder's sequences
 
     def close(self) -> None:

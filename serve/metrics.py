@@ -31,12 +31,15 @@ class Metrics:
                                      registry=self.registry)
         self.final_latency = Histogram("nim4_final_latency_seconds", "endpoint (end of speech detected) to final text",
                                        buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.turns = Counter("nim4_turns", "finals by why their turn ended (eos-predicted, silence, max-length, "
+                             "end-of-input)", ["protocol", "reason"], registry=self.registry)
         self.partial_latency = Histogram("nim4_partial_latency_seconds",
                                          "audio message received to the partial it completed",
                                          buckets=LATENCY_BUCKETS, registry=self.registry)
 
-    def final(self, protocol: str, latency_ms: float | None) -> None:
+    def final(self, protocol: str, latency_ms: float | None, end_reason: str = "") -> None:
         self.utterances.labels(protocol).inc()
+        self.turns.labels(protocol, end_reason or "unknown").inc()
         if latency_ms is not None:
             self.final_latency.observe(latency_ms / 1000)
 

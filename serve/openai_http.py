@@ -7,7 +7,8 @@ side); the multipart form is parsed by python-multipart (the parser Starlette an
 audio is a WAV file (read by the runtime's own reader), or FLAC / OGG (decoded by soundfile, whose
 wheel carries libsndfile: no system codec); `prompt` phrases, comma-separated, become this request's
 hotwords. response_format: json | text | verbose_json (segments: one per utterance, with start/end
-and confidence; words with `timestamp_granularities[]=word`) | srt | vtt; `stream=true` sends
+and confidence, end_reason and speech_end (why the turn ended, where its speech did); words with
+`timestamp_granularities[]=word`) | srt | vtt; `stream=true` sends
 server-sent events `transcript.text.delta` (each final) and `transcript.text.done`. A connection
 silent for the idle timeout is closed.
 """
@@ -71,7 +72,8 @@ def render(finals: list[Event], text: str, response_format: str, duration_s: flo
     if response_format == "json":
         return "application/json", json.dumps({"text": text}, ensure_ascii=False)
     segments = [{"id": i, "start": round(e.start_s, 3), "end": round(e.end_s, 3), "text": e.text,
-                 "confidence": round(e.confidence or 0.0, 4)} for i, e in enumerate(finals)]
+                 "confidence": round(e.confidence or 0.0, 4), "end_reason": e.end_reason,
+                 "speech_end": round(e.speech_end_s or 0.0, 3)} for i, e in enumerate(finals)]
     if response_format == "verbose_json":
         body = {"task": "transcribe", "language": language, "duration": round(duration_s, 3), "text": text,
                 "segments": segments}
@@ -277,7 +279,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise HttpError(HTTPStatus.INTERNAL_SERVER_ERROR, f"{len(transcript.errors)} utterance(s) failed: "
                             f"{transcript.errors[0]}", "server_error")
         for event in transcript.finals:
-            self.metrics.final(PROTOCOL, event.timings.final_latency_ms)
+            self.metrics.final(PROTOCOL, event.timings.final_latency_ms, event.end_reason)
         language = last("language") or ("zh" if has_han(transcript.text) else "en")
         content_type, body = render(transcript.finals, transcript.text, response_format, len(samples) / rate, language,
                                     words="word" in granularities)
@@ -305,8 +307,9 @@ class _Handler(BaseHTTPRequestHandler):
         def deliver(events: list[Event]) -> None:  # each final as soon as its utterance ends
             for event in events:
                 if event.kind == "final" and event.text.strip():
-                    self.metrics.final(PROTOCOL, event.timings.final_latency_ms)
-                    send({"type": "transcript.text.delta", "delta": (" " if texts else "") + event.text.strip()})
+                    self.metrics.final(PROTOCOL, event.timings.final_latency_ms, event.end_reason)
+                    send({"type": "transcript.text.delta", "delta": (" " if texts else "") + event.text.strip(),
+                          "end_reason": event.end_reason, "speech_end": round(event.speech_end_s or 0.0, 3)})
                     texts.append(event.text.strip())
 
         step = max(1, rate // 10)  # 100 ms blocks, as a microphone would deliver them

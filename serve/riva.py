@@ -10,7 +10,8 @@ NVIDIA publishes in the `nvidia-riva-client` package (riva.client.proto); none i
 Finals carry a confidence and, with enable_word_time_offsets, words with start/end times in ms and
 a confidence each (runtime/words.py says what the numbers mean). endpointing_config sets this
 stream's endpointer: start_history -> the speech run that opens an utterance, stop_history -> the
-silence that closes it; the thresholds are checked but unused (the VAD decides each 10 ms frame, the
+silence that closes it, stop_history_eou -> the pause after which the turn may end early (the
+adaptive end of turn); the thresholds are checked but unused (the VAD decides each 10 ms frame, the
 endpointer counts consecutive frames: as a threshold of 1.0).
 
 Each call's requests are read on a thread of their own into a bounded queue: a client that sends
@@ -132,12 +133,19 @@ def _endpoint(config: riva_asr_pb2.RecognitionConfig, base: EndpointConfig) -> E
         if not 0.0 <= getattr(ec, name) <= 1.0:
             raise ValueError(f"endpointing_config.{name} {getattr(ec, name)} is outside 0-1")
     changes = {}
-    for name, field in (("start_history", "min_speech_ms"), ("stop_history", "trailing_silence_ms")):
+    for name, field in (("start_history", "min_speech_ms"), ("stop_history", "trailing_silence_ms"),
+                        ("stop_history_eou", "eot_pause_ms")):
         ms = getattr(ec, name)
         if ms < 0 or ms > MAX_HISTORY_MS:
             raise ValueError(f"endpointing_config.{name} {ms} ms is outside 0-{MAX_HISTORY_MS} (0 = the server's)")
         if ms:
             changes[field] = max(FRAME_MS, ms - ms % FRAME_MS)  # whole 10 ms frames
+    # a stop_history at or below the server's early-end pause (and no stop_history_eou): no early end
+    if "eot_pause_ms" not in changes and changes.get("trailing_silence_ms", base.trailing_silence_ms) <= base.eot_pause_ms:
+        changes["eot_pause_ms"] = 0
+    if changes.get("eot_pause_ms", 0) >= changes.get("trailing_silence_ms", base.trailing_silence_ms):
+        raise ValueError(f"endpointing_config.stop_history_eou {ec.stop_history_eou} ms must be shorter than the "
+                         f"stop_history ({changes.get('trailing_silence_ms', base.trailing_silence_ms)} ms)")
     return replace(base, **changes)
 
 
@@ -261,6 +269,7 @@ class RivaSpeechRecognition(riva_asr_pb2_grpc.RivaSpeechRecognitionServicer):
         stream, rate, channels = self._open_stream(config.config, context)
         pcm = _Pcm(channels)
         audio = self.metrics.audio_seconds.labels(PROTOCOL)
+        turns: list[tuple[str, int]] = []  # (end reason, speech end in ms) per final
         with stream:
             while True:
                 received, request = self._next(requests, context)
@@ -272,18 +281,24 @@ class RivaSpeechRecognition(riva_asr_pb2_grpc.RivaSpeechRecognitionServicer):
                 audio.inc(len(samples) / rate)
                 for event in stream.accept_waveform(samples, rate):
                     if event.kind == "final" or interim:
-                        yield self._response(event, words, received)
+                        yield self._response(event, words, received, turns)
                 self._check_errors(stream, context)
             if not context.is_active():  # the client went away mid-stream: nobody to compute a final for
                 return
             for event in stream.input_finished():
-                yield self._response(event, words, None)
+                yield self._response(event, words, None, turns)
             self._check_errors(stream, context)
+            # Riva's messages have no field for why a turn ended: the call's trailing metadata lists,
+            # per final in order, the reason and where its speech ended (ms into the stream)
+            context.set_trailing_metadata((("nim4-end-reasons", ",".join(reason for reason, _ in turns)),
+                                           ("nim4-speech-end-ms", ",".join(str(ms) for _, ms in turns))))
 
-    def _response(self, event: Event, words: bool, received: float | None) -> riva_asr_pb2.StreamingRecognizeResponse:
+    def _response(self, event: Event, words: bool, received: float | None,
+                  turns: list[tuple[str, int]]) -> riva_asr_pb2.StreamingRecognizeResponse:
         final = event.kind == "final"
         if final:
-            self.metrics.final(PROTOCOL, event.timings.final_latency_ms)
+            self.metrics.final(PROTOCOL, event.timings.final_latency_ms, event.end_reason)
+            turns.append((event.end_reason, round((event.speech_end_s or 0.0) * 1000)))
         elif received is not None:
             self.metrics.partial_latency.observe(time.perf_counter() - received)
         result = riva_asr_pb2.StreamingRecognitionResult(
@@ -326,7 +341,7 @@ class RivaSpeechRecognition(riva_asr_pb2_grpc.RivaSpeechRecognitionServicer):
             self._check_errors(stream, context)
         finals = [e for e in events if e.kind == "final"]
         for event in finals:
-            self.metrics.final(PROTOCOL, event.timings.final_latency_ms)
+            self.metrics.final(PROTOCOL, event.timings.final_latency_ms, event.end_reason)
         words = config.enable_word_time_offsets
         return riva_asr_pb2.RecognizeResponse(results=[
             riva_asr_pb2.SpeechRecognitionResult(alternatives=[_alternative(e, words)], audio_processed=e.end_s)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from nim4_edge.bench.evaluate import EvalItem, ManifestError, contains_entity, normalize, read_manifest, score, units
-from tests.wavutil import write_wav
+from tests.wavutil import paused_example, write_wav
 
 
 def item(text, language="en", entity="", tags=()):
@@ -120,3 +120,35 @@ def test_eval_command_rejects_a_bad_manifest(demo_bundle, tmp_path):
                            "--testset", str(manifest)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "m.jsonl:1: not valid JSON" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_manifest_speech_end_must_be_seconds(tmp_path):
+    bad = tmp_path / "m.jsonl"
+    bad.write_text('{"audio": "a.wav", "text": "yes", "speech_end_s": "late"}\n', encoding="utf-8")
+    with pytest.raises(ManifestError, match=r"m.jsonl:1: \"speech_end_s\" must be seconds"):
+        read_manifest(bad)
+
+
+def test_eval_reports_end_of_speech_to_final_and_cuts(demo_bundle, tmp_path):
+    """An example with a 0.5 s hesitation spliced in: the fixed endpointer waits its 600 ms after
+    the reference's end of speech; with an early end at every pause (threshold 0) the turn is cut
+    in two and the last final comes ~150 ms after the speech."""
+    audio, _ = paused_example()
+    write_wav(tmp_path / "p.wav", audio, 16000)
+    frames = audio[: len(audio) // 160 * 160].reshape(-1, 160)
+    loud = np.flatnonzero((frames**2).mean(1) > (frames**2).mean(1).max() * 1e-4)
+    row = {"audio": "p.wav", "text": "set the temperature to 21 degrees", "speech_end_s": (loud[-1] + 1) / 100}
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    figures = {}
+    for name, flags in (("fixed", ["--eot-pause-ms", "0"]), ("eager", ["--eot-pause-ms", "150", "--eot-threshold", "0"])):
+        proc = subprocess.run([sys.executable, "-m", "nim4_edge.cli", "eval", "--bundle", str(demo_bundle),
+                               "--testset", str(manifest), "--modes", "streaming", *flags],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        figures[name] = json.loads(proc.stdout)["modes"]["streaming"]
+    assert figures["fixed"]["cut_in_two_pct"] == 0 and figures["eager"]["cut_in_two_pct"] == 100
+    assert figures["fixed"]["end_reasons"] == {"silence": 1}
+    assert figures["eager"]["end_reasons"] == {"eos-predicted": 2}
+    assert 600 < figures["fixed"]["eos_to_final_ms_p50"] < 800  # 600 ms + VAD lag + the block's rest
+    assert 100 < figures["eager"]["eos_to_final_ms_p50"] < figures["fixed"]["eos_to_final_ms_p50"] - 300

@@ -155,6 +155,8 @@ def test_openai_transcription_of_an_example(server):
         verbose = client.audio.transcriptions.create(model="nim4-edge", file=f, response_format="verbose_json",
                                                      prompt="彗心大道")
     assert "彗心大道" in verbose.text and verbose.segments[0].end > verbose.segments[0].start >= 0
+    segment = verbose.model_dump()["segments"][0]  # the runtime's end of turn, as extra segment fields
+    assert segment["end_reason"] in ("silence", "end-of-input") and 0 < segment["speech_end"] < segment["end"]
     with open(EXAMPLES / "en_temperature.wav", "rb") as f:
         srt = client.audio.transcriptions.create(model="nim4-edge", file=f, response_format="srt")
     assert "-->" in srt and "set the temperature to 21 degrees" in srt
@@ -258,6 +260,44 @@ def test_endpointing_config_sets_this_streams_endpointer(server):
         assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in error.value.details()
 
 
+def test_end_of_turn_reasons_and_speech_end_in_the_trailing_metadata(server):
+    """stop_history_eou turns the adaptive end of turn on for this stream; why each turn ended and
+    where its speech did come back in the call's trailing metadata (Riva's messages have no field)."""
+    from riva.client.proto import riva_asr_pb2
+
+    from nim4_edge.runtime.endpoint import END_REASONS
+
+    audio = _two_utterances()
+    service = asr(server)
+
+    def call(**endpointing):
+        streaming = streaming_config(16000, interim=False)
+        for name, value in endpointing.items():
+            setattr(streaming.config.endpointing_config, name, value)
+        requests = [riva_asr_pb2.StreamingRecognizeRequest(streaming_config=streaming)]
+        requests += [riva_asr_pb2.StreamingRecognizeRequest(audio_content=c) for c in chunks(audio)]
+        responses = service.stub.StreamingRecognize(iter(requests), metadata=service.auth.get_auth_metadata(), timeout=60)
+        finals = [r for resp in responses for r in resp.results if r.is_final]
+        trailing = dict(responses.trailing_metadata())
+        reasons = trailing["nim4-end-reasons"].split(",")
+        speech_end_ms = [int(ms) for ms in trailing["nim4-speech-end-ms"].split(",")]
+        assert len(reasons) == len(speech_end_ms) == len(finals) == 2
+        for final, ms in zip(finals, speech_end_ms):
+            assert 0 < ms < final.audio_processed * 1000  # the speech ended before the audio the final covers
+        return reasons, [round(f.audio_processed * 1000) - ms for f, ms in zip(finals, speech_end_ms)]
+
+    fixed, fixed_wait = call()
+    assert fixed[0] == "silence" and fixed[1] in ("silence", "end-of-input")
+    assert fixed_wait[0] == 600 + 15  # the server's trailing silence, + the last fbank window's reach
+    adaptive, wait = call(stop_history_eou=150, stop_history=800)
+    assert set(adaptive) <= set(END_REASONS)
+    for reason, ms in zip(adaptive, wait):  # ended at the pause, or waited the whole stop_history
+        assert ms == (150 + 15 if reason in ("eos-predicted", "end-of-input") else 800 + 15)
+    with pytest.raises(grpc.RpcError) as error:
+        call(stop_history_eou=900, stop_history=800)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "stop_history_eou" in error.value.details()
+
+
 def _metrics(port: int) -> dict[str, float]:
     import urllib.request
 
@@ -280,6 +320,8 @@ def test_metrics_count_streams_utterances_errors_and_latency(server):
     assert after[key] == before.get(key, 0) + 1
     assert after["nim4_active_streams"] == 0 and after["nim4_max_streams"] == 2
     assert after["nim4_final_latency_seconds_count"] == before.get("nim4_final_latency_seconds_count", 0) + 1
+    turns = [k for k in after if k.startswith('nim4_turns_total{protocol="grpc"')]
+    assert sum(after[k] for k in turns) == sum(before.get(k, 0) for k in turns) + 1
     assert after["nim4_partial_latency_seconds_count"] > before.get("nim4_partial_latency_seconds_count", 0)
     assert after['nim4_audio_seconds_total{protocol="grpc"}'] > 3.0
 

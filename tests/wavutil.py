@@ -42,3 +42,18 @@ def write_wav(path: Path, samples: np.ndarray, rate: int, encoding: str = "pcm16
     body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", size) + data
     Path(path).write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
     return Path(path)
+
+
+def paused_example() -> tuple[np.ndarray, int]:
+    """examples/en_temperature.wav ("set the temperature to 21 degrees") with 0.5 s of its own noise
+    floor spliced in at the quietest 10 ms in its middle (a word boundary), 2 s of floor after it."""
+    from nim4_edge.runtime.audio import load_audio
+
+    audio = load_audio(Path(__file__).resolve().parents[1] / "examples" / "en_temperature.wav", 16000)
+    frames = audio[: len(audio) // 160 * 160].reshape(-1, 160)
+    energy = (frames**2).mean(1)
+    loud = np.flatnonzero(energy > energy.max() * 1e-3)
+    middle = np.arange(loud[0] + (loud[-1] - loud[0]) // 3, loud[0] + 2 * (loud[-1] - loud[0]) // 3)
+    cut = int(middle[np.argmin(energy[middle])]) * 160
+    floor = np.random.default_rng(0).standard_normal(32000).astype(np.float32) * 3e-4
+    return np.concatenate([audio[:cut], floor[:8000], audio[cut:], floor]), cut

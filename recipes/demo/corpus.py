@@ -87,17 +87,26 @@ def spoken_form(utterance: Utterance) -> str:
     return " ".join(pypinyin.lazy_pinyin(utterance.text, style=Style.TONE3, neutral_tone_with_five=True))
 
 
-def espeak(text: str, voice: str, speed: int, pitch: int) -> np.ndarray:
+def espeak(text: str, voice: str, speed: int, pitch: int, ssml: bool = False) -> np.ndarray:
+    """`ssml`: the text is SSML (e.g. `<break time="400ms"/>` for a pause)."""
     with tempfile.NamedTemporaryFile(suffix=".wav") as f:
-        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", f.name, text],
-                       check=True, capture_output=True)
+        subprocess.run(["espeak-ng", *(["-m"] if ssml else []), "-v", voice, "-s", str(speed), "-p", str(pitch),
+                        "-w", f.name, text], check=True, capture_output=True)
         return load_audio(Path(f.name), RATE)
 
 
 def render(spec: ClipSpec) -> np.ndarray:
     """The clip's audio: speech (or nothing) + padding + optional noise + noise floor + level."""
+    return render_placed(spec)[0]
+
+
+def render_placed(spec: ClipSpec, speech: np.ndarray | None = None, extra_tail_s: float = 0.0) -> tuple[np.ndarray, int]:
+    """render(), and the sample where the speech starts. `speech`: this audio instead of the spec's
+    synthesis (the end-of-turn test set's paused variants); `extra_tail_s`: more trailing padding."""
     rng = np.random.default_rng(spec.seed)
-    if spec.source == "espeak":
+    if speech is not None:
+        pass
+    elif spec.source == "espeak":
         speech = espeak(spoken_form(spec.utterance), spec.voice, spec.speed, spec.pitch)
     elif spec.source == "fsdd":
         speech = load_audio(Path(spec.fsdd_path), RATE)
@@ -108,6 +117,7 @@ def render(spec: ClipSpec) -> np.ndarray:
     head = rng.uniform(0.0, pad)
     if spec.split == "test":  # room for the runtime's VAD pre-roll and end-of-speech silence
         head, pad = head + 0.3, pad + 0.9
+    pad += extra_tail_s
     n_head = int(head * RATE)
     audio = np.zeros(len(speech) + int(pad * RATE), np.float32)
     audio[n_head : n_head + len(speech)] = speech
@@ -123,7 +133,7 @@ def render(spec: ClipSpec) -> np.ndarray:
     audio = audio + other_noise(seconds, RATE, rng)[: len(audio)] * 10 ** (floor_db / 20)
     level_db = rng.uniform(-20, -1) if spec.source != "silence" else 0.0
     peak = float(np.abs(audio).max()) if spec.source != "silence" else 1.0
-    return (audio * (10 ** (level_db / 20) / max(peak, 1e-6))).astype(np.float32)
+    return (audio * (10 ** (level_db / 20) / max(peak, 1e-6))).astype(np.float32), n_head
 
 
 def _work(spec: ClipSpec) -> tuple[int, np.ndarray | None, np.ndarray]:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The demo model's evaluation, as reported in runtime/demo_bundle/MODEL_CARD.md.
+# The demo model's evaluation, as reported in runtime/demo_bundle/MODEL_CARD.md (and README "End of turn").
 #   BUNDLE (default runtime/demo_bundle), WORK (default work/demo; needs WORK/corpus from run.sh)
 set -euo pipefail
 WORK=${WORK:-work/demo}
@@ -22,3 +22,13 @@ nim4-edge eval --bundle "$BUNDLE" --testset "$TEST" --tags contact,poi --modes s
 # 4. what the decoder does by itself with the hints: respelling off
 nim4-edge eval --bundle "$BUNDLE" --testset "$TEST" --tags contact,poi --modes streaming --manifest-hotwords \
   --hotwords-mode "$MODE" --no-respell --out "$OUT/hotwords-no-respell.json" > "$OUT/hotwords-no-respell.stdout"
+# 5. end of turn (README "End of turn"): the test set's utterances as said and with a pause inside,
+#    the fixed 600 ms endpointer against the adaptive end of turn (its threshold chosen on --split dev)
+[ -d "$WORK/turns-test" ] || python -m nim4_edge.recipes.demo.turns --out "$WORK/turns-test" --split test
+for SET in plain paused; do
+  nim4-edge eval --bundle "$BUNDLE" --testset "$WORK/turns-test/$SET.jsonl" --modes streaming --profile cpu \
+    --manifest-hotwords --hotwords-mode "$MODE" --eot-pause-ms 0 --out "$OUT/turns-$SET-fixed600.json" > "$OUT/turns-$SET-fixed600.stdout"
+  nim4-edge eval --bundle "$BUNDLE" --testset "$WORK/turns-test/$SET.jsonl" --modes streaming --profile cpu \
+    --manifest-hotwords --hotwords-mode "$MODE" --eot-pause-ms 150 --trailing-silence-ms 800 \
+    --out "$OUT/turns-$SET-adaptive.json" > "$OUT/turns-$SET-adaptive.stdout"
+done

@@ -25,6 +25,11 @@ class GreedyCtc:
         self.labels += new
         return new
 
+    def fork(self) -> "GreedyCtc":
+        twin = GreedyCtc(self.blank)
+        twin.labels, twin._previous = list(self.labels), self._previous
+        return twin
+
 
 def ctc_log_likelihood(log_probs: np.ndarray, labels: list[int], blank: int) -> float:
     """log P(labels | audio) under CTC: log_probs (T, P) per-frame log-softmax outputs of the phoneme

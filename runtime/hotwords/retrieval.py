@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
@@ -213,6 +213,12 @@ class RetrievalSession:
     @property
     def mode(self) -> RetrievalMode:
         return self.retriever.config.mode
+
+    def fork(self) -> "RetrievalSession":
+        """An independent copy (a speculative final goes on with it; this session stays as it is)."""
+        return replace(self, matches=list(self.matches), piece_matches=list(self.piece_matches),
+                       transcript_words=list(self.transcript_words), _pending=list(self._pending),
+                       _tolerant=dict(self._tolerant))
 
     def extend(self, phonemes: list[str]) -> None:
         self.extend_code(self.retriever.lexicon.encode(phonemes))
