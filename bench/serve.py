@@ -6,7 +6,8 @@ followed by 1 s of silence, in 100 ms messages sent when a microphone would have
 t0 + (m+1) x 100 ms). Measured per final:
 
     final_ms          end of speech (last spoken sample of the clip, in wall time) -> final received;
-                      includes the endpointer's trailing silence (600 ms by default) and the 100 ms
+                      includes the endpointer's trailing silence (600 ms by default; with --eot-pause-ms
+                      the pause, when the turn ends there) and the 100 ms
                       message the last sample waited in
     final_compute_ms  the message holding the endpoint was sent -> final received (what the server adds)
     partial_ms        the message completing a chunk was sent -> its partial received
@@ -241,7 +242,8 @@ def _phase(server: ServerProcess, clips: list[Clip], streams: int, seconds: floa
 
 def bench_serve(bundle: Path | None, counts: list[int], seconds: float = 30.0, threads: int | None = None,
                 profile: str | None = None, batching: bool = True, decoder_variant: str | None = None,
-                partial_every: int | None = None, batched_decode: bool = False, progress=None) -> dict:
+                partial_every: int | None = None, batched_decode: bool = False, eot_pause_ms: int | None = None,
+                trailing_silence_ms: int | None = None, progress=None) -> dict:
     if not counts or min(counts) < 1:
         raise Nim4Error("--streams takes stream counts >= 1, e.g. 1,2,4,8")
     flags = ["--max-streams", str(max(counts)), "--idle-timeout-s", "60"]
@@ -251,6 +253,8 @@ def bench_serve(bundle: Path | None, counts: list[int], seconds: float = 30.0, t
     flags += ["--decoder-variant", decoder_variant] if decoder_variant else []
     flags += ["--partial-every", str(partial_every)] if partial_every is not None else []
     flags += ["--batched-decode"] if batched_decode else []
+    flags += ["--eot-pause-ms", str(eot_pause_ms)] if eot_pause_ms is not None else []
+    flags += ["--trailing-silence-ms", str(trailing_silence_ms)] if trailing_silence_ms is not None else []
     clips = load_clips()
     server = ServerProcess(flags)
     try:

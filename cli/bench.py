@@ -69,7 +69,8 @@ def cmd_bench_serve(args) -> int:
     report = bench_serve.bench_serve(args.bundle, [int(n) for n in split_list(args.streams)], seconds=args.seconds,
                                      threads=args.threads, profile=args.profile, batching=not args.no_batching,
                                      decoder_variant=args.decoder_variant, partial_every=args.partial_every,
-                                     batched_decode=args.batched_decode,
+                                     batched_decode=args.batched_decode, eot_pause_ms=args.eot_pause_ms,
+                                     trailing_silence_ms=args.trailing_silence_ms,
                                      progress=lambda line: print(line, file=sys.stderr, flush=True))
     return print_report(report, bench_serve.table)
 
@@ -168,5 +169,9 @@ def add_commands(sub) -> None:
     b.add_argument("--partial-every", type=int, default=None, metavar="CHUNKS",
                    help="the server's partial cadence, 0 = finals only (default: the device profile's)")
     b.add_argument("--batched-decode", action="store_true", help="run the server with --batched-decode")
+    b.add_argument("--eot-pause-ms", type=int, default=None,
+                   help="the server's adaptive end of turn (README 'End of turn'; default: the server's, off)")
+    b.add_argument("--trailing-silence-ms", type=int, default=None,
+                   help="the server's trailing silence (default: the server's, 600)")
     b.add_argument("--no-batching", action="store_true", help="skip the per-context vs batched decode measurement")
     b.set_defaults(func=cmd_bench_serve)

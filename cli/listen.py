@@ -76,7 +76,10 @@ def overrides_from_args(args) -> Overrides:
             decoder_batch_streams=getattr(args, "decoder_batch_streams", 0),
         )
     except ValueError as e:
-        raise Nim4Error(str(e)) from None
+        message = str(e)  # the endpointer's field names, as the flags that set them
+        for name in ("eot_pause_ms", "eot_threshold", "trailing_silence_ms", "max_utterance_ms"):
+            message = message.replace(name, "--" + name.replace("_", "-"))
+        raise Nim4Error(message) from None
 
 
 def config_from_args(args) -> tuple[Bundle, RecognizerConfig]:

@@ -4,6 +4,10 @@ audio up to the pause, and events say why a turn ended and where its speech did.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from wavutil import paused_example
 
@@ -113,3 +117,12 @@ def test_end_of_input_during_a_pause_adopts_its_final(recognizer):
     finals = run(recognizer, audio[: cut + RATE // 2 - 1600], EndpointConfig(eot_pause_ms=200, eot_threshold=1.0))
     assert [f.end_reason for f in finals] == ["end-of-input"]
     assert finals[0].end_s - finals[0].speech_end_s == pytest.approx(0.215, abs=1e-6)
+
+
+def test_bad_end_of_turn_flags_are_one_line_naming_the_flag():
+    for flags, message in ((["--eot-pause-ms", "700"], "--eot-pause-ms=700 must be shorter than --trailing-silence-ms=600"),
+                           (["--eot-threshold", "2"], "--eot-threshold=2.0: a probability")):
+        proc = subprocess.run([sys.executable, "-m", "nim4_edge.cli", "listen", "--wav", "examples/en_temperature.wav",
+                               *flags], capture_output=True, text=True, timeout=120,
+                              cwd=Path(__file__).resolve().parents[1])
+        assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
