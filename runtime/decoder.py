@@ -76,8 +76,8 @@ class DecodeResult:
     # finals: per token, log softmax probability of the chosen token and the text it added
     token_logprobs: list[float] = field(default_factory=list)
     token_texts: list[str] = field(default_factory=list)
-    # log P(<|im_end|>) where the decode stopped: after the whole text (the end-of-turn predictor:
-    # how sure the model is that what it heard is a complete utterance)
+    # finals: log P(<|im_end|>) where the decode stopped, after the whole text (the end-of-turn
+    # predictor: how sure the model is that what it heard is a complete utterance)
     end_logprob: float = float("-inf")
 
 
@@ -437,8 +437,10 @@ class DecoderSession:
             pieces.append(detokenizer.push(token))
             logits = self._step(token, seq, pos)
             pos += 1
-        shifted = logits.astype(np.float64) - float(logits.max())  # float64: a near-certain end stays < 1
-        end_logprob = float(shifted[im_end] - math.log(float(np.exp(shifted).sum())))
+        end_logprob = float("-inf")
+        if probabilities:  # finals only: a log-sum-exp over the vocabulary, not on the partial path
+            shifted = logits.astype(np.float64) - float(logits.max())  # float64: a near-certain end stays < 1
+            end_logprob = float(shifted[im_end] - math.log(float(np.exp(shifted).sum())))
         text = "".join(pieces) + detokenizer.flush()  # token_texts: the pieces before the flushed tail
         return DecodeResult(text, ids, stopped_by, prefill_ms, (time.perf_counter() - t0) * 1000,
                             token_logprobs=logprobs, token_texts=pieces if probabilities else [],
@@ -446,21 +448,17 @@ class DecoderSession:
 
     def partial(self, hotwords: Sequence[str] = (), audio_seconds: float | None = None) -> DecodeResult:
         """Greedy text so far, decoded on a branch; the utterance sequence is left untouched."""
-        self._require_utterance()
-        self._seq_cp(self.utterance_seq, self.branch_seq)
-        seconds = audio_seconds if audio_seconds is not None else self._speech_seconds()
+        branch = self.branch()
         try:
-            return self._greedy(self.branch_seq, self.position, self._suffix_ids(hotwords), self.settings.token_cap(seconds))
+            return branch.partial(hotwords, audio_seconds)
         finally:
-            self._seq_rm(self.branch_seq)
+            branch.discard()
 
     def final(self, hotwords: Sequence[str] = (), audio_seconds: float | None = None) -> DecodeResult:
         """Append the suffix with `hotwords`, decode greedily to <|im_end|>, end the utterance."""
         self._require_utterance()
-        seconds = audio_seconds if audio_seconds is not None else self._speech_seconds()
         try:
-            return self._greedy(self.utterance_seq, self.position, self._suffix_ids(hotwords),
-                                self.settings.token_cap(seconds), probabilities=True)
+            return self._ending(self.utterance_seq, self.position, hotwords, audio_seconds, probabilities=True)
         finally:
             self.end_utterance()
 
@@ -476,8 +474,13 @@ class DecoderSession:
         self._require_utterance()
         return Branch(self)
 
-    def _speech_seconds(self) -> float:
-        return (self.position - len(self.prefix_ids)) * self.seconds_per_embedding
+    def _ending(self, seq: int, pos: int, hotwords: Sequence[str], audio_seconds: float | None,
+                probabilities: bool) -> DecodeResult:
+        """The suffix with `hotwords` after position `pos` of `seq`, then greedy to <|im_end|> or the
+        cap for `audio_seconds` (None: the speech embeddings before `pos`)."""
+        if audio_seconds is None:
+            audio_seconds = (pos - len(self.prefix_ids)) * self.seconds_per_embedding
+        return self._greedy(seq, pos, self._suffix_ids(hotwords), self.settings.token_cap(audio_seconds), probabilities)
 
     # --- diagnostics ----------------------------------------------------------------------------
 
@@ -549,25 +552,18 @@ class Branch:
             self.session._decode_embeddings(embeddings, self.seq, self.position, "none")
             self.position += len(embeddings)
 
-    def _speech_seconds(self) -> float:
-        return (self.position - len(self.session.prefix_ids)) * self.session.seconds_per_embedding
-
     def partial(self, hotwords: Sequence[str] = (), audio_seconds: float | None = None) -> DecodeResult:
-        s = self.session
-        seconds = audio_seconds if audio_seconds is not None else self._speech_seconds()
-        try:
-            return s._greedy(self.seq, self.position, s._suffix_ids(hotwords), s.settings.token_cap(seconds))
-        finally:
-            s._seq_truncate(self.seq, self.position)
+        return self._decode(hotwords, audio_seconds, probabilities=False)
 
     def final(self, hotwords: Sequence[str] = (), audio_seconds: float | None = None) -> DecodeResult:
-        s = self.session
-        seconds = audio_seconds if audio_seconds is not None else self._speech_seconds()
+        return self._decode(hotwords, audio_seconds, probabilities=True)
+
+    def _decode(self, hotwords: Sequence[str], audio_seconds: float | None, probabilities: bool) -> DecodeResult:
+        """Decoded after the branch's audio, then rolled back to it (the next decode starts there too)."""
         try:
-            return s._greedy(self.seq, self.position, s._suffix_ids(hotwords), s.settings.token_cap(seconds),
-                             probabilities=True)
+            return self.session._ending(self.seq, self.position, hotwords, audio_seconds, probabilities)
         finally:
-            s._seq_truncate(self.seq, self.position)
+            self.session._seq_truncate(self.seq, self.position)
 
     def discard(self) -> None:
         self.session._seq_rm(self.seq)

@@ -158,8 +158,8 @@ def test_100_disconnects_mid_utterance_leave_nothing_behind(server):
             return
         raise AssertionError("no free stream in 100 tries")
 
-    # warm-up: allocator arenas and gRPC threads settle over the first tens of calls (after 10, 2 of 8
-    # runs here grew 15-23 MB over the next 100; after 40, 3 of 3 stayed under 10 MB)
+    # warm-up: allocator arenas and gRPC threads settle over the first tens of calls (after 10, 2 of 9
+    # runs here grew 14.7 and 22.7 MB over the next 100; after 40, 3 of 3 stayed under 10 MB)
     for _ in range(40):
         hang_up_mid_utterance()
     server.wait_idle()

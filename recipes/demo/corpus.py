@@ -104,13 +104,11 @@ def render_placed(spec: ClipSpec, speech: np.ndarray | None = None, extra_tail_s
     """render(), and the sample where the speech starts. `speech`: this audio instead of the spec's
     synthesis (the end-of-turn test set's paused variants); `extra_tail_s`: more trailing padding."""
     rng = np.random.default_rng(spec.seed)
-    if speech is not None:
-        pass
-    elif spec.source == "espeak":
+    if speech is None and spec.source == "espeak":
         speech = espeak(spoken_form(spec.utterance), spec.voice, spec.speed, spec.pitch)
-    elif spec.source == "fsdd":
+    elif speech is None and spec.source == "fsdd":
         speech = load_audio(Path(spec.fsdd_path), RATE)
-    else:
+    elif speech is None:
         speech = np.zeros(int(rng.uniform(1.0, 3.0) * RATE), np.float32)
     speech = speech / max(1e-6, float(np.abs(speech).max()))
     pad = rng.uniform(0.0, 1.0)

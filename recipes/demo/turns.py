@@ -67,7 +67,8 @@ def longest_gap(loud: np.ndarray) -> tuple[int, int]:
 
 def paused_speech(spec: ClipSpec, rng: np.random.Generator) -> tuple[np.ndarray, tuple[int, int]] | None:
     """The utterance with a pause at a random inner word boundary; None for a one-word utterance.
-    espeak stretches a break by its speed, so the request is corrected once to land in PAUSE_MS."""
+    espeak stretches a break by its speed, so the request is corrected (up to twice) to land in PAUSE_MS;
+    None also when it never does (the utterance is left out of both sets)."""
     words = words_of(spec.utterance)
     if len(words) < 2:
         return None
@@ -115,7 +116,7 @@ def build(out: Path, split: str, jobs: int, limit: int) -> dict:
         _, specs = plan(4000, 4000, 100, 100, 0, 0, 0, seed=1)
     specs = [s for s in specs if s.source == "espeak"][: limit or None]
     seeds = np.random.default_rng(7 if split == "test" else 8).integers(2**31, size=len(specs))
-    counts = {"plain": 0, "paused": 0, "one_word": 0}
+    counts = {"plain": 0, "paused": 0, "left_out": 0}  # left out: one word, or no pause in range
     with atomic_directory(out, overwrite=True) as tmp:
         (tmp / "wav").mkdir()
         manifests = {name: open(tmp / f"{name}.jsonl", "w", encoding="utf-8") for name in ("plain", "paused")}
@@ -125,7 +126,7 @@ def build(out: Path, split: str, jobs: int, limit: int) -> dict:
                 for spec, result in tqdm(zip(specs, results), total=len(specs), desc=f"{split} turns", unit="utt",
                                          file=sys.stderr, mininterval=5):
                     if result is None:
-                        counts["one_word"] += 1
+                        counts["left_out"] += 1
                         continue
                     for name, (row, pcm) in result.items():
                         wav = f"wav/{spec.index:05d}-{name}.wav"
