@@ -16,7 +16,7 @@ from nim4_edge.devices.config import describe
 from nim4_edge.runtime.atomic import write_text_atomic
 from nim4_edge.runtime.errors import Nim4Error
 from nim4_edge.runtime.hotwords import HotwordDatabase, HotwordEntry, RetrievalConfig
-from nim4_edge.runtime.hotwords.lexicon import Lexicon, LexiconError, pronounce_many
+from nim4_edge.runtime.hotwords.lexicon import LexiconError, pronounce_many
 from nim4_edge.runtime.phonemes import PhonemeInventory
 from nim4_edge.runtime.recognizer import Recognizer
 
@@ -32,10 +32,10 @@ def build_manifest_hotwords(items, directory: Path, extra: Path | None, tolerant
             raise Nim4Error(f"{extra}: cannot read the extra hotword list ({e}); one UTF-8 entry per line") from None
     words = list(dict.fromkeys(words))
     inventory = PhonemeInventory.default()
-    pronounced = [(HotwordEntry(w), p) for w, p in zip(words, pronounce_many(words, inventory))
-                  if not isinstance(p, LexiconError)]
+    keyed = [(HotwordEntry(w), *k) for w, k in zip(words, pronounce_many(words, inventory, as_keys=True))
+             if not isinstance(k, LexiconError)]
     path = directory / "manifest-hotwords.db"
-    HotwordDatabase.build(pronounced, Lexicon(inventory), tolerant=tolerant).save(path)
+    HotwordDatabase.build_keyed(keyed, inventory, tolerant=tolerant).save(path)
     return path
 
 

@@ -1,4 +1,4 @@
-"""The `hotwords build` and `hotwords query` commands (part of the CLI: this module prints)."""
+"""The `hotwords build`, `add`, `remove` and `query` commands (part of the CLI: this module prints)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from nim4_edge.runtime.hotwords import (
     parse_hotword_lines,
 )
 from nim4_edge.runtime.hotwords.database import MAX_ENTRY_SYLLABLES, read_input
+from nim4_edge.runtime.hotwords.updates import update_database
 from nim4_edge.runtime.hotwords.lexicon import Lexicon, LexiconError, pronounce_many
 from nim4_edge.runtime.phonemes import PhonemeInventory
 
@@ -52,14 +53,15 @@ def cmd_build(args) -> int:
             print(f"\rpronouncing {done}/{total} ({time.perf_counter() - t0:.0f} s)", end="", file=sys.stderr, flush=True)
 
     pronounced = []
-    results = pronounce_many([entry.word for _, entry in entries], lexicon.inventory, args.jobs, progress=progress)
-    for (number, entry), phonemes in zip(entries, results):
-        if isinstance(phonemes, LexiconError):
-            problems.append((number, str(phonemes)))
-        elif lexicon.syllables(phonemes) > MAX_ENTRY_SYLLABLES:
-            problems.append((number, f"{lexicon.syllables(phonemes)} syllables; at most {MAX_ENTRY_SYLLABLES} (a name, not a text)"))
+    results = pronounce_many([entry.word for _, entry in entries], lexicon.inventory, args.jobs, progress=progress,
+                             as_keys=True)
+    for (number, entry), key in zip(entries, results):
+        if isinstance(key, LexiconError):
+            problems.append((number, str(key)))
+        elif key[1] > MAX_ENTRY_SYLLABLES:
+            problems.append((number, f"{key[1]} syllables; at most {MAX_ENTRY_SYLLABLES} (a name, not a text)"))
         else:
-            pronounced.append((entry, phonemes))
+            pronounced.append((entry, *key))
     if sys.stderr.isatty():
         print("\r\033[K", end="", file=sys.stderr)
     for number, problem in sorted(problems)[:20]:
@@ -70,10 +72,48 @@ def cmd_build(args) -> int:
         raise Nim4Error(f"{len(problems)} bad line(s) in {args.file} and --strict was given; nothing written")
     if not pronounced:
         raise HotwordError(f"{args.file}: no usable entries (one word or name per line, optional TAB weight TAB category)")
-    database = HotwordDatabase.build(pronounced, lexicon, tolerant=args.tolerant)
+    database = HotwordDatabase.build_keyed(pronounced, lexicon.inventory, tolerant=args.tolerant)
     database.save(args.output)
-    print(f"wrote {args.output}: {len(database)} entries, {len(database.keys)} pronunciations, "
+    print(f"wrote {args.output}: {len(database)} entries, {database.num_keys} pronunciations, "
           f"{len(problems)} line(s) skipped, {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return 0
+
+
+def _report_problems(path: Path, problems: list[tuple[int, str]]) -> None:
+    for number, problem in sorted(problems)[:20]:
+        print(f"nim4-edge: {path}:{number}: {problem}", file=sys.stderr)
+    if len(problems) > 20:
+        print(f"nim4-edge: ... and {len(problems) - 20} more skipped lines", file=sys.stderr)
+
+
+def cmd_add(args) -> int:
+    entries, problems = parse_hotword_lines(_read_lines(args.file))
+    _report_problems(args.file, problems)
+    if problems and args.strict:
+        raise Nim4Error(f"{len(problems)} bad line(s) in {args.file} and --strict was given; the database is unchanged")
+    t0 = time.perf_counter()
+    report = update_database(args.database, add=[entry for _, entry in entries], jobs=args.jobs, strict=args.strict)
+    for problem in report["problems"][:20]:
+        print(f"nim4-edge: {args.file}: skipped {problem}", file=sys.stderr)
+    print(f"{args.database}: {report['added'] - report['replaced']} added, {report['replaced']} replaced "
+          f"(same word), {len(report['problems'])} skipped; {report['entries']} entries"
+          f"{' (changes folded into the base)' if report['compacted'] else ''}, {time.perf_counter() - t0:.2f} s",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_remove(args) -> int:
+    lines = _read_lines(args.file)
+    words = [line.split("\t")[0].strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    t0 = time.perf_counter()
+    report = update_database(args.database, remove=words)
+    if report["not_found"]:
+        shown = ", ".join(repr(w) for w in report["not_found"][:5])
+        print(f"nim4-edge: {len(report['not_found'])} word(s) were not in the database: {shown}"
+              f"{' ...' if len(report['not_found']) > 5 else ''}", file=sys.stderr)
+    print(f"{args.database}: {report['removed']} removed; {report['entries']} entries"
+          f"{' (changes folded into the base)' if report['compacted'] else ''}, {time.perf_counter() - t0:.2f} s",
+          file=sys.stderr)
     return 0
 
 
@@ -133,6 +173,20 @@ def add_commands(sub) -> None:
                    help="also index key halves and thirds, so retrieval forgives one phoneme error (two in keys of "
                         ">= 10 phonemes) and wrong tones (more memory and build time; README has the figures)")
     b.set_defaults(func=cmd_build)
+    update_help = ("The file is replaced by rename (a kill at any moment leaves the old or the new one); "
+                   "recognizers and `serve` using it pick the change up at their next utterance, no restart.")
+    a = hw.add_parser("add", help="add entries to a built database in place (same word: replaced)",
+                      description="Entries as for build: WORD[<TAB>WEIGHT[<TAB>CATEGORY]] per line. " + update_help)
+    a.add_argument("database", type=Path)
+    a.add_argument("file", type=Path, help="the entries to add")
+    a.add_argument("--strict", action="store_true", help="change nothing if any line is bad")
+    a.add_argument("--jobs", type=int, default=0, help="processes for pronouncing (0: one below 20,000 entries, else all cores)")
+    a.set_defaults(func=cmd_add)
+    r = hw.add_parser("remove", help="remove entries from a built database in place",
+                      description="One word per line (the first column of a build list also works). " + update_help)
+    r.add_argument("database", type=Path)
+    r.add_argument("file", type=Path, help="the words to remove")
+    r.set_defaults(func=cmd_remove)
     q = hw.add_parser("query", help="show what a text or phoneme string would retrieve, and why")
     q.add_argument("database", type=Path)
     src = q.add_mutually_exclusive_group(required=True)

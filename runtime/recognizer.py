@@ -42,7 +42,7 @@ from nim4_edge.runtime.encoder import EncoderSession, EncoderStream
 from nim4_edge.runtime.endpoint import EndpointConfig, Endpointer
 from nim4_edge.runtime.errors import Nim4Error
 from nim4_edge.runtime.features import SAMPLE_RATE_HZ, OnlineFbank
-from nim4_edge.runtime.hotwords import HotwordDatabase, HotwordEntry, HotwordRetriever, Lexicon, RetrievalConfig
+from nim4_edge.runtime.hotwords import HotwordDatabase, HotwordEntry, HotwordRetriever, Lexicon, LiveDatabase, RetrievalConfig
 from nim4_edge.runtime.shared_decoder import SharedContext, SharedDecoderSession
 from nim4_edge.runtime.utterance import Event, Timings, Utterance, UtteranceSetup
 from nim4_edge.runtime.vad import VadConfig, make_vad
@@ -139,7 +139,8 @@ class Recognizer:
             self.encoder = EncoderSession(self.bundle, providers=list(config.encoder_providers) or None,
                                           num_threads=config.encoder_threads, precision=config.encoder_precision)
             self.lexicon = Lexicon(manifest.phonemes)
-            self.hotword_database = (HotwordDatabase.load(config.hotwords, expected_inventory=manifest.phonemes)
+            # shared by every stream; replaced when `hotwords add/remove` replaces its file
+            self.hotword_database = (LiveDatabase(HotwordDatabase.load(config.hotwords, expected_inventory=manifest.phonemes))
                                      if config.hotwords else None)
             # Every final is pronounced (word timestamps). pypinyin and CMUdict load on first use (1.5 s
             # measured): on a thread while the rest loads, not in the first final.

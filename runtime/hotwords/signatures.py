@@ -1,0 +1,287 @@
+"""Hashed signatures: the index behind exact and tolerant hotword retrieval.
+
+A key (phoneme ids) of length L is cut into parts (PARTS); a signature is a 64-bit hash of a set of
+its parts, which set, and L. `errors` edits touch at most `errors` parts, so `parts - errors` parts of
+a key heard that badly are intact (pigeonhole), and the signature of those is found exactly; the exact
+index is the same with one part, the whole key. A heard phoneme string is searched by computing, all
+at once in numpy, the signatures a key of every indexed length would have at every position (prefix
+hashes: any substring's hash in two operations; shifts for the insertions and deletions between
+parts), and looking them up in the sorted signature array, after a first filter on single parts. A
+hit names a key and where it would lie; retrieval.py verifies it by edit distance.
+
+Why not the Aho-Corasick automata of format 1 (measured at a million entries, docs/MEASUREMENTS.md):
+an automaton is a tree of millions of malloc'd nodes, built in Python one key at a time (~10 s),
+unpickled node by node at every load (~1 s, ~360 MB private memory per process); these arrays are
+built by a sort, memory-mapped at load (pages shared between processes) and never grow with the
+popularity of a part, where format 1's halves listed every key sharing one half (thousands for "...西街").
+A set of parts is as rare as the keys sharing two thirds (three fifths) of their sounds.
+
+Hash: polynomial over phoneme id + 1 with an odd 64-bit base, modulo 2^64 (numpy's unsigned
+overflow); a collision costs one wasted verification, never a wrong result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+
+BASE = np.uint64(0x9E3779B97F4A7C15)  # odd: invertible modulo 2^64
+MAX_KEY = 255  # longest key indexed (tags keep L in 8 bits); the database allows 64 syllables, ~200 phonemes
+
+
+def _inverse(b: np.uint64) -> np.uint64:
+    x = b  # Newton's iteration for the inverse modulo 2^64 (b odd): 6 steps double 3 correct bits to 64+
+    with np.errstate(over="ignore"):
+        for _ in range(6):
+            x = x * (np.uint64(2) - b * x)
+    return x
+
+
+def powers(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """BASE^k and BASE^-k for k < n."""
+    p = np.full(n, BASE, np.uint64)
+    q = np.full(n, _inverse(BASE), np.uint64)
+    p[0] = q[0] = 1
+    return np.multiply.accumulate(p), np.multiply.accumulate(q)
+
+
+_POW, _INV = powers(4096)  # enough for any utterance's phonemes; longer ones are hashed with their own
+
+
+_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+def mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer: neighbouring inputs to unrelated outputs (so the sort spreads evenly)."""
+    x = x ^ (x >> _S30)  # a new array: the caller's stays as it was; in place from here on
+    x *= _M1
+    x ^= x >> _S27
+    x *= _M2
+    x ^= x >> _S31
+    return x
+
+
+def prefix_hashes(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """H with H[k] = sum_{t<k} (ids[t] + 1) BASE^t, and BASE^-t: substring [a, b) hashes to
+    (H[b] - H[a]) * BASE^-a, the same wherever the substring stands."""
+    n = len(ids)
+    pw, inv = (_POW[:n], _INV[: n + 1]) if n < len(_POW) else powers(n + 1)
+    h = np.zeros(n + 1, np.uint64)
+    np.cumsum((ids.astype(np.uint64) + np.uint64(1)) * pw[:n], out=h[1:])
+    return h, inv
+
+
+_SLOTS = np.array([0xD6E8FEB86659FD93, 0xA0761D6478BD642F, 0x8EBC6AF09C88C6E3, 0x589965CC75374CC3], np.uint64)
+_TAG = np.uint64(0xE7037ED1A0B428DB)
+
+
+def combine(hashes: list[np.ndarray], tag: np.ndarray) -> np.ndarray:
+    """The signature of parts with these hashes (one array per slot) under `tag`."""
+    with np.errstate(over="ignore"):
+        total = tag.astype(np.uint64) * _TAG
+        for slot, h in enumerate(hashes):
+            total = total + h * _SLOTS[slot]
+        return mix(total)
+
+
+def bounds(length: int, parts: int) -> list[int]:
+    """Where a key of `length` phonemes is cut: part p is key[b[p]:b[p + 1]]."""
+    return [length * i // parts for i in range(parts + 1)]
+
+
+# parts a key is cut into, by errors tolerated: e errors touch at most e parts, so parts - e stay intact.
+# One error: 2 of 3 parts (pairs: two thirds of the key). Two errors: 3 of 5, not 2 of 4: a pair of
+# quarters is half a key, and half of "James A. Ashford" is shared by thousands of names (measured:
+# ~2,900 hits per query at a million entries against ~100 with 3 of 5).
+PARTS = {0: 1, 1: 3, 2: 5}
+# keys behind one tolerant signature, at most, for it to be verified (measured at 1M, 300 utterances:
+# 32 -> one-error recall 92.0%, p99 2.7 ms; 128 -> 98.3%, 6.1 ms; no limit -> 99.0%, 36 ms)
+COMMON = 64
+
+
+def _shift_choices(gaps: list[int], errors: int) -> list[tuple[int, ...]]:
+    """Insertions minus deletions between consecutive chosen parts: no more deletions than the
+    phonemes between them, none where they touch, at most `errors` edits in all."""
+    choices = [()]
+    for gap in gaps:
+        choices = [c + (d,) for c in choices for d in (range(-min(errors, gap), errors + 1) if gap else (0,))]
+    return [c for c in choices if sum(abs(d) for d in c) <= errors]
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One way a key of `length` can lie in the heard phonemes: the parts `chosen` intact, the first at
+    x, the others at x + offsets[t] (the shifts of insertions and deletions between them included)."""
+
+    length: int
+    subset: int  # which set of parts (its number among the combinations of `parts`)
+    chosen: tuple[int, ...]
+    first_start: int  # where the first chosen part begins in the key
+    offsets: tuple[int, ...]  # each chosen part's start in the heard phonemes, relative to x
+    lengths: tuple[int, ...]
+    spare: int  # edits the shifts leave for before the first and after the last chosen part
+    tail: int  # phonemes of the key after the last chosen part
+    last: bool  # the last chosen part ends the key
+
+
+class SignatureIndex:
+    """Signatures of every key's `parts - errors` parts out of `parts` (the whole key when exact), the
+    key behind each, sorted; `pieces` are the signatures of single parts, a cheap first filter: a probe
+    is looked up only where all its parts exist as parts of some key of that length."""
+
+    def __init__(self, errors: int, signatures: np.ndarray, key_ids: np.ndarray, lengths: np.ndarray,
+                 pieces: np.ndarray | None = None):
+        self.errors = errors
+        self.parts = PARTS[errors]
+        self.keep = self.parts - errors  # intact parts guaranteed: 1 (the whole key), 2 of 3, 3 of 5
+        self.signatures, self.key_ids = signatures, key_ids  # sorted by signature
+        self.lengths = lengths  # the distinct key lengths indexed, ascending
+        self.pieces = pieces if pieces is not None else np.zeros(0, np.uint64)
+        self.plan = self._probes()
+        k = self.keep
+        cols = lambda f, width: np.array([f(p) for p in self.plan], np.int64).reshape(len(self.plan), width)  # noqa: E731
+        self._length = cols(lambda p: [p.length], 1)[:, 0]
+        # for the windows a hit's key can lie in (retrieval.py): where the first chosen part begins in the
+        # key, the edits left, whether the last chosen part ends the key, and the key's end relative to x
+        self.first_starts = cols(lambda p: [p.first_start], 1)[:, 0]
+        self.spares = cols(lambda p: [p.spare], 1)[:, 0]
+        self.lasts = cols(lambda p: [p.last], 1)[:, 0].astype(bool)
+        self.key_ends = cols(lambda p: [p.offsets[-1] + p.lengths[-1] + p.tail], 1)[:, 0]
+        self._offsets = cols(lambda p: list(p.offsets), k)
+        self._part_lengths = cols(lambda p: list(p.lengths), k)
+        # single-part filter: the distinct (part, part length) kinds, and each probe slot's kind
+        slot_kinds = cols(lambda p: [c * 256 + n for c, n in zip(p.chosen, p.lengths)], k)
+        self._kinds, self._slot_kind = np.unique(slot_kinds, return_inverse=True)
+        self._slot_kind = self._slot_kind.reshape(slot_kinds.shape)
+        self._kind_length = self._kinds % 256
+        self._tag = (self._length << 8) | cols(lambda p: [p.subset], 1)[:, 0]
+        self._span_end = (self._offsets + self._part_lengths).max(axis=1) if len(self.plan) else np.zeros(0, np.int64)
+        self._placement_cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def _probes(self) -> list[Probe]:
+        out = []
+        for length in self.lengths.tolist():
+            b = bounds(length, self.parts)
+            for subset, chosen in enumerate(combinations(range(self.parts), self.keep)):
+                gaps = [b[chosen[t + 1]] - b[chosen[t] + 1] for t in range(self.keep - 1)]
+                for shifts in _shift_choices(gaps, self.errors):
+                    offsets = [b[c] - b[chosen[0]] + sum(shifts[:t]) for t, c in enumerate(chosen)]
+                    out.append(Probe(length, subset, chosen, b[chosen[0]], tuple(offsets),
+                                     tuple(b[c + 1] - b[c] for c in chosen), self.errors - sum(abs(d) for d in shifts),
+                                     length - b[chosen[-1] + 1], chosen[-1] == self.parts - 1))
+        return out
+
+    def __len__(self) -> int:
+        return len(self.signatures)
+
+    @classmethod
+    def build(cls, ids: np.ndarray, starts: np.ndarray, lengths: np.ndarray, errors: int, min_key: int) -> "SignatureIndex":
+        """Over keys laid end to end in `ids` (key k: ids[starts[k] : starts[k] + lengths[k]]);
+        keys shorter than `min_key` (or than the parts) are left out."""
+        probe = cls(errors, np.zeros(0, np.uint64), np.zeros(0, np.int32), np.zeros(0, np.int32))
+        parts, keep_parts = probe.parts, probe.keep
+        keep = np.flatnonzero((lengths >= max(min_key, parts)) & (lengths <= MAX_KEY))
+        h, inv = prefix_hashes(ids)
+        sigs, owners, pieces = [], [], []
+        with np.errstate(over="ignore"):
+            for length in np.unique(lengths[keep]).tolist():  # per length: its cut points are constants
+                keys = keep[lengths[keep] == length]
+                s = starts[keys]
+                b = bounds(length, parts)
+                part_hash = [(h[s + b[p + 1]] - h[s + b[p]]) * inv[s + b[p]] for p in range(parts)]
+                if errors:
+                    for p in range(parts):
+                        pieces.append(combine([part_hash[p]], np.full(len(s), p * 256 + b[p + 1] - b[p], np.int64)))
+                for subset, chosen in enumerate(combinations(range(parts), keep_parts)):
+                    sigs.append(combine([part_hash[c] for c in chosen], np.full(len(s), (length << 8) | subset, np.int64)))
+                    owners.append(keys)
+        sigs_all = np.concatenate(sigs) if sigs else np.zeros(0, np.uint64)
+        owners_all = np.concatenate(owners).astype(np.int32) if owners else np.zeros(0, np.int32)
+        order = np.argsort(sigs_all, kind="stable")
+        piece_sigs = np.unique(np.concatenate(pieces)) if pieces else np.zeros(0, np.uint64)
+        return cls(errors, sigs_all[order], owners_all[order], np.unique(lengths[keep]).astype(np.int32), piece_sigs)
+
+    def find(self, ids: np.ndarray, new_from: int = 0, h=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Hits in heard phoneme `ids`: (key id, probe row, x) of every signature found, for probes
+        whose span ends past `new_from` (the phonemes heard before were searched already)."""
+        n = len(ids)
+        if not len(self.plan) or not n:
+            return _EMPTY_HITS
+        hashes, inv = h if h is not None else prefix_hashes(ids)
+        rows, xs = self._placements(n, new_from)
+        if not len(rows):
+            return _EMPTY_HITS
+        if len(self.pieces):  # every chosen part must be some key's part of that place: most probes end here
+            present = self._present(hashes, inv, n)
+            for slot in range(self.keep):  # slot by slot, each on the probes still standing
+                ok = present[self._slot_kind[rows, slot], xs + self._offsets[rows, slot]]
+                rows, xs = rows[ok], xs[ok]
+                if not len(rows):
+                    return _EMPTY_HITS
+        starts = xs[:, None] + self._offsets[rows]  # (probes, slots): where each chosen part lies
+        stops = starts + self._part_lengths[rows]
+        with np.errstate(over="ignore"):
+            part_hash = (hashes[stops] - hashes[starts]) * inv[starts]
+            q = combine([part_hash[:, t] for t in range(self.keep)], self._tag[rows])
+        if not self.errors:  # one signature per key: one search, and an equal value is the hit
+            at = np.searchsorted(self.signatures, q)
+            at[at == len(self.signatures)] = 0
+            hit = np.flatnonzero(self.signatures[at] == q)
+            return self.key_ids[at[hit]], rows[hit], xs[hit]
+        order = np.argsort(q)  # sorted needles: the binary searches walk the table in order
+        q, rows, xs = q[order], rows[order], xs[order]
+        left = np.searchsorted(self.signatures, q, "left")
+        right = np.searchsorted(self.signatures, q, "right")
+        counts = right - left
+        # a signature shared by more keys than COMMON names no one name (three fifths of "Elizabeth
+        # W. Whitmore" is "Elizabeth"): skipped, another set of the key's parts has to find it
+        found = np.flatnonzero((counts > 0) & (counts <= COMMON))
+        if not len(found):
+            return _EMPTY_HITS
+        counts = counts[found]
+        which = np.repeat(found, counts)
+        step = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+        return self.key_ids[left[which] + step], rows[which], xs[which]
+
+    def _placements(self, n: int, new_from: int) -> tuple[np.ndarray, np.ndarray]:
+        """(probe row, x) of every probe that fits in n phonemes and ends past new_from; the same few
+        (n, new_from) come back utterance after utterance, so they are kept (bounded)."""
+        cached = self._placement_cache.get((n, new_from))
+        if cached is None:
+            end = np.arange(n, dtype=np.int64)[None, :] + self._span_end[:, None]
+            cached = np.nonzero((end <= n) & (end > new_from))
+            if len(self._placement_cache) < 4096:
+                self._placement_cache[(n, new_from)] = cached
+        return cached
+
+    def _present(self, hashes: np.ndarray, inv: np.ndarray, n: int) -> np.ndarray:
+        """present[kind, pos]: the heard phonemes at pos are, as that kind of part, some key's."""
+        pos = np.arange(n, dtype=np.int64)[None, :]
+        stop = np.minimum(pos + self._kind_length[:, None], n)
+        pos = np.broadcast_to(pos, stop.shape)
+        with np.errstate(over="ignore"):
+            piece = combine([(hashes[stop] - hashes[pos]) * inv[pos]], np.broadcast_to(self._kinds[:, None], stop.shape))
+        at = np.searchsorted(self.pieces, piece.ravel())
+        at[at == len(self.pieces)] = 0
+        present = np.zeros((len(self._kinds), n + 1), bool)  # the last column: beyond the end, never
+        present[:, :n] = (self.pieces[at] == piece.ravel()).reshape(stop.shape) & (pos + self._kind_length[:, None] <= n)
+        return present
+
+    def check(self, num_keys: int) -> str | None:
+        """What is out of range, or None (a file is data: an edited one fails at load, not in a query)."""
+        if len(self.signatures) != len(self.key_ids):
+            return f"{self.errors}-error signatures and key ids differ in length"
+        if len(self.key_ids) and (int(self.key_ids.min()) < 0 or int(self.key_ids.max()) >= num_keys):
+            return f"{self.errors}-error index names a key that does not exist"
+        if len(self.lengths) and (int(self.lengths.min()) < 1 or int(self.lengths.max()) > MAX_KEY):
+            return f"{self.errors}-error index has a key length out of range"
+        for name, array in (("signatures", self.signatures), ("pieces", self.pieces)):
+            if len(array) > 1 and bool(np.any(array[1:] < array[:-1])):
+                return f"{self.errors}-error {name} are not sorted"
+        return None
+
+
+_EMPTY_HITS = (np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.int64))
