@@ -64,10 +64,7 @@ def cmd_build(args) -> int:
             pronounced.append((entry, *key))
     if sys.stderr.isatty():
         print("\r\033[K", end="", file=sys.stderr)
-    for number, problem in sorted(problems)[:20]:
-        print(f"nim4-edge: {args.file}:{number}: {problem}", file=sys.stderr)
-    if len(problems) > 20:
-        print(f"nim4-edge: ... and {len(problems) - 20} more skipped lines", file=sys.stderr)
+    _report_problems(args.file, problems)
     if problems and args.strict:
         raise Nim4Error(f"{len(problems)} bad line(s) in {args.file} and --strict was given; nothing written")
     if not pronounced:

@@ -18,6 +18,7 @@ code (format 1's pickled automata are gone).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import mmap
@@ -65,16 +66,23 @@ class HotwordEntry:
     category: str = ""
 
 
-def read_input(path: Path, what: str, fix: str) -> bytes:
-    """The bytes of a hotword list or database; a missing, folder or unreadable path is one line."""
+@contextlib.contextmanager
+def input_errors(path: Path, what: str, fix: str):
+    """A missing, folder or unreadable hotword list or database is one line."""
     try:
-        return Path(path).read_bytes()
+        yield
     except FileNotFoundError:
         raise HotwordError(f"{path}: no such {what} ({fix})") from None
     except IsADirectoryError:
         raise HotwordError(f"{path}: is a directory, not a {what}") from None
     except OSError as e:
         raise HotwordError(f"{path}: cannot be read ({e.strerror})") from None
+
+
+def read_input(path: Path, what: str, fix: str) -> bytes:
+    """The bytes of a hotword list."""
+    with input_errors(path, what, fix):
+        return Path(path).read_bytes()
 
 
 def inventory_fingerprint(inventory: PhonemeInventory) -> str:
@@ -399,17 +407,10 @@ class HotwordDatabase:
         """Map and check a database file. Anything wrong with it (truncated, edited, even with its
         checksums recomputed) is one HotwordError line; a loaded database never fails a query."""
         path = Path(path)
-        fix = f"build one: nim4-edge hotwords build LIST -o {path}"
-        try:
-            with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
-        except FileNotFoundError:
-            raise HotwordError(f"{path}: no such hotword database ({fix})") from None
-        except IsADirectoryError:
-            raise HotwordError(f"{path}: is a directory, not a hotword database") from None
-        except OSError as e:
-            raise HotwordError(f"{path}: cannot be read ({e.strerror})") from None
+        with input_errors(path, "hotword database", f"build one: nim4-edge hotwords build LIST -o {path}"), \
+                open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
         if size < len(MAGIC) + 8 + _TRAILER.size or mapping[: len(MAGIC)] != MAGIC:
             raise HotwordError(f"{path}: not a nim4-edge hotword database")
         (version,) = struct.unpack("<I", mapping[len(MAGIC) : len(MAGIC) + 4])
