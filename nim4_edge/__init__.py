@@ -17,6 +17,7 @@ from nim4_edge.runtime.decoder import DecoderError, DecoderSettings
 from nim4_edge.runtime.endpoint import EndpointConfig
 from nim4_edge.runtime.errors import BundleError, Nim4Error, Nim4RuntimeError
 from nim4_edge.runtime.hotwords import HotwordEntry, HotwordError, LexiconError, RetrievalConfig, RetrievalMode
+from nim4_edge.runtime.hotwords.updates import update_database
 from nim4_edge.runtime.recognizer import Event, Recognizer, RecognizerConfig, Stream, Timings, Transcript
 from nim4_edge.runtime.vad import VadConfig
 from nim4_edge.runtime.words import Word
@@ -30,4 +31,4 @@ def demo_bundle():
 __all__ = ["Bundle", "BundleError", "DecoderError", "DecoderSettings", "EndpointConfig", "Event", "HotwordEntry",
            "HotwordError", "LexiconError", "Nim4Error", "Nim4RuntimeError", "Overrides", "Recognizer",
            "RecognizerConfig", "RetrievalConfig", "RetrievalMode", "Stream", "Timings", "Transcript", "VadConfig",
-           "Word", "__version__", "current_plan", "demo_bundle", "recognizer_config", "resolve_bundle"]
+           "Word", "__version__", "current_plan", "demo_bundle", "recognizer_config", "resolve_bundle", "update_database"]
