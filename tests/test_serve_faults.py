@@ -140,7 +140,7 @@ def test_a_form_without_a_file_and_a_text_file_as_audio_are_bad_requests(server)
     assert status == 400 and "multipart/form-data" in body
 
 
-def test_100_disconnects_mid_utterance_leave_nothing_behind(server):
+def test_disconnects_mid_utterance_leave_nothing_behind(server):
     """Each client sends 1.5 s of speech, takes the first partial and hangs up: active streams go back
     to 0, and RSS and open files stay flat."""
     audio = pcm("en_call.wav")[0][: 16000 * 2 * 3 // 2]
@@ -158,17 +158,25 @@ def test_100_disconnects_mid_utterance_leave_nothing_behind(server):
             return
         raise AssertionError("no free stream in 100 tries")
 
-    # warm-up: allocator arenas and gRPC threads settle over the first tens of calls (after 10, 2 of 9
-    # runs here grew 14.7 and 22.7 MB over the next 100; after 40, 3 of 3 stayed under 10 MB)
+    # warm-up: allocator arenas and gRPC threads settle over the first tens of calls. They can also
+    # step up once later (measured: after 40 warm-up calls, one fresh-clone CI run of 2 grew 22.9 MB
+    # over the next 100, the other stayed flat), so the test looks for a leak, which grows every
+    # round: 50 disconnects a round, up to 4 rounds, and one of them must stay within 5 MB (a leak of
+    # 0.1 MB a disconnect, the old bound of 10 MB per 100, fails every round)
     for _ in range(40):
         hang_up_mid_utterance()
     server.wait_idle()
-    rss, files = server.process.memory_info().rss, server.process.num_fds()
-    for _ in range(100):
-        hang_up_mid_utterance()
-    server.wait_idle()
-    grown_mb = (server.process.memory_info().rss - rss) / 1e6
-    assert grown_mb <= 10, f"RSS grew {grown_mb:.1f} MB over 100 disconnects"
+    files = server.process.num_fds()
+    rounds = []
+    for _ in range(4):
+        rss = server.process.memory_info().rss
+        for _ in range(50):
+            hang_up_mid_utterance()
+        server.wait_idle()
+        rounds.append((server.process.memory_info().rss - rss) / 1e6)
+        if rounds[-1] <= 5:
+            break
+    assert rounds[-1] <= 5, f"RSS grew {', '.join(f'{r:.1f}' for r in rounds)} MB in rounds of 50 disconnects"
     assert server.process.num_fds() <= files + 4
     server.recognizes()
 
