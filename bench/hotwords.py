@@ -194,8 +194,8 @@ def bench_hotwords(size: int, queries: int = 500, naive_queries: int = 10, seed:
     keys = pronounce_many(words, lexicon.inventory, jobs, as_keys=True)
     g2p_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    database = HotwordDatabase.build_keyed([(HotwordEntry(w), k, s) for w, (k, s) in zip(words, keys)],
-                                           lexicon.inventory, tolerant=tolerant)
+    database = HotwordDatabase.build_columns(words, [k for k, _ in keys], [n for _, n in keys], lexicon.inventory,
+                                             tolerant=tolerant)
     index_s = time.perf_counter() - t0
     agree, reference_s, mismatches = g2p_agreement(words, keys, jobs) if agreement else (None, None, [])
     all_keys = [database.base.key(k) for k in range(database.base.num_keys)]  # for the baselines only
