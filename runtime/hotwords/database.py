@@ -277,14 +277,14 @@ class HotwordDatabase:
     """A base segment, the changes since it was built, and what was removed from it."""
 
     def __init__(self, inventory: PhonemeInventory, base: Segment, changes: Segment | None = None,
-                 removed: np.ndarray | None = None, source: Path | None = None, mapping=None, layout=None):
+                 removed: np.ndarray | None = None, source: Path | None = None, layout=None, state=None):
         self.inventory = inventory
         self.base = base
         self.changes = changes  # entries added since the base was built (None: none)
         self.removed = np.zeros(0, np.int32) if removed is None else removed  # base entry ids removed, sorted
         self._removed_set = set(self.removed.tolist())
-        self.source, self._mapping, self._layout = source, mapping, layout  # the file it was loaded from
-        self.file_state = file_state(source) if source else None
+        # the file it was loaded from (its arrays are views of its mapping), its layout and what it was then
+        self.source, self._layout, self.file_state = source, layout, state
 
     @property
     def segments(self) -> list[Segment]:
@@ -319,25 +319,19 @@ class HotwordDatabase:
                       weights: list[float] | None = None, categories: list[str] | None = None,
                       tolerant: bool = False) -> "HotwordDatabase":
         """The same from parallel lists (no entry object per word: a million cost ~2 s to create)."""
-        weights = [1.0] * len(words) if weights is None else weights
-        categories = [""] * len(words) if categories is None else categories
-        _check_entries((HotwordEntry(w, x), None, n) for w, x, n in zip(words, weights, syllables)
-                       if not 0 <= x <= MAX_WEIGHT or n > MAX_ENTRY_SYLLABLES)
-        return cls(inventory, Segment.build(words, weights, categories, keys, syllables, tolerant))
+        return cls(inventory, _segment(words, keys, syllables, weights, categories, tolerant))
 
     @classmethod
     def build_keyed(cls, keyed: list[tuple[HotwordEntry, str, int]], inventory: PhonemeInventory,
                     tolerant: bool = False) -> "HotwordDatabase":
-        """From (entry, key in code-point form, syllables): what `pronounce_keys` gives."""
-        _check_entries(keyed)
-        return cls(inventory, _segment(keyed, tolerant))
+        """From (entry, key in code-point form, syllables): what `pronounce_many(as_keys=True)` gives."""
+        return cls(inventory, _keyed_segment(keyed, tolerant))
 
     # --- updates ----------------------------------------------------------------------------------
 
     def updated(self, add: list[tuple[HotwordEntry, str, int]] = (), remove: Iterable[str] = ()) -> tuple["HotwordDatabase", dict]:
         """A new database with `add` (entry, key, syllables) added (replacing an entry of the same word)
         and the words of `remove` removed; the base segment is shared, only the changes are rebuilt."""
-        _check_entries(add)
         remove = list(dict.fromkeys(remove))
         changed = {e.word for e, _, _ in add}
         gone_words = set(remove) | changed
@@ -358,9 +352,9 @@ class HotwordDatabase:
                   "not_found": sorted(set(remove) - in_base - in_changes)}
         changes = kept + list(add)
         removed_arr = np.array(sorted(removed), np.int32)
-        db = HotwordDatabase(self.inventory, self.base, _segment(changes, self.tolerant) if changes else None, removed_arr)
+        db = HotwordDatabase(self.inventory, self.base, _keyed_segment(changes, self.tolerant) if changes else None, removed_arr)
         # the base is this one's: save() may copy its bytes from the file it came from, if that is unchanged
-        db.source, db._mapping, db._layout, db.file_state = self.source, self._mapping, self._layout, self.file_state
+        db.source, db._layout, db.file_state = self.source, self._layout, self.file_state
         return db, report
 
     def compacted(self) -> "HotwordDatabase":
@@ -370,7 +364,7 @@ class HotwordDatabase:
         keyed = list(self.base.entries(keep)) + (list(self.changes.entries()) if self.changes is not None else [])
         if not keyed:
             raise HotwordError("a database needs at least one entry")
-        return HotwordDatabase(self.inventory, _segment(keyed, self.tolerant))
+        return HotwordDatabase(self.inventory, _keyed_segment(keyed, self.tolerant))
 
     # --- file format ----------------------------------------------------------------------------
 
@@ -411,7 +405,7 @@ class HotwordDatabase:
     def _change_segments(self) -> list[tuple[Segment, np.ndarray]]:
         if self.changes is None and not len(self.removed):
             return []
-        changes = self.changes if self.changes is not None else _segment([], self.tolerant)
+        changes = self.changes if self.changes is not None else _keyed_segment([], self.tolerant)
         return [(changes, self.removed)]
 
     @classmethod
@@ -421,7 +415,8 @@ class HotwordDatabase:
         path = Path(path)
         with input_errors(path, "hotword database", f"build one: nim4-edge hotwords build LIST -o {path}"), \
                 open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+            stat = os.fstat(f.fileno())  # of the file mapped, not of whatever the path names a moment later
+            size = stat.st_size
             mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
         if size < len(MAGIC) + 8 + _TRAILER.size or mapping[: len(MAGIC)] != MAGIC:
             raise HotwordError(f"{path}: not a nim4-edge hotword database")
@@ -465,24 +460,30 @@ class HotwordDatabase:
             raise HotwordError(f"{path}: {e}; rebuild the database") from None
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError, UnicodeDecodeError) as e:
             raise HotwordError(f"{path}: corrupt database ({type(e).__name__}: {e}); rebuild it") from None
-        return cls(inventory, segments[0], segments[1] if len(segments) > 1 else None, removed, path, mapping, layout)
+        return cls(inventory, segments[0], segments[1] if len(segments) > 1 else None, removed, path, layout,
+                   _state(stat))
 
     def changed_on_disk(self) -> bool:
         """True when the file this was loaded from has been replaced since (an update)."""
         return self.source is not None and file_state(self.source) != self.file_state
 
 
-def _check_entries(keyed) -> None:
-    for entry, _, syllables in keyed:
-        if not 0 <= entry.weight <= MAX_WEIGHT:
-            raise HotwordError(f"hotword {entry.word!r}: weight {entry.weight} is outside 0-{MAX_WEIGHT:g}")
-        if syllables > MAX_ENTRY_SYLLABLES:
-            raise HotwordError(f"hotword {entry.word[:40]!r}...: more than {MAX_ENTRY_SYLLABLES} syllables")
+def _segment(words: list[str], keys: list[str], syllables: list[int], weights: list[float] | None,
+             categories: list[str] | None, tolerant: bool) -> Segment:
+    """A segment of these entries, after the limits every entry must keep."""
+    weights = [1.0] * len(words) if weights is None else weights
+    for word, weight, count in zip(words, weights, syllables):
+        if not 0 <= weight <= MAX_WEIGHT:
+            raise HotwordError(f"hotword {word!r}: weight {weight} is outside 0-{MAX_WEIGHT:g}")
+        if count > MAX_ENTRY_SYLLABLES:
+            raise HotwordError(f"hotword {word[:40]!r}...: more than {MAX_ENTRY_SYLLABLES} syllables")
+    return Segment.build(words, weights, [""] * len(words) if categories is None else categories, keys, syllables,
+                         tolerant)
 
 
-def _segment(keyed: list[tuple[HotwordEntry, str, int]], tolerant: bool) -> Segment:
-    return Segment.build([e.word for e, _, _ in keyed], [e.weight for e, _, _ in keyed],
-                         [e.category for e, _, _ in keyed], [k for _, k, _ in keyed], [s for _, _, s in keyed], tolerant)
+def _keyed_segment(keyed: list[tuple[HotwordEntry, str, int]], tolerant: bool) -> Segment:
+    return _segment([e.word for e, _, _ in keyed], [k for _, k, _ in keyed], [n for _, _, n in keyed],
+                    [e.weight for e, _, _ in keyed], [e.category for e, _, _ in keyed], tolerant)
 
 
 def _arrays(mapping, sections: dict, body_end: int) -> dict[str, np.ndarray]:
@@ -535,13 +536,16 @@ def _copy(src, dst, count: int) -> None:
         done += len(chunk)
 
 
+def _state(st: os.stat_result) -> tuple:
+    return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
+
+
 def file_state(path: Path):
     """What tells a replaced file from the one loaded: inode, device, size, modification time."""
     try:
-        st = os.stat(path)
+        return _state(os.stat(path))
     except OSError:
         return None
-    return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
 
 
 def _same_file(a: Path, b: Path) -> bool:

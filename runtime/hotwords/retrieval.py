@@ -14,17 +14,15 @@ matches that overlap, only the closest are kept (fewer wrong names than keeping 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
-
-from rapidfuzz.process import cpdist
-from rapidfuzz.distance import Levenshtein
-
 import sys
 import threading
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 
 import numpy as np
+from rapidfuzz.distance import Levenshtein
+from rapidfuzz.process import cpdist
 
 from nim4_edge.runtime.hotwords.database import HotwordDatabase, HotwordEntry, HotwordError, Segment, file_state
 from nim4_edge.runtime.hotwords.lexicon import Lexicon, LexiconError
@@ -291,7 +289,7 @@ class RetrievalSession:
         tolerant = self.mode.tolerant
         for source, number, segment in self.retriever.segments(self.database):
             key_ids, rows, xs = segment.exact.find(ids, old, h)
-            lengths = segment.exact._length
+            lengths = segment.exact.probe_lengths
             for key_id, row, x in zip(key_ids.tolist(), rows.tolist(), xs.tolist()):
                 end = x + int(lengths[row])
                 if self.code[x:end] == segment.key(key_id):  # a hash collision (or an edited file) finds nothing

@@ -129,8 +129,8 @@ class Probe:
 
 class SignatureIndex:
     """Signatures of every key's `parts - errors` parts out of `parts` (the whole key when exact), the
-    key behind each, sorted; `pieces` are the signatures of single parts, a cheap first filter: a probe
-    is looked up only where all its parts exist as parts of some key of that length."""
+    key behind each, sorted; `pieces` are the signatures of single parts (by place and length), a cheap
+    first filter: a probe is looked up only where each of its parts is that part of some key."""
 
     def __init__(self, errors: int, signatures: np.ndarray, key_ids: np.ndarray, lengths: np.ndarray,
                  pieces: np.ndarray | None = None):
@@ -143,7 +143,7 @@ class SignatureIndex:
         self.plan = self._probes()
         k = self.keep
         cols = lambda f, width: np.array([f(p) for p in self.plan], np.int64).reshape(len(self.plan), width)  # noqa: E731
-        self._length = cols(lambda p: [p.length], 1)[:, 0]
+        self.probe_lengths = cols(lambda p: [p.length], 1)[:, 0]  # the key length each probe is for
         # for the windows a hit's key can lie in (retrieval.py): where the first chosen part begins in the
         # key, the edits left, whether the last chosen part ends the key, and the key's end relative to x
         self.first_starts = cols(lambda p: [p.first_start], 1)[:, 0]
@@ -157,9 +157,8 @@ class SignatureIndex:
         self._kinds, self._slot_kind = np.unique(slot_kinds, return_inverse=True)
         self._slot_kind = self._slot_kind.reshape(slot_kinds.shape)
         self._kind_length = self._kinds % 256
-        self._tag = (self._length << 8) | cols(lambda p: [p.subset], 1)[:, 0]
+        self._tag = (self.probe_lengths << 8) | cols(lambda p: [p.subset], 1)[:, 0]
         self._span_end = (self._offsets + self._part_lengths).max(axis=1) if len(self.plan) else np.zeros(0, np.int64)
-        self._placement_cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def _probes(self) -> list[Probe]:
         out = []
@@ -183,8 +182,8 @@ class SignatureIndex:
         """Over keys laid end to end in `ids` (key k: ids[starts[k] : starts[k] + lengths[k]]);
         keys shorter than `min_key` (or than the parts) are left out. `h`: prefix_hashes(ids), when the
         caller builds several indexes over the same keys (the powers of a 10M-phoneme array cost ~0.3 s)."""
-        probe = cls(errors, np.zeros(0, np.uint64), np.zeros(0, np.int32), np.zeros(0, np.int32))
-        parts, keep_parts = probe.parts, probe.keep
+        parts = PARTS[errors]
+        keep_parts = parts - errors
         keep = np.flatnonzero((lengths >= max(min_key, parts)) & (lengths <= MAX_KEY))
         h, inv = h if h is not None else prefix_hashes(ids)
         sigs, owners, pieces = [], [], []
@@ -249,15 +248,13 @@ class SignatureIndex:
         return self.key_ids[left[which] + step], rows[which], xs[which]
 
     def _placements(self, n: int, new_from: int) -> tuple[np.ndarray, np.ndarray]:
-        """(probe row, x) of every probe that fits in n phonemes and ends past new_from; the same few
-        (n, new_from) come back utterance after utterance, so they are kept (bounded)."""
-        cached = self._placement_cache.get((n, new_from))
-        if cached is None:
-            end = np.arange(n, dtype=np.int64)[None, :] + self._span_end[:, None]
-            cached = np.nonzero((end <= n) & (end > new_from))
-            if len(self._placement_cache) < 4096:
-                self._placement_cache[(n, new_from)] = cached
-        return cached
+        """(probe row, x) of every probe that fits in n phonemes and ends past new_from: per row, the x
+        from max(0, new_from - span + 1) to n - span, laid out without an (all rows x n) matrix."""
+        first = np.maximum(0, new_from - self._span_end + 1)
+        counts = np.maximum(0, n - self._span_end + 1 - first)
+        rows = np.repeat(np.arange(len(counts)), counts)
+        xs = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts - first, counts)
+        return rows, xs
 
     def _present(self, hashes: np.ndarray, inv: np.ndarray, n: int) -> np.ndarray:
         """present[kind, pos]: the heard phonemes at pos are, as that kind of part, some key's."""
