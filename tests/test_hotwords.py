@@ -293,6 +293,34 @@ def test_long_keys_forgive_two_errors_short_keys_one(tmp_path):
     assert tolerant.retrieve(short) == []
 
 
+def test_a_name_heard_exactly_survives_a_longer_guess_and_a_longer_name_its_inner_one():
+    """Two cases the bench found at a million names. 桥明园站 is one phoneme from 我要去明园站's 去明园站
+    (q v -> q iao): it must not shadow 明园站, heard exactly. 天福盛中心 heard with two errors (one in 天)
+    holds 福盛中心 one error away: the longer name is kept too, not rejected for the closer inner one."""
+    names = ("明园站", "桥明园站", "福盛中心", "天福盛中心")
+    db = HotwordDatabase.build([(HotwordEntry(w), LEX.phonemes(w)) for w in names], LEX, tolerant=True)
+    tolerant = HotwordRetriever(db, LEX, RetrievalConfig(mode=RetrievalMode.TOLERANT))
+    heard = LEX.phonemes("我要去明园站")
+    got = {c.words[0]: c for c in _candidates(tolerant, heard)}
+    assert got["明园站"].kept and got["明园站"].match.errors == 0
+    assert got["桥明园站"].kept and got["桥明园站"].match.errors == 1  # a guess next to it, not instead
+    # the shadow rule is still there for matches heard no better than the longer one
+    exact_only = HotwordRetriever(db, LEX)
+    assert exact_only.retrieve(LEX.phonemes("我要去桥明园站")) == ["桥明园站"]
+    spoken = LEX.phonemes("导航到天福盛中心")
+    t, s = spoken.index("ian1"), spoken.index("eng4")
+    two_errors = spoken[:t] + ["ia1"] + spoken[t + 1 : s] + ["en4"] + spoken[s + 1 :]  # 天 -> tia, 盛 -> shen
+    got = {c.words[0]: c for c in _candidates(tolerant, two_errors)}
+    assert got["福盛中心"].kept and got["福盛中心"].match.errors == 1
+    assert got["天福盛中心"].kept and got["天福盛中心"].match.errors == 2
+
+
+def _candidates(retriever, phonemes):
+    session = retriever.session()
+    session.extend(phonemes)
+    return [c for c in session.candidates() if c.words]
+
+
 def test_text_based_retrieval():
     retriever = HotwordRetriever(_db(), LEX)
     assert retriever.retrieve_from_text("导航到彗新西街") == ["惠新西街", "彗新西街"]  # same sound

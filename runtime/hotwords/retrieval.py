@@ -390,22 +390,33 @@ class RetrievalSession:
         if not matches:
             return []
         start, end, errors = (np.array(v) for v in zip(*((m.start, m.end, m.errors) for m in matches)))
-        # shadowed by a longer match, unless that one is a two-error guess at a long name and this one
-        # was heard better (exact or one error): [this, other]
-        inside = ((start[None, :] <= start[:, None]) & (end[:, None] <= end[None, :])
-                  & ((end - start)[None, :] > (end - start)[:, None])
-                  & (errors[None, :] <= np.maximum(errors, 1)[:, None])).any(axis=1)
+        length = end - start
+        # [this, other]: this lies inside the longer other, heard with at most one more error than this
+        # (NIO inside NIO House; 康西路 inside 阳康西路 heard one phoneme off), except that a match heard
+        # exactly is never shadowed by a guess: a name said as it is spelt stays (the carrier's 去 is one
+        # phoneme from 桥, so 桥明园站 at one error swallowed 明园站 heard exactly in 6% of utterances)
+        inside = ((start[None, :] <= start[:, None]) & (end[:, None] <= end[None, :]) & (length[None, :] > length[:, None])
+                  & (errors[None, :] <= np.maximum(errors, 1)[:, None])
+                  & ~((errors[:, None] == 0) & (errors[None, :] > 0))).any(axis=1)
         out = [self.retriever.candidate(self.database, m, Rejection.INSIDE_LONGER if shadowed else None)
                for m, shadowed in zip(matches, inside.tolist())]
-        # of tolerant matches that overlap a kept match heard more closely, none is kept: a wrong tone or
-        # one phoneme off a name that was heard exactly is another name, not a second guess (measured at
-        # 1M, `bench hotwords`: keeping those within one more edit too raised the wrong names per
-        # utterance from 0.7 to 2.8 for two-error recall 70 -> 81%)
+        # a tolerant match overlapping a kept match heard more closely is not kept (a wrong tone or one
+        # phoneme off a name heard exactly is another name, not a second guess), unless it contains that
+        # match and is two phonemes or more longer: then both are kept, the longer name's extra syllable
+        # heard nearly right is evidence the reader of the prompt can weigh (天福盛中心 at two errors
+        # around 福盛中心 at one). Measured at 1M, 500 utterances against the rule without either
+        # exception: exactly heard names in tolerant mode 94.0 -> 100%, one error 92.8 -> 91.6%, two
+        # errors 73.2 -> 81.3%, wrong names per utterance 0.73 -> 0.79.
         kept = [c.match for c in out if c.kept]
+
+        def beaten_by_closer(c: Candidate) -> bool:
+            m = c.match
+            return any(k.start < m.end and m.start < k.end and k.score < m.score
+                       and not (m.start <= k.start and k.end <= m.end and (m.end - m.start) - (k.end - k.start) >= 2)
+                       for k in kept)
+
         out = [replace(c, rejected=Rejection.CLOSER_MATCH)
-               if c.kept and c.match.source is MatchSource.TOLERANT
-               and any(k.start < c.match.end and c.match.start < k.end and k.score < c.match.score for k in kept)
-               else c for c in out]
+               if c.kept and c.match.source is MatchSource.TOLERANT and beaten_by_closer(c) else c for c in out]
         out.sort(key=lambda c: (not c.kept, c.match.source is MatchSource.TOLERANT, c.match.errors,
                                 c.match.distance, -(c.match.end - c.match.start), -c.weight, c.match.start))
         return out
