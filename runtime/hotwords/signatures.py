@@ -146,8 +146,8 @@ class SignatureIndex:
         self.sub_key_ids = sub_key_ids if sub_key_ids is not None else np.zeros(0, np.int32)
         self.plan = self._probes()
         self._bitmap = _bitmap(signatures) if errors == 0 else None
-        self._exact_probes: dict[int, tuple] = {}  # utterance length -> its probes (exact index only)
-        self._exact_bytes = 0
+        self._layouts: dict[int, tuple] = {}  # utterance length -> its probes (_layout)
+        self._layout_bytes = 0
         k = self.keep
         cols = lambda f, width: np.array([f(p) for p in self.plan], np.int64).reshape(len(self.plan), width)  # noqa: E731
         self.probe_lengths = cols(lambda p: [p.length], 1)[:, 0]  # the key length each probe is for
@@ -230,7 +230,7 @@ class SignatureIndex:
         hashes, inv = h if h is not None else prefix_hashes(ids)
         if not self.errors:
             return self._find_exact(hashes, inv, n, new_from)
-        rows, xs = self._placements(n, new_from)
+        rows, xs, _, _ = self._layout(n, new_from)
         if not len(rows):
             return _EMPTY_HITS
         if len(self.pieces):  # every chosen part must be some key's part of that place: most probes end here
@@ -285,25 +285,9 @@ class SignatureIndex:
         return _expand(self.sub_key_ids, left, counts, rows[probe], xs[probe])
 
     def _find_exact(self, hashes: np.ndarray, inv: np.ndarray, n: int, new_from: int):
-        """find() for the exact index: every key length at every position, the probes of an utterance
-        of n phonemes laid out once per n (_EXACT_CACHE), then one hash per probe, the bitmap, and a
-        binary search for the few the bitmap lets through."""
-        probes = self._exact_probes.get(n)
-        if probes is None:
-            rows, xs = self._placements(n, 0)
-            ends = xs + self.probe_lengths[rows]
-            with np.errstate(over="ignore"):
-                tags = self._tag[rows].astype(np.uint64) * _TAG
-            probes = (rows, xs, ends, tags)
-            size = 32 * len(rows)
-            if self._exact_bytes + size > _EXACT_CACHE_BYTES:
-                self._exact_probes, self._exact_bytes = {}, 0
-            self._exact_probes[n] = probes
-            self._exact_bytes += size
-        rows, xs, ends, tags = probes
-        if new_from:
-            new = ends > new_from
-            rows, xs, ends, tags = rows[new], xs[new], ends[new], tags[new]
+        """find() for the exact index: one hash per probe (every key length at every position), the
+        bitmap, and a binary search for the few the bitmap lets through."""
+        rows, xs, ends, tags = self._layout(n, new_from)
         with np.errstate(over="ignore"):
             q = mix(tags + (hashes[ends] - hashes[xs]) * inv[xs] * _SLOTS[0])  # combine() of one part
         top = q >> _BITMAP_SHIFT  # most probes are no key: the bitmap says so in one cached read
@@ -314,14 +298,27 @@ class SignatureIndex:
         hit = np.flatnonzero(self.signatures[at] == q)
         return self.key_ids[at[hit]], rows[hit], xs[hit]
 
-    def _placements(self, n: int, new_from: int) -> tuple[np.ndarray, np.ndarray]:
-        """(probe row, x) of every probe that fits in n phonemes and ends past new_from: per row, the x
-        from max(0, new_from - span + 1) to n - span, laid out without an (all rows x n) matrix."""
-        first = np.maximum(0, new_from - self._span_end + 1)
-        counts = np.maximum(0, n - self._span_end + 1 - first)
-        rows = np.repeat(np.arange(len(counts)), counts)
-        xs = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts - first, counts)
-        return rows, xs
+    def _layout(self, n: int, new_from: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(probe row, x, end of its span, its tag times _TAG) of every probe that fits in n phonemes and
+        ends past new_from. Laid out once per n (kept up to _LAYOUT_BYTES per index: emptied when full,
+        so a long-running server holds a bounded amount whatever it hears), per row the x from 0 to
+        n - span without an (all rows x n) matrix; then the probes ending by new_from dropped."""
+        layout = self._layouts.get(n)
+        if layout is None:
+            counts = np.maximum(0, n - self._span_end + 1)
+            rows = np.repeat(np.arange(len(counts)), counts)
+            xs = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+            with np.errstate(over="ignore"):
+                layout = (rows, xs, xs + self._span_end[rows], self._tag[rows].astype(np.uint64) * _TAG)
+            size = 32 * len(rows)
+            if self._layout_bytes + size > _LAYOUT_BYTES:
+                self._layouts, self._layout_bytes = {}, 0
+            self._layouts[n] = layout
+            self._layout_bytes += size
+        if new_from:
+            new = layout[2] > new_from
+            return tuple(a[new] for a in layout)
+        return layout
 
     def _present(self, hashes: np.ndarray, inv: np.ndarray, n: int) -> np.ndarray:
         """present[kind, pos]: the heard phonemes at pos are, as that kind of part, some key's."""
@@ -362,9 +359,9 @@ class SignatureIndex:
 _BITMAP_BITS = 24
 _BITMAP_SHIFT = np.uint64(64 - _BITMAP_BITS)
 _1, _6, _63 = np.uint64(1), np.uint64(6), np.uint64(63)
-# the exact probes kept, by utterance length (22 key lengths x 60 phonemes: 42 KB), at most this many
-# bytes: emptied when full, so a long-running server holds a bounded amount whatever it hears
-_EXACT_CACHE_BYTES = 16 << 20
+# probes kept per index, by utterance length: 42 KB for the exact index's 22 key lengths at 60
+# phonemes, ~1 MB for the two-error index's 736 probe rows
+_LAYOUT_BYTES = 16 << 20
 
 
 def _bitmap(signatures: np.ndarray) -> np.ndarray:
