@@ -57,20 +57,31 @@ def generate_entries(size: int, seed: int = 0) -> list[str]:
     return sorted(names)
 
 
-def _load_in_fresh_process(path: Path) -> tuple[float, float]:
-    """Load time and RSS growth measured in a new interpreter (this one has freed memory to reuse)."""
+def _load_in_fresh_process(path: Path, lookups: int = 1000) -> tuple[float, float, float]:
+    """Load time and RSS growth measured in a new interpreter (this one has freed memory to reuse),
+    and the RSS growth after `lookups` keys' signatures looked up in every index (load hands the
+    checked pages back to the page cache; lookups map back the pages they read)."""
     code = (
-        "import json, sys, time\n"
+        "import json, random, sys, time\n"
         "from nim4_edge.runtime.hotwords.database import HotwordDatabase\n"
+        "from nim4_edge.runtime.hotwords.retrieval import _code_ids\n"
+        "from nim4_edge.runtime.hotwords.signatures import prefix_hashes\n"
         "from nim4_edge.bench.report import rss_bytes\n"
         "import numpy\n"
         "before = rss_bytes(); t0 = time.perf_counter()\n"
         "db = HotwordDatabase.load(sys.argv[1])\n"
-        "print(json.dumps([time.perf_counter() - t0, (rss_bytes() - before) / 2**20]))\n"
+        "out = [time.perf_counter() - t0, (rss_bytes() - before) / 2**20]\n"
+        "seg, rng = db.base, random.Random(0)\n"
+        "for _ in range(int(sys.argv[2])):\n"
+        "    ids = _code_ids(seg.key(rng.randrange(seg.num_keys)))\n"
+        "    h = prefix_hashes(ids)\n"
+        "    for index in (seg.exact, *seg.tolerant):\n"
+        "        index.find(ids, 0, h)\n"
+        "print(json.dumps(out + [(rss_bytes() - before) / 2**20]))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
-    load_s, rss_mb = json.loads(out.stdout)
-    return load_s, rss_mb
+    out = subprocess.run([sys.executable, "-c", code, str(path), str(lookups)], capture_output=True, text=True, check=True)
+    load_s, rss_mb, rss_used_mb = json.loads(out.stdout)
+    return load_s, rss_mb, rss_used_mb
 
 
 def inject_error(phonemes: list[str], start: int, end: int, rng: random.Random, symbols: list[str]) -> list[str]:
@@ -150,6 +161,21 @@ def _aho_corasick_baseline(keys: list[str], codes: list[str]) -> dict | None:
             "scan_us_p50": percentile(times, 50), "scan_us_p99": percentile(times, 99)}
 
 
+# one-error utterances whose heard window is compared with every key (rapidfuzz, ~30 ms each at 1M)
+AMBIGUITY_QUERIES = 100
+
+
+def _rivals(heard: str, start: int, target_key: str, all_keys: list[str]) -> int:
+    """Other keys at least as close as the planted one to the heard window that holds it (of the
+    windows one shorter, as long and one longer, the closest to the planted key): how ambiguous the
+    one error made the utterance. Only that window is compared, so it is a lower bound."""
+    windows = [heard[start : start + len(target_key) + d] for d in (-1, 0, 1)]
+    window = min(windows, key=lambda w: Levenshtein.distance(w, target_key))
+    best = Levenshtein.distance(window, target_key)
+    close = process.extract(window, all_keys, scorer=Levenshtein.distance, score_cutoff=best, limit=None)
+    return sum(1 for key, _, _ in close if key != target_key)
+
+
 def _same_sound(got: list[str], target_key: str, lexicon: Lexicon) -> set[str]:
     return {w for w in got if lexicon.encode(lexicon.phonemes(w)) == target_key}
 
@@ -222,7 +248,7 @@ def bench_hotwords(size: int, queries: int = 500, naive_queries: int = 10, seed:
         database.save(path)
         file_bytes = os.path.getsize(path)
         del database
-        load_s, rss_mb = _load_in_fresh_process(path)
+        load_s, rss_mb, rss_used_mb = _load_in_fresh_process(path)
         database = HotwordDatabase.load(path)
         report = _run_queries(database, lexicon, plan, all_keys, naive_queries, tolerant)
         report |= _updates(path, lexicon, min(updates, size // 2), seed, jobs) if updates else {}
@@ -238,6 +264,7 @@ def bench_hotwords(size: int, queries: int = 500, naive_queries: int = 10, seed:
         "build_seconds": g2p_s + index_s,
         "load_seconds": load_s,
         "rss_after_load_mb": rss_mb,
+        "rss_after_1000_lookups_mb": rss_used_mb,
         "file_mb": file_bytes / 1e6,
         "aho_corasick": automaton,
         **report,
@@ -248,7 +275,8 @@ def _run_queries(database, lexicon, plan, all_keys, naive_queries: int, tolerant
     retriever = HotwordRetriever(database, lexicon)
     fuzzy = HotwordRetriever(database, lexicon, RetrievalConfig(mode=RetrievalMode.TOLERANT)) if tolerant else None
     latencies, hits, false_per_utt, naive_ms = [], 0, [], []
-    err_exact_hits = err_fuzzy_hits = two_error_hits = two_error_queries = 0
+    err_exact_hits = err_fuzzy_hits = two_error_hits = two_error_queries = clean_fuzzy_hits = 0
+    rivals = []  # per one-error utterance: other entries at least as close to the heard window as the planted one
     fuzzy_latencies, fuzzy_false, rapidfuzz_ms, streamed_us, two_error_us = [], [], [], [], []
     for i, (target_key, code, broken, twice) in enumerate(plan):
         t0 = time.perf_counter()
@@ -268,6 +296,9 @@ def _run_queries(database, lexicon, plan, all_keys, naive_queries: int, tolerant
         session = retriever.session()
         session.extend_code(broken)
         err_exact_hits += bool(_same_sound(session.words(), target_key, lexicon))
+        session = fuzzy.session()  # heard exactly: the tolerant mode must find it as the exact one does
+        session.extend_code(code)
+        clean_fuzzy_hits += bool(_same_sound(session.words(), target_key, lexicon))
         for heard, is_two in ((broken, False), (twice, True)):
             if heard is None:
                 continue
@@ -297,6 +328,8 @@ def _run_queries(database, lexicon, plan, all_keys, naive_queries: int, tolerant
             t0 = time.perf_counter()
             process.extract(window, all_keys, scorer=Levenshtein.distance, score_cutoff=1, limit=None)
             rapidfuzz_ms.append((time.perf_counter() - t0) * 1000)
+        if i < AMBIGUITY_QUERIES:
+            rivals.append(_rivals(broken, code.find(target_key), target_key, all_keys))
     queries = len(plan)
     return {
         "queries": queries,
@@ -317,6 +350,10 @@ def _run_queries(database, lexicon, plan, all_keys, naive_queries: int, tolerant
         "tolerant_query_us_p50": percentile(fuzzy_latencies, 50) if tolerant else None,
         "tolerant_query_us_p99": percentile(fuzzy_latencies, 99) if tolerant else None,
         "tolerant_false_retrievals_per_utterance": float(np.mean(fuzzy_false)) if tolerant else None,
+        "tolerant_recall_heard_exactly": clean_fuzzy_hits / queries if tolerant else None,
+        "one_error_ambiguous_share": float(np.mean([r > 0 for r in rivals])) if rivals else None,
+        "one_error_rivals_mean": float(np.mean(rivals)) if rivals else None,
+        "ambiguity_queries": len(rivals),
         "rapidfuzz_all_keys_one_window_ms_p50": percentile(rapidfuzz_ms, 50) if tolerant else None,
     }
 
@@ -334,7 +371,8 @@ def table(report: dict) -> str:
                      f"{report['g2p_pypinyin_seconds'] / report['g2p_seconds']:.1f}x the fast path)"])
     rows += [
         ["load", f"{report['load_seconds']:.3f} s"],
-        ["RSS added by load / file", f"{report['rss_after_load_mb']:.0f} MB / {report['file_mb']:.0f} MB"],
+        ["RSS added by load / after 1000 keys looked up / file",
+         f"{report['rss_after_load_mb']:.0f} MB / {report['rss_after_1000_lookups_mb']:.0f} MB / {report['file_mb']:.0f} MB"],
         ["query p50 / p99 (exact)", f"{report['query_us_p50']:.0f} / {report['query_us_p99']:.0f} us"],
         ["recall of planted entries (exact)", f"{100 * report['recall_exact']:.1f}%"],
         ["false retrievals per utterance", f"{report['false_retrievals_per_utterance']:.2f}"],
@@ -354,6 +392,9 @@ def table(report: dict) -> str:
             [f"tolerant, streamed {STREAM_STEP} phonemes a step (words() each): p50 / p99 per utterance",
              f"{report['tolerant_streamed_us_p50']:.0f} / {report['tolerant_streamed_us_p99']:.0f} us"],
             ["tolerant false retrievals per utterance", f"{report['tolerant_false_retrievals_per_utterance']:.2f}"],
+            ["tolerant mode, entries heard exactly: recall", f"{100 * report['tolerant_recall_heard_exactly']:.1f}%"],
+            [f"one error: utterances with another entry as close as the planted one (of {report['ambiguity_queries']})",
+             f"{100 * report['one_error_ambiguous_share']:.0f}% (mean {report['one_error_rivals_mean']:.1f} such entries)"],
             ["rapidfuzz over all keys, one window", f"{report['rapidfuzz_all_keys_one_window_ms_p50']:.1f} ms"],
         ]
     if "add_seconds" in report:

@@ -218,6 +218,8 @@ def test_bench_hotwords_reports_measured_figures():
     assert "false retrievals" in table(report)
     assert report["two_error_queries"] > 0 and report["two_error_recall_tolerant"] > 0.8
     assert report["tolerant_streamed_us_p50"] > 0 and "streamed" in table(report)
+    assert report["tolerant_recall_heard_exactly"] == 1.0  # 300 names: no carrier syllable makes another
+    assert report["ambiguity_queries"] == 40 and 0 <= report["one_error_ambiguous_share"] <= 1
     assert report["g2p_agreement_with_pypinyin"] == 1.0 and report["g2p_mismatches"] == []
     assert report["added_found_by_running_stream"] and not report["removed_still_found"] and report["removed"] == 50
     if report["aho_corasick"] is not None:  # the baseline of format 1, where pyahocorasick is installed
@@ -559,3 +561,18 @@ def test_the_mapped_database_is_shared_pages_not_private_memory(tmp_path):
     db = HotwordDatabase.load(path)
     for array in (db.base.weights, db.base.exact.signatures, db.base.key_ids_flat):
         assert not array.flags.writeable and not array.flags.owndata
+
+
+def test_load_checks_block_by_block_still_see_a_step_back_at_a_block_edge():
+    import numpy as np
+
+    from nim4_edge.runtime.hotwords.strings import BLOCK, increasing
+
+    a = np.arange(2 * BLOCK + 5, dtype=np.int64)
+    assert increasing(a) and increasing(a, strict=True) and increasing(a[:1]) and increasing(a[:0])
+    for edge in (BLOCK, 2 * BLOCK):  # the pair (edge - 1, edge) straddles two blocks
+        b = a.copy()
+        b[edge] = b[edge - 1]
+        assert increasing(b) and not increasing(b, strict=True)
+        b[edge] -= 1
+        assert not increasing(b)

@@ -36,7 +36,8 @@ from nim4_edge.runtime.atomic import set_default_permissions
 from nim4_edge.runtime.errors import Nim4Error
 from nim4_edge.runtime.hotwords.lexicon import Lexicon
 from nim4_edge.runtime.hotwords.signatures import SignatureIndex, mix, prefix_hashes
-from nim4_edge.runtime.hotwords.strings import CODE_POINT_BASE, CorruptData, StringTable, check_offsets, require
+from nim4_edge.runtime.hotwords.strings import (CODE_POINT_BASE, CorruptData, StringTable, blocks, check_offsets,
+                                                increasing, require)
 from nim4_edge.runtime.phonemes import PhonemeInventory
 
 MAGIC = b"NIM4HOTW"
@@ -108,7 +109,8 @@ class Segment:
                  word_order: np.ndarray, word_sorted_hashes: np.ndarray):
         self.words, self.weights, self.categories = words, weights, categories
         self.key_ids_flat, self.key_starts = key_ids, key_starts  # CSR: key k = ids[starts[k]:starts[k + 1]]
-        self.key_lengths = np.diff(key_starts).astype(np.int32)
+        self.key_lengths = np.subtract(key_starts[1:], key_starts[:-1], out=np.empty(max(0, len(key_starts) - 1), np.int32),
+                                       casting="unsafe")  # no int64 temporary
         self.key_syllables = key_syllables
         self.group_offsets, self.group_entries = group_offsets, group_entries  # CSR: key id -> entry ids
         self.exact, self.tolerant = exact, tolerant
@@ -238,7 +240,7 @@ class Segment:
         the first thing that is not."""
         n, k = len(self.words), self.num_keys
         require(len(self.weights) == n, "weights do not match the entries")
-        require(bool(np.all(np.isfinite(self.weights))) and not np.any(self.weights < 0), "a weight is not finite or < 0")
+        require(all(bool(np.all(np.isfinite(w) & (w >= 0))) for w in blocks(self.weights)), "a weight is not finite or < 0")
         require(len(self.categories) <= n, "more categories than entries")
         for table in (self.words, self.categories):
             table.check()
@@ -246,7 +248,7 @@ class Segment:
         require(k == 0 or int(self.key_lengths.min()) > 0, "an empty key")
         require(not len(self.key_ids_flat) or int(self.key_ids_flat.max()) < num_phonemes,
                 "a key code that is no phoneme of the inventory")
-        require(len(self.key_syllables) == k and not np.any(self.key_syllables < 0), "key syllables out of range")
+        require(len(self.key_syllables) == k and (not k or int(self.key_syllables.min()) >= 0), "key syllables out of range")
         check_offsets(self.group_offsets, k, n, "homophone groups")
         require(len(self.group_entries) == n, "homophone groups do not cover the entries")
         require(not n or (self.group_entries.min() >= 0 and self.group_entries.max() < n),
@@ -456,7 +458,7 @@ class HotwordDatabase:
                 if number:
                     removed = arrays["removed"]
                     require(not len(removed) or (removed.min() >= 0 and removed.max() < len(segments[0])
-                                                 and bool(np.all(np.diff(removed) > 0))), "removed entries out of range")
+                                                 and increasing(removed, strict=True)), "removed entries out of range")
             require(int(header["entries"]) == len(segments[0]) - len(removed) + sum(len(s) for s in segments[1:]),
                     "the header's entry count does not match the segments")
         except CorruptData as e:

@@ -27,6 +27,8 @@ from itertools import combinations
 
 import numpy as np
 
+from nim4_edge.runtime.hotwords.strings import increasing
+
 BASE = np.uint64(0x9E3779B97F4A7C15)  # odd: invertible modulo 2^64
 MAX_KEY = 255  # longest key indexed (tags keep L in 8 bits); the database allows 64 syllables, ~200 phonemes
 
@@ -347,7 +349,7 @@ class SignatureIndex:
             return f"{self.errors}-error refined index names a key that does not exist"
         for name, array in (("signatures", self.signatures), ("pieces", self.pieces),
                             ("refined signatures", self.sub_signatures)):
-            if len(array) > 1 and bool(np.any(array[1:] < array[:-1])):
+            if not increasing(array):
                 return f"{self.errors}-error {name} are not sorted"
         return None
 
