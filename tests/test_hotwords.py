@@ -140,7 +140,7 @@ def test_tampered_truncated_or_foreign_files_are_refused(tmp_path):
     old = bytearray(data)
     old[len(MAGIC) : len(MAGIC) + 4] = struct.pack("<I", 1)  # a format-1 file (pickled automata): rebuild
     (tmp_path / "v1.db").write_bytes(bytes(old))
-    with pytest.raises(HotwordError, match="format 1, this nim4-edge reads 2; rebuild it"):
+    with pytest.raises(HotwordError, match="format 1, this nim4-edge reads 3; rebuild it"):
         HotwordDatabase.load(tmp_path / "v1.db")
 
 
@@ -322,7 +322,7 @@ def test_two_thirds_shared_by_many_keys_are_refined_by_the_missing_third(tmp_pat
     """100 keys (more than COMMON) share the first two of their three parts, as the first names and
     middle initials of a million contacts do: that signature names no one key, so the one-error index
     looks it up again with the missing third as heard, whole and with each phoneme deleted. Without
-    the refinement (the index as format 2 first wrote it) none of the three errors finds the key."""
+    the refinement none of the three errors finds the key."""
     head = ["K", "AE", "T", "S", "D", "AO", "G", "Z"]  # parts 0 and 1 of 12-phoneme keys
     tails = [[c1, v1, c2, "IY"] for c1 in "B D F G K L M N P S T V".split() for v1 in ("AA", "AE", "AH")
              for c2 in ("B", "D", "F")][:100]
@@ -345,6 +345,31 @@ def test_two_thirds_shared_by_many_keys_are_refined_by_the_missing_third(tmp_pat
     db.base.tolerant = (plain,)
     for kind, tail in heard_tails.items():
         assert "name037" not in HotwordRetriever(db, LEX, config).retrieve(around[0] + head + tail + around[1]), kind
+
+
+def test_three_fifths_shared_by_many_long_keys_are_refined_too():
+    """Two errors, one in each of the two parts a popular 3-of-5 signature leaves out: only that
+    signature is intact, and the first missing part (one error) refines it."""
+    first, middle, last = ["K", "AE", "T"], ["D", "AO", "G"], ["M", "AA", "N"]  # parts 0, 2, 4 of 15
+    varied = [[c, v, z] for c in "B D F G K L M N P S T V".split() for v in ("AA", "AE", "AH", "EH", "IH") for z in "SZ"]
+    keys = [first + varied[i] + middle + varied[(7 * i + 3) % len(varied)] + last for i in range(100)]
+    entries = [(HotwordEntry(f"name{i:03d}"), k) for i, k in enumerate(keys)]
+    db = HotwordDatabase.build(entries, LEX, tolerant=True)
+    two_errors = db.base.tolerant[1]
+    assert two_errors.errors == 2 and len(two_errors.sub_signatures) > 0
+    db.base.tolerant = (two_errors,)  # the one-error index cannot see two errors; this one alone
+    config = RetrievalConfig(mode=RetrievalMode.TOLERANT, min_syllables=0)
+    target = keys[37]
+    heard_cases = {
+        "two substitutions": target[:4] + ["OY"] + target[5:10] + ["UW"] + target[11:],
+        "a deletion and an insertion": target[:4] + target[5:10] + ["OY"] + target[10:],  # inside parts 1 and 3
+    }
+    for kind, heard in heard_cases.items():
+        assert "name037" in HotwordRetriever(db, LEX, config).retrieve(["W", "IY"] + heard + ["P", "IY"]), kind
+    plain = signatures.SignatureIndex(2, two_errors.signatures, two_errors.key_ids, two_errors.lengths, two_errors.pieces)
+    db.base.tolerant = (plain,)
+    for kind, heard in heard_cases.items():
+        assert "name037" not in HotwordRetriever(db, LEX, config).retrieve(["W", "IY"] + heard + ["P", "IY"]), kind
 
 
 def _candidates(retriever, phonemes):

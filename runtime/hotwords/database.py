@@ -9,7 +9,7 @@ entries added, and which base entries are gone. An update writes a new file that
 segment's bytes as they are (copied by the kernel) and a new changes segment, then renames it over
 the old one: a kill at any moment leaves the old file or the new one. `compact` folds the changes in.
 
-File (format 2): MAGIC, version, the sections (arrays, 8-byte aligned), a JSON header (inventory,
+File (format 3): MAGIC, version, the sections (arrays, 8-byte aligned), a JSON header (inventory,
 segments, each section's offset, size, dtype and CRC-32), its length, MAGIC. The header sits at the
 end so that an update can keep every base byte in place. Loading maps the file into memory: arrays
 are views of it (its pages are shared by every process that loads it), checked for range, never
@@ -41,7 +41,7 @@ from nim4_edge.runtime.hotwords.strings import (CODE_POINT_BASE, CorruptData, St
 from nim4_edge.runtime.phonemes import PhonemeInventory
 
 MAGIC = b"NIM4HOTW"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: tolerant signatures as 32-bit fingerprints, popular ones refined
 _TRAILER = struct.Struct("<Q8s")  # header length, MAGIC
 
 # Limits of one entry (`hotwords build` skips and reports a line beyond them): names and places are a
@@ -213,7 +213,7 @@ class Segment:
         for name, index in [("exact", self.exact)] + [(f"tolerant{i.errors}", i) for i in self.tolerant]:
             out |= {f"{name}_signatures": index.signatures, f"{name}_keys": index.key_ids, f"{name}_lengths": index.lengths,
                     f"{name}_pieces": index.pieces}
-            if index.errors == 1:
+            if index.errors:
                 out |= {f"{name}_refined_signatures": index.sub_signatures, f"{name}_refined_keys": index.sub_key_ids}
         return out
 
@@ -221,11 +221,12 @@ class Segment:
               "key_ids": "<u2", "key_starts": "<i8", "key_syllables": "<i2", "group_offsets": "<i8",
               "group_entries": "<i4", "word_order": "<i4", "word_hashes": "<u8"}
     INDEX_DTYPES = {"signatures": "<u8", "keys": "<i4", "lengths": "<i4", "pieces": "<u8"}
+    # tolerant signatures are kept as 32-bit fingerprints (signatures.py: FINGERPRINT)
+    TOLERANT_DTYPES = INDEX_DTYPES | {"signatures": "<u4", "refined_signatures": "<u4", "refined_keys": "<i4"}
 
     @classmethod
     def from_arrays(cls, a: dict[str, np.ndarray]) -> "Segment":
         def index(name: str, errors: int) -> SignatureIndex:
-            # the refined sections are optional: a file written before them retrieves without (lower recall)
             return SignatureIndex(errors, a[f"{name}_signatures"], a[f"{name}_keys"], a[f"{name}_lengths"],
                                   a[f"{name}_pieces"], a.get(f"{name}_refined_signatures"), a.get(f"{name}_refined_keys"))
 
@@ -271,7 +272,7 @@ def _write_segments(out, segments: list[tuple[Segment, np.ndarray]], start: int)
             out.write(b"\0" * pad)
             offset += pad
             out.write(data)
-            dtype = Segment.DTYPES.get(name) or ("<i4" if name == "removed" else Segment.INDEX_DTYPES[name.rsplit("_", 1)[1]])
+            dtype = section_dtype(name)
             sections[name] = {"offset": offset, "bytes": len(data), "dtype": dtype, "crc32": zlib.crc32(data)}
             offset += len(data)
         layout.append({"entries": len(segment), "keys": segment.num_keys, "sections": sections})
@@ -505,12 +506,26 @@ def _arrays(mapping, sections: dict, body_end: int) -> dict[str, np.ndarray]:
     missing = sorted(REQUIRED_SECTIONS - set(out))
     require(not missing, f"section {missing[0]!r} is missing" if missing else "")
     for name, array in out.items():
-        want = Segment.DTYPES.get(name) or ("<i4" if name == "removed" else Segment.INDEX_DTYPES.get(name.rsplit("_", 1)[-1]))
+        want = section_dtype(name)
         require(want is not None and array.dtype == np.dtype(want), f"section {name!r} is not {want}")
     return out
 
 
 REQUIRED_SECTIONS = set(Segment.DTYPES) | {f"exact_{name}" for name in Segment.INDEX_DTYPES} | {"removed"}
+
+
+def section_dtype(name: str) -> str | None:
+    """The dtype a section must have; None for a name no segment has."""
+    if name in Segment.DTYPES:
+        return Segment.DTYPES[name]
+    if name == "removed":
+        return "<i4"
+    index, _, field = name.partition("_")
+    if index == "exact":
+        return Segment.INDEX_DTYPES.get(field)
+    if index in {f"tolerant{e}" for e, _ in TOLERANT_INDEXES}:
+        return Segment.TOLERANT_DTYPES.get(field)
+    return None
 
 
 def _segment_end(layout: dict) -> int:

@@ -143,8 +143,8 @@ class SignatureIndex:
         self.signatures, self.key_ids = signatures, key_ids  # sorted by signature
         self.lengths = lengths  # the distinct key lengths indexed, ascending
         self.pieces = pieces if pieces is not None else np.zeros(0, np.uint64)
-        # the one-error index's popular signatures, refined (see _popular_variants), sorted
-        self.sub_signatures = sub_signatures if sub_signatures is not None else np.zeros(0, np.uint64)
+        # the popular signatures, refined (see _popular_variants), sorted
+        self.sub_signatures = sub_signatures if sub_signatures is not None else np.zeros(0, np.uint32)
         self.sub_key_ids = sub_key_ids if sub_key_ids is not None else np.zeros(0, np.int32)
         self.plan = self._probes()
         self._bitmap = _bitmap(signatures) if errors == 0 else None
@@ -168,10 +168,12 @@ class SignatureIndex:
         self._kind_length = self._kinds % 256
         self._tag = (self.probe_lengths << 8) | cols(lambda p: [p.subset], 1)[:, 0]
         self._span_end = (self._offsets + self._part_lengths).max(axis=1) if len(self.plan) else np.zeros(0, np.int64)
-        if errors == 1:  # where each probe's missing part can lie in the heard phonemes (_find_refined)
-            extents = [_missing_extents(p) for p in self.plan]
-            self._extent_start = np.array([[a for a, _ in e] + [0] * (3 - len(e)) for e in extents], np.int64).reshape(-1, 3)
-            self._extent_length = np.array([[n for _, n in e] + [-1] * (3 - len(e)) for e in extents], np.int64).reshape(-1, 3)
+        if errors:  # where each probe's first missing part can lie in the heard phonemes (_find_refined)
+            extents = [_missing_extents(p, self.parts, errors) for p in self.plan]
+            width = max((len(e) for e in extents), default=1)
+            self._extent_start = np.array([[a for a, _ in e] + [0] * (width - len(e)) for e in extents], np.int64).reshape(-1, width)
+            self._extent_length = np.array([[n for _, n in e] + [-1] * (width - len(e)) for e in extents],
+                                           np.int64).reshape(-1, width)
 
     def _probes(self) -> list[Probe]:
         out = []
@@ -214,12 +216,13 @@ class SignatureIndex:
                     owners.append(keys)
                     batches.append((s, b, chosen))
         sigs_all = np.concatenate(sigs) if sigs else np.zeros(0, np.uint64)
+        if errors:
+            sigs_all = fingerprint(sigs_all)
         owners_all = np.concatenate(owners).astype(np.int32) if owners else np.zeros(0, np.int32)
         order = np.argsort(sigs_all)  # equal signatures in any order: no stable sort needed (faster)
         piece_sigs = np.unique(np.concatenate(pieces)) if pieces else np.zeros(0, np.uint64)
         sigs_sorted = sigs_all[order]
-        sub_sigs, sub_keys = (_popular_variants(sigs, owners, batches, sigs_sorted, (h, inv), parts) if errors == 1
-                              else (None, None))
+        sub_sigs, sub_keys = _popular_variants(sigs, owners, batches, sigs_sorted, (h, inv), parts) if errors else (None, None)
         return cls(errors, sigs_sorted, owners_all[order], np.unique(lengths[keep]).astype(np.int32), piece_sigs,
                    sub_sigs, sub_keys)
 
@@ -249,12 +252,13 @@ class SignatureIndex:
             q = combine([part_hash[:, t] for t in range(self.keep)], self._tag[rows])
         order = np.argsort(q)  # sorted needles: the binary searches walk the table in order
         q, rows, xs = q[order], rows[order], xs[order]
-        left = np.searchsorted(self.signatures, q, "left")
-        right = np.searchsorted(self.signatures, q, "right")
+        f = fingerprint(q)
+        left = np.searchsorted(self.signatures, f, "left")
+        right = np.searchsorted(self.signatures, f, "right")
         counts = right - left
         # a signature shared by more keys than COMMON names no one name (three fifths of "Elizabeth
-        # W. Whitmore" is "Elizabeth"): the one-error index looks it up again with its missing part
-        # (_find_refined); the two-error index skips it, another set of the key's parts has to find it
+        # W. Whitmore" is "Elizabeth"): it is looked up again with the probe's missing part as heard
+        # (_find_refined)
         hits = _expand(self.key_ids, left, counts, rows, xs)
         popular = np.flatnonzero(counts > COMMON)
         if len(popular) and len(self.sub_signatures):
@@ -264,9 +268,9 @@ class SignatureIndex:
 
     def _find_refined(self, hashes: np.ndarray, inv: np.ndarray, n: int, q: np.ndarray, rows: np.ndarray,
                       xs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Hits of popular one-error signatures: the probe's missing part, as heard, at each extent it
-        can have (_missing_extents), whole and with each phoneme deleted, looked up with the signature."""
-        start = xs[:, None] + self._extent_start[rows]  # (probes, 3 extents)
+        """Hits of popular signatures: the probe's first missing part, as heard, at each extent it can
+        have (_missing_extents), whole and with each phoneme deleted, looked up with the signature."""
+        start = xs[:, None] + self._extent_start[rows]  # (probes, extents)
         length = self._extent_length[rows]
         ok = (length >= 0) & (start >= 0) & (start + length <= n)
         width = int(length.max()) + 1 if len(length) else 0
@@ -281,7 +285,7 @@ class SignatureIndex:
             h = np.where(j >= 0, h, (hashes[a + ell] - hashes[a]) * inv[a])
             sub = combine([np.broadcast_to(q[:, None, None], h.shape), h], ell - (j >= 0))
         probe = np.broadcast_to(np.arange(len(q))[:, None, None], h.shape)[ok]
-        sub = sub[ok]
+        sub = fingerprint(sub[ok])
         left = np.searchsorted(self.sub_signatures, sub, "left")
         counts = np.searchsorted(self.sub_signatures, sub, "right") - left
         return _expand(self.sub_key_ids, left, counts, rows[probe], xs[probe])
@@ -385,51 +389,89 @@ def _expand(key_ids: np.ndarray, left: np.ndarray, counts: np.ndarray, rows: np.
     return key_ids[left[which] + step], rows[which], xs[which]
 
 
-def _missing_extents(p: Probe) -> list[tuple[int, int]]:
-    """(start relative to x, length) of the heard phonemes that stand for a one-error probe's missing
-    part: between its two parts (fixed by the shift), or before the first / after the last (its own
-    length, one shorter or one longer, as the spare edit allows)."""
-    (c0, c1), (o0, o1), (n0, n1) = p.chosen, p.offsets, p.lengths
-    if c1 - c0 == 2:  # the middle part is missing
-        return [(o0 + n0, o1 - (o0 + n0))]
-    if c0 == 1:  # the first part is missing: it ends where the first chosen part begins
-        return [(-(p.first_start + d), p.first_start + d) for d in range(-p.spare, p.spare + 1) if p.first_start + d >= 0]
-    return [(o1 + n1, p.tail + d) for d in range(-p.spare, p.spare + 1) if p.tail + d >= 0]
+def _missing_extents(p: Probe, parts: int, errors: int) -> list[tuple[int, int]]:
+    """(start relative to x, length) of the heard phonemes that can stand for a probe's first missing
+    part. Between two chosen parts it is fixed by the probe; next to one chosen part that edge is,
+    and the length moves by up to `errors` (more than the probe's spare edits: the next missing part
+    may take back what this one gained); the first part of a key whose second is missing too has
+    neither edge: its start moves by the insertions minus deletions of both, its length by its own.
+    Too many extents cost lookups, never a wrong key (hits are verified)."""
+    b = bounds(p.length, parts)
+    missing = min(set(range(parts)) - set(p.chosen))
+    n = b[missing + 1] - b[missing]
+    where = {c: (o, o + length) for c, o, length in zip(p.chosen, p.offsets, p.lengths)}  # chosen part -> heard span
+    slack = range(-errors, errors + 1)
+    if missing - 1 in where and missing + 1 in where:
+        start, end = where[missing - 1][1], where[missing + 1][0]
+        return [(start, end - start)]
+    if missing - 1 in where:
+        return [(where[missing - 1][1], n + d) for d in slack if n + d >= 0]
+    if missing + 1 in where:
+        return [(where[missing + 1][0] - (n + d), n + d) for d in slack if n + d >= 0]
+    nominal = b[missing] - b[p.chosen[0]]  # the key's start, no edit before its first chosen part
+    # start moved by -D (D: net insertions in both missing parts), length by d: |d| + |D - d| edits
+    return [(nominal + shift, n + d) for shift in slack for d in slack if n + d >= 0 and abs(d) + abs(shift + d) <= errors]
 
 
 def _popular_variants(sigs: list[np.ndarray], owners: list[np.ndarray], batches: list, sigs_sorted: np.ndarray,
                       h: tuple[np.ndarray, np.ndarray], parts: int) -> tuple[np.ndarray, np.ndarray]:
-    """The one-error index's refinement of popular signatures (shared by more than COMMON keys: two
-    thirds of "Linda M. Whitdale"): each such key's missing part, whole and with each one phoneme
-    deleted, hashed with the signature. A key one error from what was heard, with its two parts
-    intact, has a missing part one edit from the heard one, and one edit means some deletion of each
-    is the same string (a substitution: both lose it; an insertion or a deletion: one side loses it);
-    a list behind such a refined signature holds keys that share 2/3 of their phonemes and nearly all
-    of the rest. Measured at 1M: 287,000 of the 3,000,000 signatures are popular."""
+    """The refinement of popular signatures (shared by more than COMMON keys: two thirds of "Linda M.
+    Whitdale"): each such key's first missing part, whole and with each one phoneme deleted, hashed
+    with the signature. A key one error from what was heard, with its two parts intact, has a
+    missing part one edit from the heard one, and one edit means some deletion of each is the same
+    string (a substitution: both lose it; an insertion or a deletion: one side loses it); with two
+    errors and three of five parts intact, the two missing parts share them, so one of the two holds
+    at most one (the first is indexed: if it holds both, the second and three others are intact, and
+    other signatures of the key see it). A list behind such a refined signature holds keys that share
+    most of their phonemes. Measured at 1M: 287,000 of the 3,000,000 one-error signatures are popular."""
     hashes, inv = h
     runs = np.flatnonzero(np.r_[True, sigs_sorted[1:] != sigs_sorted[:-1], True])
-    popular = sigs_sorted[runs[:-1][np.diff(runs) > COMMON]]
+    popular = sigs_sorted[runs[:-1][np.diff(runs) > COMMON]]  # sorted fingerprints
     out_sigs, out_keys = [], []
     with np.errstate(over="ignore"):
         for batch_sigs, keys, (s, b, chosen) in zip(sigs, owners, batches):
-            pick = np.flatnonzero(np.isin(batch_sigs, popular))
+            if not len(popular):
+                break
+            f = fingerprint(batch_sigs)
+            at = np.minimum(np.searchsorted(popular, f), len(popular) - 1)
+            pick = np.flatnonzero(popular[at] == f)
             if not len(pick):
                 continue
-            (missing,) = set(range(parts)) - set(chosen)
+            missing = min(set(range(parts)) - set(chosen))
             a, ell = s[pick] + b[missing], b[missing + 1] - b[missing]
             group = batch_sigs[pick]
-            variants = [((hashes[a + ell] - hashes[a]) * inv[a], ell)]
+            full = (hashes[a + ell] - hashes[a]) * inv[a]
+            out_sigs.append(fingerprint(combine([group, full], np.full(len(pick), ell, np.int64))))
+            out_keys.append(keys[pick])
             for j in range(ell):
-                variants.append(((hashes[a + j] - hashes[a]) * inv[a]
-                                 + (hashes[a + ell] - hashes[a + j + 1]) * inv[a + j + 1] * _POW[j], ell - 1))
-            for v, length in variants:
-                out_sigs.append(combine([group, v], np.full(len(pick), length, np.int64)))
-                out_keys.append(keys[pick])
+                v = (hashes[a + j] - hashes[a]) * inv[a] + (hashes[a + ell] - hashes[a + j + 1]) * inv[a + j + 1] * _POW[j]
+                if j:  # deleting either of two equal neighbours gives one string: listed once
+                    new = _phoneme(hashes, inv, a + j) != _phoneme(hashes, inv, a + j - 1)
+                    v, which = v[new], pick[new]
+                else:
+                    which = pick
+                out_sigs.append(fingerprint(combine([batch_sigs[which], v], np.full(len(which), ell - 1, np.int64))))
+                out_keys.append(keys[which])
     if not out_sigs:
-        return np.zeros(0, np.uint64), np.zeros(0, np.int32)
-    sig, key = np.concatenate(out_sigs), np.concatenate(out_keys).astype(np.int64)
-    pairs = np.unique(np.stack([sig, key.astype(np.uint64)], 1), axis=0)  # a repeated phoneme deleted twice: once
-    return pairs[:, 0].copy(), pairs[:, 1].astype(np.int32)
+        return np.zeros(0, np.uint32), np.zeros(0, np.int32)
+    sig, key = np.concatenate(out_sigs), np.concatenate(out_keys).astype(np.int32)
+    order = np.argsort(sig)
+    return sig[order], key[order]
+
+
+def _phoneme(hashes: np.ndarray, inv: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """The phoneme id + 1 at `at`, read back from the prefix hashes (no copy of the ids needed)."""
+    return (hashes[at + 1] - hashes[at]) * inv[at]
+
+
+# Tolerant signatures are stored as their top 32 bits: a chance equality with one of the 5.6M
+# two-error signatures has odds 5.6M / 2^32 = 0.13% per probe and costs one verified (rejected)
+# window; it saves 4 bytes per signature (54 MB at a million entries, with the refined ones).
+_32 = np.uint64(32)
+
+
+def fingerprint(signatures: np.ndarray) -> np.ndarray:
+    return (signatures >> _32).astype(np.uint32)
 
 
 _EMPTY_HITS = (np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.int64))
