@@ -6,18 +6,20 @@ a key heard that badly are intact (pigeonhole), and the signature of those is fo
 index is the same with one part, the whole key. A heard phoneme string is searched by computing, all
 at once in numpy, the signatures a key of every indexed length would have at every position (prefix
 hashes: any substring's hash in two operations; shifts for the insertions and deletions between
-parts), and looking them up in the sorted signature array, after a first filter on single parts. A
-hit names a key and where it would lie; retrieval.py verifies it by edit distance.
+parts), and looking them up in the sorted signature array, after a first filter (exact: a bitmap;
+tolerant: single parts). A tolerant signature shared by more than COMMON keys is looked up again with
+a part it leaves out, as heard (_popular_variants): the lists verified stay short however popular a
+part is. A hit names a key and where it would lie; retrieval.py verifies it by edit distance.
 
 Why not the Aho-Corasick automata of format 1 (measured at a million entries, docs/MEASUREMENTS.md):
 an automaton is a tree of millions of malloc'd nodes, built in Python one key at a time (~10 s),
 unpickled node by node at every load (~1 s, ~360 MB private memory per process); these arrays are
 built by a sort, memory-mapped at load (pages shared between processes) and never grow with the
 popularity of a part, where format 1's halves listed every key sharing one half (thousands for "...西街").
-A set of parts is as rare as the keys sharing two thirds (three fifths) of their sounds.
 
 Hash: polynomial over phoneme id + 1 with an odd 64-bit base, modulo 2^64 (numpy's unsigned
-overflow); a collision costs one wasted verification, never a wrong result.
+overflow); tolerant signatures are stored as their top 32 bits (fingerprint). A collision costs one
+wasted verification, never a wrong result.
 """
 
 from __future__ import annotations
@@ -99,8 +101,10 @@ def bounds(length: int, parts: int) -> list[int]:
 # quarters is half a key, and half of "James A. Ashford" is shared by thousands of names (measured:
 # ~2,900 hits per query at a million entries against ~100 with 3 of 5).
 PARTS = {0: 1, 1: 3, 2: 5}
-# keys behind one tolerant signature, at most, for it to be verified (measured at 1M, 300 utterances:
-# 32 -> one-error recall 92.0%, p99 2.7 ms; 128 -> 98.3%, 6.1 ms; no limit -> 99.0%, 36 ms)
+# keys behind one tolerant signature, at most, for it to be verified as it is; a more popular one is
+# refined (_popular_variants). Chosen when popular ones were skipped (1M, 300 utterances: 32 -> one-
+# error recall 92.0%, p99 2.7 ms; 128 -> 98.3%, 6.1 ms; no limit -> 99.0%, 36 ms); refined lists
+# beyond it are skipped (a one-phoneme missing part: its deletion is empty and names them all)
 COMMON = 64
 
 
