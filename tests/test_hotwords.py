@@ -576,6 +576,24 @@ def test_a_killed_update_leaves_the_old_or_the_new_database(tmp_path):
         proc.wait()
         outcomes.append(len(HotwordDatabase.load(db)))
     assert set(outcomes) <= {25000, 30000} and 25000 in outcomes, outcomes
+    # killed while writing: as soon as its temporary file appears, and a few milliseconds into it
+    left = []
+    for delay in (0.0, 0.003, 0.01):
+        db.write_bytes(original)
+        proc = subprocess.Popen([sys.executable, "-m", "nim4_edge.cli", "hotwords", "add", str(db), str(more)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.perf_counter() + 60
+        while not list(tmp_path.glob(".hw.db.tmp-*")) and proc.poll() is None and time.perf_counter() < deadline:
+            time.sleep(0.0005)
+        time.sleep(delay)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        left.append(len(list(tmp_path.glob(".hw.db.tmp-*"))))
+        assert len(HotwordDatabase.load(db)) in (25000, 30000)
+    assert max(left) >= 1, left  # at least one kill landed between the temporary file and the rename
+    # the next writer removes what the killed ones left (their processes are gone)
+    assert _cli("hotwords", "add", str(db), str(more)).returncode == 0
+    assert not list(tmp_path.glob(".hw.db.tmp-*")) and len(HotwordDatabase.load(db)) == 30000
 
 
 def test_the_mapped_database_is_shared_pages_not_private_memory(tmp_path):
@@ -601,3 +619,14 @@ def test_load_checks_block_by_block_still_see_a_step_back_at_a_block_edge():
         assert increasing(b) and not increasing(b, strict=True)
         b[edge] -= 1
         assert not increasing(b)
+
+
+def test_a_save_removes_only_temporary_files_of_writers_that_are_gone(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    files = {name: tmp_path / f".hw.db.tmp-{name}" for name in (f"{dead.pid}-x1", f"{os.getppid()}-x2", "abc")}
+    for f in files.values():
+        f.write_bytes(b"half a database")
+    _db().save(tmp_path / "hw.db")
+    assert [f.exists() for f in files.values()] == [False, True, True]  # dead writer's; a live one's; not ours
+    assert len(HotwordDatabase.load(tmp_path / "hw.db")) == len(WORDS)

@@ -28,6 +28,7 @@ import tempfile
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from glob import escape as glob_escape
 from pathlib import Path
 
 import numpy as np
@@ -380,7 +381,8 @@ class HotwordDatabase:
         they are, by the kernel, and only the changes are written."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+        _remove_dead_writers_files(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as out:
                 reuse = (self._layout is not None and self.source is not None and _same_file(self.source, path)
@@ -526,6 +528,21 @@ def section_dtype(name: str) -> str | None:
     if index in {f"tolerant{e}" for e, _ in TOLERANT_INDEXES}:
         return Segment.TOLERANT_DTYPES.get(field)
     return None
+
+
+def _remove_dead_writers_files(path: Path) -> None:
+    """Temporary files a killed writer left next to `path` (named with its process id): removed when
+    that process is gone; a writer still running keeps its own."""
+    for tmp in path.parent.glob(f".{glob_escape(path.name)}.tmp-*"):
+        pid = tmp.name[len(f".{path.name}.tmp-"):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except (PermissionError, OverflowError):  # another user's process, alive; or no such pid at all
+            continue
 
 
 def _segment_end(layout: dict) -> int:
