@@ -323,24 +323,23 @@ def test_two_thirds_shared_by_many_keys_are_refined_by_the_missing_third(tmp_pat
     middle initials of a million contacts do: that signature names no one key, so the one-error index
     looks it up again with the missing third as heard, whole and with each phoneme deleted. Without
     the refinement none of the three errors finds the key."""
-    head = ["K", "AE", "T", "S", "D", "AO", "G", "Z"]  # parts 0 and 1 of 12-phoneme keys
-    tails = [[c1, v1, c2, "IY"] for c1 in "B D F G K L M N P S T V".split() for v1 in ("AA", "AE", "AH")
+    head = ["K", "AE", "T", "D", "AO", "G"]  # parts 0 and 1 of 9-phoneme keys (the one-error index's longest)
+    tails = [[c1, v1, c2] for c1 in "B D F G K L M N P S T V".split() for v1 in ("AA", "AE", "AH")
              for c2 in ("B", "D", "F")][:100]
     assert len(tails) == 100 > signatures.COMMON
     entries = [(HotwordEntry(f"name{i:03d}"), head + t) for i, t in enumerate(tails)]
     HotwordDatabase.build(entries, LEX, tolerant=True).save(tmp_path / "many.db")
     db = HotwordDatabase.load(tmp_path / "many.db")  # the refinement is saved and loaded too
     one_error = db.base.tolerant[0]
-    assert one_error.errors == 1 and len(one_error.sub_signatures) >= 100 * 5
+    assert one_error.errors == 1 and len(one_error.sub_signatures) >= 100 * 4
     config = RetrievalConfig(mode=RetrievalMode.TOLERANT, min_syllables=0)
-    db.base.tolerant = (one_error,)  # the two-error index would find some of these through other parts
-    c1, v1, c2, v2 = tails[37]
-    heard_tails = {"substitution": [c1, "OY", c2, v2], "deletion": [c1, c2, v2], "insertion": [c1, v1, "OY", c2, v2]}
+    c1, v1, c2 = tails[37]
+    heard_tails = {"substitution": [c1, "OY", c2], "deletion": [c1, c2], "insertion": [c1, v1, "OY", c2]}
     around = (["W", "IY"], ["P", "L", "IY", "Z"])
     for kind, tail in heard_tails.items():
         got = HotwordRetriever(db, LEX, config).retrieve(around[0] + head + tail + around[1])
         assert "name037" in got, kind
-        assert len(got) <= 3, kind  # the three vowels of its first syllable at most: a short list
+        assert len(got) <= 3, kind  # the three vowels of its syllable at most: a short list
     plain = signatures.SignatureIndex(1, one_error.signatures, one_error.key_ids, one_error.lengths, one_error.pieces)
     db.base.tolerant = (plain,)
     for kind, tail in heard_tails.items():

@@ -197,13 +197,13 @@ class SignatureIndex:
 
     @classmethod
     def build(cls, ids: np.ndarray, starts: np.ndarray, lengths: np.ndarray, errors: int, min_key: int,
-              h=None) -> "SignatureIndex":
+              h=None, max_key: int = MAX_KEY) -> "SignatureIndex":
         """Over keys laid end to end in `ids` (key k: ids[starts[k] : starts[k] + lengths[k]]);
-        keys shorter than `min_key` (or than the parts) are left out. `h`: prefix_hashes(ids), when the
+        keys shorter than `min_key` (or than the parts) or longer than `max_key` are left out. `h`: prefix_hashes(ids), when the
         caller builds several indexes over the same keys (the powers of a 10M-phoneme array cost ~0.3 s)."""
         parts = PARTS[errors]
         keep_parts = parts - errors
-        keep = np.flatnonzero((lengths >= max(min_key, parts)) & (lengths <= MAX_KEY))
+        keep = np.flatnonzero((lengths >= max(min_key, parts)) & (lengths <= min(max_key, MAX_KEY)))
         h, inv = h if h is not None else prefix_hashes(ids)
         sigs, owners, pieces, batches = [], [], [], []
         with np.errstate(over="ignore"):
