@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from glob import escape as glob_escape
 from pathlib import Path
 
 from nim4_edge.runtime.errors import Nim4Error
@@ -70,3 +71,53 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def remove_dead_writers_files(path: Path) -> None:
+    """Temporary files a killed writer left next to `path`, named `.NAME.tmp-PID-...` by a writer that
+    puts its process id in them: removed when that process is gone; a writer still running keeps its own."""
+    path = Path(path)
+    for tmp in path.parent.glob(f".{glob_escape(path.name)}.tmp-*"):
+        pid = tmp.name[len(f".{path.name}.tmp-"):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except (PermissionError, OverflowError):  # another user's process, alive; or no such pid at all
+            continue
+
+
+def copy_prefix(src, dst, count: int) -> int:
+    """The first `count` bytes of file src to file dst (at its start), in the kernel where it can
+    (copy_file_range); the bytes copied (fewer when src is shorter)."""
+    dst.flush()
+    done = 0
+    try:
+        while done < count:
+            n = os.copy_file_range(src.fileno(), dst.fileno(), count - done, done, done)
+            if n == 0:
+                break
+            done += n
+        dst.seek(done)
+    except (AttributeError, OSError):  # no copy_file_range here (macOS), or not between these files
+        done = 0
+        src.seek(0)
+        dst.seek(0)
+        dst.truncate()
+    src.seek(done)  # copy_file_range with offsets leaves the file positions where they were
+    while done < count:
+        chunk = src.read(min(1 << 24, count - done))
+        if not chunk:
+            break
+        dst.write(chunk)
+        done += len(chunk)
+    return done
+
+
+def same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False

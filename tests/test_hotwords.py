@@ -629,3 +629,14 @@ def test_a_save_removes_only_temporary_files_of_writers_that_are_gone(tmp_path):
     _db().save(tmp_path / "hw.db")
     assert [f.exists() for f in files.values()] == [False, True, True]  # dead writer's; a live one's; not ours
     assert len(HotwordDatabase.load(tmp_path / "hw.db")) == len(WORDS)
+
+
+def test_copy_prefix_copies_what_there_is(tmp_path):
+    from nim4_edge.runtime.atomic import copy_prefix
+
+    (tmp_path / "a").write_bytes(b"0123456789")
+    for count, want in ((4, b"0123"), (10, b"0123456789"), (15, b"0123456789")):  # 15: the source is shorter
+        with open(tmp_path / "a", "rb") as src, open(tmp_path / "b", "w+b") as dst:
+            assert copy_prefix(src, dst, count) == len(want)
+            dst.write(b"|")
+        assert (tmp_path / "b").read_bytes() == want + b"|"

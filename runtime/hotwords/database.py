@@ -28,12 +28,11 @@ import tempfile
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from glob import escape as glob_escape
 from pathlib import Path
 
 import numpy as np
 
-from nim4_edge.runtime.atomic import set_default_permissions
+from nim4_edge.runtime.atomic import copy_prefix, remove_dead_writers_files, same_file, set_default_permissions
 from nim4_edge.runtime.errors import Nim4Error
 from nim4_edge.runtime.hotwords.lexicon import Lexicon
 from nim4_edge.runtime.hotwords.signatures import MAX_KEY, SignatureIndex, mix, prefix_hashes
@@ -384,16 +383,17 @@ class HotwordDatabase:
         they are, by the kernel, and only the changes are written."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        _remove_dead_writers_files(path)
+        remove_dead_writers_files(path)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as out:
-                reuse = (self._layout is not None and self.source is not None and _same_file(self.source, path)
+                reuse = (self._layout is not None and self.source is not None and same_file(self.source, path)
                          and self.file_state == file_state(path))
                 if reuse:
                     base_layout, base_end = self._layout[0], _segment_end(self._layout[0])
                     with open(self.source, "rb") as src:
-                        _copy(src, out, base_end)
+                        if copy_prefix(src, out, base_end) < base_end:
+                            raise HotwordError(f"{self.source}: shorter than its header says; rebuild the database")
                     layout = [base_layout] + _write_segments(out, self._change_segments(), base_end)
                 else:
                     out.write(MAGIC + struct.pack("<II", FORMAT_VERSION, 0))
@@ -533,47 +533,8 @@ def section_dtype(name: str) -> str | None:
     return None
 
 
-def _remove_dead_writers_files(path: Path) -> None:
-    """Temporary files a killed writer left next to `path` (named with its process id): removed when
-    that process is gone; a writer still running keeps its own."""
-    for tmp in path.parent.glob(f".{glob_escape(path.name)}.tmp-*"):
-        pid = tmp.name[len(f".{path.name}.tmp-"):].split("-", 1)[0]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            tmp.unlink(missing_ok=True)
-        except (PermissionError, OverflowError):  # another user's process, alive; or no such pid at all
-            continue
-
-
 def _segment_end(layout: dict) -> int:
     return max((int(w["offset"]) + int(w["bytes"]) for w in layout["sections"].values()), default=len(MAGIC) + 8)
-
-
-def _copy(src, dst, count: int) -> None:
-    """The first `count` bytes of src to dst, in the kernel where it can (copy_file_range)."""
-    dst.flush()
-    done = 0
-    try:
-        while done < count:
-            n = os.copy_file_range(src.fileno(), dst.fileno(), count - done, done, done)
-            if n == 0:
-                break
-            done += n
-        dst.seek(done)
-    except (AttributeError, OSError):
-        done = 0
-        src.seek(0)
-        dst.seek(0)
-        dst.truncate()
-    while done < count:
-        chunk = src.read(min(1 << 24, count - done))
-        if not chunk:
-            raise HotwordError(f"{src.name}: shorter than its header says; rebuild the database")
-        dst.write(chunk)
-        done += len(chunk)
 
 
 def _state(st: os.stat_result) -> tuple:
@@ -586,13 +547,6 @@ def file_state(path: Path):
         return _state(os.stat(path))
     except OSError:
         return None
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 def parse_hotword_lines(lines: Iterable[str]) -> tuple[list[tuple[int, HotwordEntry]], list[tuple[int, str]]]:
