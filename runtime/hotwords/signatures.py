@@ -427,7 +427,8 @@ def _popular_variants(sigs: list[np.ndarray], owners: list[np.ndarray], batches:
     errors and three of five parts intact, the two missing parts share them, so one of the two holds
     at most one (the first is indexed: if it holds both, the second and three others are intact, and
     other signatures of the key see it). A list behind such a refined signature holds keys that share
-    most of their phonemes. Measured at 1M: 287,000 of the 3,000,000 one-error signatures are popular."""
+    most of their phonemes. Measured at 1M: 109,000 of the 1.3M one-error signatures and 1.13M of
+    the 5.6M two-error ones are in popular groups (0.43M and 3.74M refined signatures)."""
     hashes, inv = h
     runs = np.flatnonzero(np.r_[True, sigs_sorted[1:] != sigs_sorted[:-1], True])
     popular = sigs_sorted[runs[:-1][np.diff(runs) > COMMON]]  # sorted fingerprints
