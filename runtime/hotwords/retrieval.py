@@ -378,13 +378,18 @@ class RetrievalSession:
             keys[pick] = np.array(decoded, object)[where]
             toneless[pick] = np.array(lexicon.toneless("\n".join(decoded)).split("\n"), object)[where]
         heard_toneless = lexicon.toneless(self.code)
-        errors = cpdist([heard_toneless[a:b] for a, b in windows[:, :2].tolist()], toneless.tolist(),
+        # columns, not rows: numpy 2.4's tolist() of a (600, 2) slice took 155 us, of its two columns 13 us
+        # (measured alone; within a session the gain is smaller)
+        starts, ends = windows[:, 0].tolist(), windows[:, 1].tolist()
+        errors = cpdist([heard_toneless[a:b] for a, b in zip(starts, ends)], toneless.tolist(),
                         scorer=Levenshtein.distance, score_cutoff=2, workers=1)
         allowed = np.zeros((len(segments), 2), np.int64)  # (segment, index number) -> its errors
         for number, segment in enumerate(segments):
             allowed[number, : len(segment.tolerant)] = [index.errors for index in segment.tolerant]
         close = np.flatnonzero(errors <= allowed[windows[:, 2], windows[:, 3]])  # most windows end here
-        for (a, b, number, _, key_id), e, key in zip(windows[close].tolist(), errors[close].tolist(), keys[close]):
+        columns = (windows[close, 0].tolist(), windows[close, 1].tolist(), windows[close, 2].tolist(),
+                   windows[close, 4].tolist(), errors[close].tolist(), keys[close])
+        for a, b, number, key_id, e, key in zip(*columns):
             match = Match(a, b, key_id, MatchSource.TOLERANT, int(e), number, Levenshtein.distance(self.code[a:b], key))
             best = self._tolerant.get((number, key_id))
             if best is None or match.score < best.score:
