@@ -640,3 +640,22 @@ def test_copy_prefix_copies_what_there_is(tmp_path):
             assert copy_prefix(src, dst, count) == len(want)
             dst.write(b"|")
         assert (tmp_path / "b").read_bytes() == want + b"|"
+
+
+def test_words_are_the_kept_candidates_words_in_order():
+    """words() ranks without decoding rejected groups; it must say what candidates() says."""
+    names = ("明园站", "桥明园站", "福盛中心", "天福盛中心", "福生中心", "惠新西街", "彗新西街", "NIO House", "NIO")
+    db = HotwordDatabase.build([(HotwordEntry(w), LEX.phonemes(w)) for w in names], LEX, tolerant=True)
+    for top_k in (1, 2, 10):
+        retriever = HotwordRetriever(db, LEX, RetrievalConfig(mode=RetrievalMode.TOLERANT, min_syllables=1, top_k=top_k))
+        retriever.remove(["彗新西街"])
+        for text in ("我要去明园站", "导航到天福盛中心", "导航到福生中心和惠新西街", "去 NIO House"):
+            session = retriever.session()
+            session.extend(LEX.phonemes(text))
+            expected: list[str] = []
+            for c in session.candidates():
+                for word in c.words if c.kept else []:
+                    if word not in expected and len(expected) < top_k:
+                        expected.append(word)
+            assert session.words() == expected, (text, top_k)
+            assert expected, text
