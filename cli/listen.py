@@ -7,6 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from nim4_edge.cli.common import freeze_loaded_objects
 from nim4_edge.devices.config import Overrides, current_plan, recognizer_config
 from nim4_edge.runtime import sources
 from nim4_edge.runtime.bundle import BUNDLE_ENV, Bundle, resolve_bundle
@@ -171,6 +172,7 @@ def cmd_listen(args) -> int:
             print(f"{dev['index']:3d}  {dev['name']}  ({dev['channels']} ch, {dev['default_sample_rate_hz']} Hz)")
         return 0
     recognizer = build_recognizer(args)
+    freeze_loaded_objects()
     mic = None
     try:
         if args.wav:
@@ -196,6 +198,7 @@ def cmd_listen(args) -> int:
 def cmd_transcribe(args) -> int:
     args.partial_every = 0  # whole files: only finals are printed, so partial decodes would be wasted
     recognizer = build_recognizer(args)
+    freeze_loaded_objects()
     failed = 0
     try:
         for path in args.files:

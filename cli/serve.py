@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+from nim4_edge.cli.common import freeze_loaded_objects
 from nim4_edge.cli.listen import add_recognizer_flags, config_from_args
 from nim4_edge.runtime.errors import Nim4Error
 
@@ -32,6 +33,7 @@ def cmd_serve(args) -> int:
     _, recognizer_config = config_from_args(args)
 
     def ready(server) -> None:
+        freeze_loaded_objects()  # the model and the lexicon are loaded by now
         scheme, web = ("grpcs", "https") if config.tls_cert else ("grpc", "http")
         print(f"nim4-edge serve: {scheme}://{config.host}:{server.port} (Riva RivaSpeechRecognition), "
               f"{web}://{config.host}:{server.http_port}/v1 (OpenAI audio transcriptions), {config.max_streams} streams "

@@ -70,3 +70,22 @@ def test_cli_help_lists_commands():
     assert proc.returncode == 0
     for command in ("init", "export", "verify", "bench"):
         assert command in proc.stdout
+
+
+def test_listen_exempts_what_it_loaded_from_the_garbage_collector():
+    """A full collection with the demo recognizer loaded scans ~560,000 objects (218 ms measured):
+    `listen` freezes them once loaded. The real command runs; an exit hook reads the frozen count."""
+    from pathlib import Path
+
+    wav = Path(__file__).resolve().parents[1] / "examples" / "en_temperature.wav"
+    code = (
+        "import atexit, gc, runpy, sys\n"
+        "atexit.register(lambda: print('frozen', gc.get_freeze_count(), file=sys.stderr))\n"
+        f"sys.argv = ['nim4-edge', 'listen', '--wav', {str(wav)!r}]\n"
+        "runpy.run_module('nim4_edge.cli', run_name='__main__')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "set the temperature to 21 degrees" in out.stdout
+    frozen = int(out.stderr.rsplit("frozen ", 1)[1].split()[0])
+    assert frozen > 100_000, frozen  # the lexicon's tables and the rest of what was loaded
