@@ -73,8 +73,8 @@ def test_cli_help_lists_commands():
 
 
 def test_listen_exempts_what_it_loaded_from_the_garbage_collector():
-    """A full collection with the demo recognizer loaded scans ~560,000 objects (218 ms measured):
-    `listen` freezes them once loaded. The real command runs; an exit hook reads the frozen count."""
+    """A full collection scans everything loaded (46 ms in a plain install, 218 ms with the dev extras'
+    imports): `listen` freezes it once loaded. The real command runs; an exit hook reads the count."""
     from pathlib import Path
 
     wav = Path(__file__).resolve().parents[1] / "examples" / "en_temperature.wav"
@@ -88,4 +88,4 @@ def test_listen_exempts_what_it_loaded_from_the_garbage_collector():
     assert out.returncode == 0, out.stderr[-2000:]
     assert "set the temperature to 21 degrees" in out.stdout
     frozen = int(out.stderr.rsplit("frozen ", 1)[1].split()[0])
-    assert frozen > 100_000, frozen  # the lexicon's tables and the rest of what was loaded
+    assert frozen > 10_000, frozen  # 0 without the freeze; ~43,000 in a plain install, ~600,000 with the dev extras
