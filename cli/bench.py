@@ -149,7 +149,7 @@ def add_commands(sub) -> None:
                                      "a naive substring scan runs on a few of the same queries for the ratio.")
     b.add_argument("--size", type=int, default=1_000_000)
     b.add_argument("--queries", type=int, default=500)
-    b.add_argument("--exact-only", action="store_true", help="build without the tolerant (halves and thirds) index")
+    b.add_argument("--exact-only", action="store_true", help="build without the tolerant indexes (signatures of 2 of 3 and 3 of 5 parts)")
     b.set_defaults(func=cmd_bench_hotwords)
     b = bench.add_parser("serve", help="streams at once through the real server: final/partial latency, CPU, RSS",
                          description="Starts `nim4-edge serve` on free loopback ports and streams the example commands "

@@ -167,8 +167,9 @@ def add_commands(sub) -> None:
     b.add_argument("--strict", action="store_true", help="fail on any bad line")
     b.add_argument("--jobs", type=int, default=0, help="processes for pronouncing entries (0 = all cores)")
     b.add_argument("--tolerant", action="store_true",
-                   help="also index key halves and thirds, so retrieval forgives one phoneme error (two in keys of "
-                        ">= 10 phonemes) and wrong tones (more memory and build time; README has the figures)")
+                   help="also index signatures of 2 of 3 (3 of 5) parts of each key, so retrieval forgives one phoneme "
+                        "error (two in keys of >= 10 phonemes) and wrong tones (more memory and build time; README "
+                        "has the figures)")
     b.set_defaults(func=cmd_build)
     update_help = ("The file is replaced by rename (a kill at any moment leaves the old or the new one); "
                    "recognizers and `serve` using it pick the change up at their next utterance, no restart.")
