@@ -64,7 +64,7 @@ def _load_in_fresh_process(path: Path, lookups: int = 1000) -> tuple[float, floa
     code = (
         "import json, random, sys, time\n"
         "from nim4_edge.runtime.hotwords.database import HotwordDatabase\n"
-        "from nim4_edge.runtime.hotwords.retrieval import _code_ids\n"
+        "from nim4_edge.runtime.hotwords.strings import code_ids\n"
         "from nim4_edge.runtime.hotwords.signatures import prefix_hashes\n"
         "from nim4_edge.bench.report import rss_bytes\n"
         "import numpy\n"
@@ -73,7 +73,7 @@ def _load_in_fresh_process(path: Path, lookups: int = 1000) -> tuple[float, floa
         "out = [time.perf_counter() - t0, (rss_bytes() - before) / 2**20]\n"
         "seg, rng = db.base, random.Random(0)\n"
         "for _ in range(int(sys.argv[2])):\n"
-        "    ids = _code_ids(seg.key(rng.randrange(seg.num_keys)))\n"
+        "    ids = code_ids(seg.key(rng.randrange(seg.num_keys)))\n"
         "    h = prefix_hashes(ids)\n"
         "    for index in (seg.exact, *seg.tolerant):\n"
         "        index.find(ids, 0, h)\n"
@@ -271,6 +271,15 @@ def bench_hotwords(size: int, queries: int = 500, naive_queries: int = 10, seed:
     }
 
 
+def _retrieve(retriever: HotwordRetriever, code: str) -> tuple[list[str], float]:
+    """The words one utterance retrieves (a session fed at once) and the microseconds it took."""
+    t0 = time.perf_counter()
+    session = retriever.session()
+    session.extend_code(code)
+    got = session.words()
+    return got, (time.perf_counter() - t0) * 1e6
+
+
 def _run_queries(database, lexicon, plan, all_keys, naive_queries: int, tolerant: bool) -> dict:
     retriever = HotwordRetriever(database, lexicon)
     fuzzy = HotwordRetriever(database, lexicon, RetrievalConfig(mode=RetrievalMode.TOLERANT)) if tolerant else None
@@ -279,30 +288,21 @@ def _run_queries(database, lexicon, plan, all_keys, naive_queries: int, tolerant
     rivals = []  # per one-error utterance: other entries at least as close to the heard window as the planted one
     fuzzy_latencies, fuzzy_false, rapidfuzz_ms, streamed_us, two_error_us = [], [], [], [], []
     for target_key, code, broken, twice in plan:
-        t0 = time.perf_counter()
-        session = retriever.session()
-        session.extend_code(code)
-        got = session.words()
-        latencies.append((time.perf_counter() - t0) * 1e6)
+        got, us = _retrieve(retriever, code)
+        latencies.append(us)
         same = _same_sound(got, target_key, lexicon)
         hits += bool(same)
         false_per_utt.append(len(set(got) - same))
         if fuzzy is None:
             continue
-        session = retriever.session()
-        session.extend_code(broken)
-        err_exact_hits += bool(_same_sound(session.words(), target_key, lexicon))
-        session = fuzzy.session()  # heard exactly: the tolerant mode must find it as the exact one does
-        session.extend_code(code)
-        clean_fuzzy_hits += bool(_same_sound(session.words(), target_key, lexicon))
+        err_exact_hits += bool(_same_sound(_retrieve(retriever, broken)[0], target_key, lexicon))
+        # heard exactly: the tolerant mode must find it as the exact one does
+        clean_fuzzy_hits += bool(_same_sound(_retrieve(fuzzy, code)[0], target_key, lexicon))
         for heard, is_two in ((broken, False), (twice, True)):
             if heard is None:
                 continue
-            t0 = time.perf_counter()
-            session = fuzzy.session()
-            session.extend_code(heard)
-            got = session.words()
-            fuzzy_latencies.append((time.perf_counter() - t0) * 1e6)
+            got, us = _retrieve(fuzzy, heard)
+            fuzzy_latencies.append(us)
             same = _same_sound(got, target_key, lexicon)
             fuzzy_false.append(len(set(got) - same))
             if is_two:

@@ -35,9 +35,9 @@ import numpy as np
 from nim4_edge.runtime.atomic import copy_prefix, remove_dead_writers_files, same_file, set_default_permissions
 from nim4_edge.runtime.errors import Nim4Error
 from nim4_edge.runtime.hotwords.lexicon import Lexicon
-from nim4_edge.runtime.hotwords.signatures import MAX_KEY, SignatureIndex, mix, prefix_hashes
+from nim4_edge.runtime.hotwords.signatures import MAX_KEY, SignatureIndex, mix, prefix_hashes, span_hash
 from nim4_edge.runtime.hotwords.strings import (CODE_POINT_BASE, CorruptData, StringTable, blocks, check_offsets,
-                                                increasing, require)
+                                                code_ids, ids_code, increasing, require)
 from nim4_edge.runtime.phonemes import PhonemeInventory
 
 MAGIC = b"NIM4HOTW"
@@ -95,10 +95,9 @@ def inventory_fingerprint(inventory: PhonemeInventory) -> str:
 def word_hashes(words: StringTable) -> np.ndarray:
     """A 64-bit hash of each word's UTF-8 bytes, vectorized over the table (finding a word to update
     or remove among a million without a dict of a million strings)."""
-    data = np.frombuffer(words.blob, np.uint8)
-    h, inv = prefix_hashes(data)
+    h, inv = prefix_hashes(np.frombuffer(words.blob, np.uint8))
     with np.errstate(over="ignore"):
-        return mix((h[words.ends] - h[words.starts]) * inv[words.starts] + (words.ends - words.starts).astype(np.uint64))
+        return mix(span_hash(h, inv, words.starts, words.ends) + (words.ends - words.starts).astype(np.uint64))
 
 
 class Segment:
@@ -135,7 +134,7 @@ class Segment:
         lengths = np.fromiter(map(len, unique), np.int64, len(unique))
         starts = np.zeros(len(unique) + 1, np.int64)
         np.cumsum(lengths, out=starts[1:])
-        flat = (np.frombuffer("".join(unique).encode("utf-32-le"), "<u4") - CODE_POINT_BASE).astype(np.uint16)
+        flat = code_ids("".join(unique)).astype(np.uint16)
         key_syllables = np.zeros(len(unique), np.int16)
         key_syllables[key_of] = np.asarray(syllables, np.int16)
         weights_arr = np.asarray(weights, np.float32)
@@ -154,8 +153,7 @@ class Segment:
 
     def key(self, key_id: int) -> str:
         """A key in code-point form."""
-        ids = self.key_ids_flat[self.key_starts[key_id] : self.key_starts[key_id + 1]]
-        return (ids.astype("<u4") + CODE_POINT_BASE).tobytes().decode("utf-32-le")
+        return ids_code(self.key_ids_flat[self.key_starts[key_id] : self.key_starts[key_id + 1]])
 
     def keys_of(self, key_ids: list[int]) -> list[str]:
         """Many keys in code-point form, decoded at once (one gather and one decode, not one per key)."""
@@ -224,14 +222,15 @@ class Segment:
               "key_ids": "<u2", "key_starts": "<i8", "key_syllables": "<i2", "group_offsets": "<i8",
               "group_entries": "<i4", "word_order": "<i4", "word_hashes": "<u8"}
     INDEX_DTYPES = {"signatures": "<u8", "keys": "<i4", "lengths": "<i4", "pieces": "<u8"}
-    # tolerant signatures are kept as 32-bit fingerprints (signatures.py: FINGERPRINT)
+    # tolerant signatures are kept as 32-bit fingerprints (signatures.py: fingerprint)
     TOLERANT_DTYPES = INDEX_DTYPES | {"signatures": "<u4", "refined_signatures": "<u4", "refined_keys": "<i4"}
 
     @classmethod
     def from_arrays(cls, a: dict[str, np.ndarray]) -> "Segment":
         def index(name: str, errors: int) -> SignatureIndex:
+            refined = (a[f"{name}_refined_signatures"], a[f"{name}_refined_keys"]) if errors else (None, None)
             return SignatureIndex(errors, a[f"{name}_signatures"], a[f"{name}_keys"], a[f"{name}_lengths"],
-                                  a[f"{name}_pieces"], a.get(f"{name}_refined_signatures"), a.get(f"{name}_refined_keys"))
+                                  a[f"{name}_pieces"], *refined)
 
         tolerant = tuple(index(f"tolerant{e}", e) for e, _, _ in TOLERANT_INDEXES if f"tolerant{e}_signatures" in a)
         return cls(StringTable(memoryview(a["words"]), a["word_starts"]), a["weights"],

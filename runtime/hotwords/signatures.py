@@ -78,6 +78,19 @@ def prefix_hashes(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return h, inv
 
 
+def span_hash(h: np.ndarray, inv: np.ndarray, a, b):
+    """The hash of phonemes [a, b) from prefix_hashes (arrays of positions broadcast)."""
+    with np.errstate(over="ignore"):
+        return (h[b] - h[a]) * inv[a]
+
+
+def joined_hash(h: np.ndarray, inv: np.ndarray, a, cut, after, b):
+    """The hash of [a, cut) followed by [after, b): a substring with [cut, after) taken out (one
+    phoneme deleted when after = cut + 1; the whole [a, b) when after = cut)."""
+    with np.errstate(over="ignore"):
+        return span_hash(h, inv, a, cut) + span_hash(h, inv, after, b) * _POW[cut - a]
+
+
 _SLOTS = np.array([0xD6E8FEB86659FD93, 0xA0761D6478BD642F, 0x8EBC6AF09C88C6E3, 0x589965CC75374CC3], np.uint64)
 _TAG = np.uint64(0xE7037ED1A0B428DB)
 
@@ -211,7 +224,7 @@ class SignatureIndex:
                 keys = keep[lengths[keep] == length]
                 s = starts[keys]
                 b = bounds(length, parts)
-                part_hash = [(h[s + b[p + 1]] - h[s + b[p]]) * inv[s + b[p]] for p in range(parts)]
+                part_hash = [span_hash(h, inv, s + b[p], s + b[p + 1]) for p in range(parts)]
                 if errors:
                     for p in range(parts):
                         pieces.append(combine([part_hash[p]], np.full(len(s), p * 256 + b[p + 1] - b[p], np.int64)))
@@ -250,10 +263,8 @@ class SignatureIndex:
                 if not len(rows):
                     return _EMPTY_HITS
         starts = xs[:, None] + self._offsets[rows]  # (probes, slots): where each chosen part lies
-        stops = starts + self._part_lengths[rows]
-        with np.errstate(over="ignore"):
-            part_hash = (hashes[stops] - hashes[starts]) * inv[starts]
-            q = combine([part_hash[:, t] for t in range(self.keep)], self._tag[rows])
+        part_hash = span_hash(hashes, inv, starts, starts + self._part_lengths[rows])
+        q = combine([part_hash[:, t] for t in range(self.keep)], self._tag[rows])
         order = np.argsort(q)  # sorted needles: the binary searches walk the table in order
         q, rows, xs = q[order], rows[order], xs[order]
         f = fingerprint(q)
@@ -283,11 +294,8 @@ class SignatureIndex:
         a = np.where(ok, start[:, :, None], 0)
         ell = np.where(ok, length[:, :, None], 0)
         cut = np.clip(a + j, a, a + ell)  # the deleted phoneme's place (a when none)
-        after = np.minimum(cut + (j >= 0), a + ell)
-        with np.errstate(over="ignore"):
-            h = (hashes[cut] - hashes[a]) * inv[a] + (hashes[a + ell] - hashes[after]) * inv[after] * _POW[np.maximum(j, 0) * (j >= 0)]
-            h = np.where(j >= 0, h, (hashes[a + ell] - hashes[a]) * inv[a])
-            sub = combine([np.broadcast_to(q[:, None, None], h.shape), h], ell - (j >= 0))
+        h = joined_hash(hashes, inv, a, cut, np.minimum(cut + (j >= 0), a + ell), a + ell)
+        sub = combine([np.broadcast_to(q[:, None, None], h.shape), h], ell - (j >= 0))
         probe = np.broadcast_to(np.arange(len(q))[:, None, None], h.shape)[ok]
         sub = fingerprint(sub[ok])
         left = np.searchsorted(self.sub_signatures, sub, "left")
@@ -298,8 +306,8 @@ class SignatureIndex:
         """find() for the exact index: one hash per probe (every key length at every position), the
         bitmap, and a binary search for the few the bitmap lets through."""
         rows, xs, ends, tags = self._layout(n, new_from)
-        with np.errstate(over="ignore"):
-            q = mix(tags + (hashes[ends] - hashes[xs]) * inv[xs] * _SLOTS[0])  # combine() of one part
+        with np.errstate(over="ignore"):  # combine() of one part, its tag already times _TAG (_layout)
+            q = mix(tags + span_hash(hashes, inv, xs, ends) * _SLOTS[0])
         top = q >> _BITMAP_SHIFT  # most probes are no key: the bitmap says so in one cached read
         maybe = np.flatnonzero((self._bitmap[top >> _6] >> (top & _63)) & _1)
         q, rows, xs = q[maybe], rows[maybe], xs[maybe]
@@ -335,8 +343,7 @@ class SignatureIndex:
         pos = np.arange(n, dtype=np.int64)[None, :]
         stop = np.minimum(pos + self._kind_length[:, None], n)
         pos = np.broadcast_to(pos, stop.shape)
-        with np.errstate(over="ignore"):
-            piece = combine([(hashes[stop] - hashes[pos]) * inv[pos]], np.broadcast_to(self._kinds[:, None], stop.shape))
+        piece = combine([span_hash(hashes, inv, pos, stop)], np.broadcast_to(self._kinds[:, None], stop.shape))
         at = np.searchsorted(self.pieces, piece.ravel())
         at[at == len(self.pieces)] = 0
         present = np.zeros((len(self._kinds), n + 1), bool)  # the last column: beyond the end, never
@@ -433,40 +440,29 @@ def _popular_variants(sigs: list[np.ndarray], owners: list[np.ndarray], batches:
     runs = np.flatnonzero(np.r_[True, sigs_sorted[1:] != sigs_sorted[:-1], True])
     popular = sigs_sorted[runs[:-1][np.diff(runs) > COMMON]]  # sorted fingerprints
     out_sigs, out_keys = [], []
-    with np.errstate(over="ignore"):
-        for batch_sigs, keys, (s, b, chosen) in zip(sigs, owners, batches):
-            if not len(popular):
-                break
-            f = fingerprint(batch_sigs)
-            at = np.minimum(np.searchsorted(popular, f), len(popular) - 1)
-            pick = np.flatnonzero(popular[at] == f)
-            if not len(pick):
-                continue
-            missing = min(set(range(parts)) - set(chosen))
-            a, ell = s[pick] + b[missing], b[missing + 1] - b[missing]
-            group = batch_sigs[pick]
-            full = (hashes[a + ell] - hashes[a]) * inv[a]
-            out_sigs.append(fingerprint(combine([group, full], np.full(len(pick), ell, np.int64))))
-            out_keys.append(keys[pick])
-            for j in range(ell):
-                v = (hashes[a + j] - hashes[a]) * inv[a] + (hashes[a + ell] - hashes[a + j + 1]) * inv[a + j + 1] * _POW[j]
-                if j:  # deleting either of two equal neighbours gives one string: listed once
-                    new = _phoneme(hashes, inv, a + j) != _phoneme(hashes, inv, a + j - 1)
-                    v, which = v[new], pick[new]
-                else:
-                    which = pick
-                out_sigs.append(fingerprint(combine([batch_sigs[which], v], np.full(len(which), ell - 1, np.int64))))
-                out_keys.append(keys[which])
+    for batch_sigs, keys, (s, b, chosen) in zip(sigs, owners, batches) if len(popular) else ():
+        f = fingerprint(batch_sigs)
+        pick = np.flatnonzero(popular[np.minimum(np.searchsorted(popular, f), len(popular) - 1)] == f)
+        if not len(pick):
+            continue
+        missing = min(set(range(parts)) - set(chosen))
+        a, ell = s[pick] + b[missing], b[missing + 1] - b[missing]
+        for j in range(-1, ell):  # -1: nothing deleted; else the phoneme at a + j
+            which = pick
+            if j > 0:  # deleting either of two equal neighbours gives one string: listed once
+                new = span_hash(hashes, inv, a + j, a + j + 1) != span_hash(hashes, inv, a + j - 1, a + j)
+                a_j, which = a[new], pick[new]
+            else:
+                a_j = a
+            cut = a_j + max(j, 0)
+            v = joined_hash(hashes, inv, a_j, cut, cut + (j >= 0), a_j + ell)
+            out_sigs.append(fingerprint(combine([batch_sigs[which], v], np.full(len(which), ell - (j >= 0), np.int64))))
+            out_keys.append(keys[which])
     if not out_sigs:
         return np.zeros(0, np.uint32), np.zeros(0, np.int32)
     sig, key = np.concatenate(out_sigs), np.concatenate(out_keys).astype(np.int32)
     order = np.argsort(sig)
     return sig[order], key[order]
-
-
-def _phoneme(hashes: np.ndarray, inv: np.ndarray, at: np.ndarray) -> np.ndarray:
-    """The phoneme id + 1 at `at`, read back from the prefix hashes (no copy of the ids needed)."""
-    return (hashes[at + 1] - hashes[at]) * inv[at]
 
 
 # Tolerant signatures are stored as their top 32 bits: a chance equality with one of the 5.6M

@@ -8,6 +8,18 @@ import codecs
 import numpy as np
 
 CODE_POINT_BASE = 0xE000  # phoneme id i <-> chr(0xE000 + i): Unicode private use area (lexicon.py, the manifest)
+_BASE = np.uint32(CODE_POINT_BASE)
+
+
+def code_ids(code: str) -> np.ndarray:
+    """Phonemes in code-point form -> their ids (uint32; any other character, e.g. a newline between
+    keys, wraps around to a value above every id, and ids_code brings it back)."""
+    return np.frombuffer(code.encode("utf-32-le"), "<u4") - _BASE
+
+
+def ids_code(ids: np.ndarray) -> str:
+    """Phoneme ids -> code-point form (the inverse of code_ids)."""
+    return (ids.astype("<u4") + _BASE).tobytes().decode("utf-32-le")
 
 
 class StringTable:
