@@ -3,7 +3,7 @@ sounds like them.
 
     lexicon.py    words -> phonemes of the bundle's inventory (pypinyin, CMUdict)
     strings.py    string table and range checks of loaded data, shared by the two below
-    signatures.py the hashed index behind exact and tolerant retrieval (pairs of key parts)
+    signatures.py the hashed index behind exact and tolerant retrieval (sets of key parts)
     database.py   entries grouped by pronunciation, their indexes, segments (base + changes), the file format
     updates.py    add and remove in place (`hotwords add/remove`), crash-safe
     retrieval.py  one stream's view (database + additions), one utterance's incremental lookup; the mode
