@@ -259,7 +259,7 @@ def _count_phoneme_errors(lexicon, item: EvalItem, heard: list[str], into: dict[
 def evaluate(recognizer, items: list[EvalItem], modes: list[str], progress=None) -> dict:
     """Run every item in every mode. Returns {"modes": {mode: score + timing}, "utterances": [...]}."""
     audio_cache: dict[Path, np.ndarray | str] = {}
-    details = [{"audio": str(i.audio), "text": i.text, "tags": i.tags} for i in items]
+    details = [{"audio": str(i.audio), "text": i.text, "language": i.language, "tags": i.tags} for i in items]
     results = {}
     for mode in modes:
         run = MODES[mode]
@@ -315,6 +315,9 @@ def evaluate(recognizer, items: list[EvalItem], modes: list[str], progress=None)
                         first_partials.append((e.end_s - e.start_s) * 1000 + compute)
                 hyps.append(text)
                 row[mode] = text
+                # each spoken final's confidence (runtime/confidence.py): bench/confidence.py weighs them
+                row[f"{mode}_confidence"] = [{"acoustic": f.acoustic_confidence, "language_match": f.language_match,
+                                              "confident": f.confident} for f in finals if f.text.strip()]
                 _count_phoneme_errors(recognizer.lexicon, item, [p for f in finals for p in f.phonemes], phoneme_edits)
                 hints = list(dict.fromkeys(h for f in finals for h in f.hotwords))
                 if item.entity:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from nim4_edge.bench import confidence as bench_confidence
 from nim4_edge.bench import decoder as bench_decoder
 from nim4_edge.bench import encoder as bench_encoder
 from nim4_edge.bench import hotwords as bench_hotwords
@@ -57,6 +58,14 @@ def cmd_bench_vad(args) -> int:
 def cmd_bench_hotwords(args) -> int:
     report = bench_hotwords.bench_hotwords(args.size, queries=args.queries, tolerant=not args.exact_only)
     return print_report(report, bench_hotwords.table)
+
+
+def cmd_bench_confidence(args) -> int:
+    check_output_dir(args.out, "--out")
+    report = bench_confidence.bench_confidence([Path(p) for p in split_list(args.dev)],
+                                               [Path(p) for p in split_list(args.test)], args.right_budget)
+    bench_confidence.write_report(report, args.out)
+    return print_report(report, bench_confidence.tables)
 
 
 def cmd_bench_serve(args) -> int:
@@ -151,6 +160,19 @@ def add_commands(sub) -> None:
     b.add_argument("--queries", type=int, default=500)
     b.add_argument("--exact-only", action="store_true", help="build without the tolerant indexes (signatures of 2 of 3 and 3 of 5 parts)")
     b.set_defaults(func=cmd_bench_hotwords)
+    b = bench.add_parser("confidence", help="finals' confidence: the threshold chosen on dev results, wrong vs right flagged on test",
+                         description="Reads `nim4-edge eval --out` results (streaming): chooses the confidence "
+                                     "threshold on the dev ones (the highest that flags at most --right-budget %% of "
+                                     "the right finals), then reports at it, per voice, the share of wrong and of right "
+                                     "finals the test ones flag, a sweep of thresholds, and a plot (bench/confidence.py).",
+                         epilog="Example: nim4-edge bench confidence --dev dev-joe.json,dev-gcin3.json "
+                                "--test joe.json,gcin3.json,fsdd-raw.json --out confidence-out")
+    b.add_argument("--dev", required=True, metavar="RESULTS", help="comma-separated eval results the threshold is chosen on")
+    b.add_argument("--test", required=True, metavar="RESULTS", help="comma-separated eval results it is measured on")
+    b.add_argument("--right-budget", type=float, default=5.0, metavar="PCT",
+                   help="most right finals (%%) the threshold may flag on dev (default 5)")
+    b.add_argument("--out", type=Path, default=Path("confidence-out"), help="output folder (default confidence-out)")
+    b.set_defaults(func=cmd_bench_confidence)
     b = bench.add_parser("serve", help="streams at once through the real server: final/partial latency, CPU, RSS",
                          description="Starts `nim4-edge serve` on free loopback ports and streams the example commands "
                                      "(each then 1 s of silence) from N real Riva clients at once at real-time pace, "

@@ -57,6 +57,10 @@ def add_recognizer_flags(p, threads_help: str = "threads for encoder and decoder
     p.add_argument("--no-respell", action="store_true",
                    help="keep the decoder's spelling even where a span sounds exactly like a retrieved hotword "
                         "(default: spell it as the hotword; runtime/hotwords/respell.py)")
+    p.add_argument("--confidence-threshold", type=float, default=None, metavar="X",
+                   help="a final whose acoustic confidence (0-1: how well the phoneme head's reading supports its "
+                        "text) is not above X is marked not confident, its text kept (default: the bundle's, chosen on "
+                        "held-out voices; README 'Confidence')")
 
 
 def overrides_from_args(args) -> Overrides:
@@ -75,6 +79,7 @@ def overrides_from_args(args) -> Overrides:
             respell_hints=not args.no_respell,
             verify_bundle_hashes=not args.no_verify,
             decoder_batch_streams=getattr(args, "decoder_batch_streams", 0),
+            confidence_threshold=getattr(args, "confidence_threshold", None),
         )
     except ValueError as e:
         message = str(e)  # the endpointer's field names, as the flags that set them
@@ -98,7 +103,8 @@ def build_recognizer(args) -> Recognizer:
 
 class EventPrinter:
     """--json: one object per line. A terminal: the partial line is rewritten in place and finals
-    stay. Otherwise (a pipe): finals only, one per line."""
+    stay, a final that is not confident followed by its acoustic confidence in brackets. Otherwise
+    (a pipe): finals only, one per line, the text alone (--json carries the confidence)."""
 
     def __init__(self, as_json: bool, prefix: dict | None = None):
         self.as_json = as_json
@@ -121,7 +127,8 @@ class EventPrinter:
                 sys.stdout.write("\r\033[K" + text[-width:])
                 self._partial_shown = True
             else:
-                sys.stdout.write("\r\033[K" + text + "\n")
+                doubt = "" if event.confident is not False else f"  [not confident: {event.acoustic_confidence or 0:.2f}]"
+                sys.stdout.write("\r\033[K" + text + doubt + "\n")
                 self._partial_shown = False
             sys.stdout.flush()
         elif event.kind == "final":

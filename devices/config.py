@@ -45,6 +45,7 @@ class Overrides:
     respell_hints: bool = True
     verify_bundle_hashes: bool = True  # sha256 of the files in use before loading them (cached)
     decoder_batch_streams: int = 0  # > 0: one shared llama.cpp context for that many streams (serve --batched-decode)
+    confidence_threshold: float | None = None  # None: the bundle's (runtime/confidence.py)
 
 
 def current_plan(profile: str | None = None, platform: Platform | None = None) -> Plan:
@@ -102,6 +103,7 @@ def recognizer_config(bundle: Bundle, plan: Plan, overrides: Overrides = Overrid
             retrieval=overrides.retrieval,
             respell_hints=overrides.respell_hints,
             decoder_batch_streams=overrides.decoder_batch_streams,
+            confidence_threshold=overrides.confidence_threshold,
         )
     except (TypeError, ValueError) as e:
         raise Nim4Error(str(e)) from None

@@ -143,6 +143,9 @@ class Manifest:
     files: dict[str, dict] = field(default_factory=dict)  # name -> {"sha256": hex, "bytes": n}
     created_by: str = ""
     source: dict = field(default_factory=dict)  # what it was exported from (for people, not code)
+    # the final-confidence threshold chosen for this model on held-out voices (runtime/confidence.py):
+    # {"threshold": float, "chosen_on": "what it was chosen on"}; absent: confidence.DEFAULT_THRESHOLD
+    confidence: dict = field(default_factory=dict)
 
     @property
     def seconds_per_embedding(self) -> float:
@@ -163,6 +166,7 @@ class Manifest:
             "encoder": self.encoder.to_json(),
             "decoder": self.decoder.to_json(),
             "files": self.files,
+            **({"confidence": self.confidence} if self.confidence else {}),
         }
 
     @classmethod
@@ -184,6 +188,7 @@ class Manifest:
             files=dict(data.get("files", {})),
             created_by=str(data.get("created_by", "")),
             source=dict(data.get("source", {})),
+            confidence=dict(data.get("confidence", {})),
         )
 
     def check_consistency(self) -> None:

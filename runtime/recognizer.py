@@ -37,6 +37,7 @@ from threadpoolctl import threadpool_limits
 
 from nim4_edge.runtime.audio import InputStats, StreamResampler, clean_samples, load_audio
 from nim4_edge.runtime.bundle import Bundle
+from nim4_edge.runtime.confidence import DEFAULT_THRESHOLD
 from nim4_edge.runtime.decoder import DecoderModel, DecoderSession, DecoderSettings
 from nim4_edge.runtime.encoder import EncoderSession, EncoderStream
 from nim4_edge.runtime.endpoint import EndpointConfig, Endpointer
@@ -74,6 +75,9 @@ class RecognizerConfig:
     # 0: a llama.cpp context per stream. N: one context for up to N streams, their greedy decode steps
     # batched into one llama_decode (runtime/shared_decoder.py says when that pays)
     decoder_batch_streams: int = 0
+    # a final whose acoustic confidence is below this is marked not confident (runtime/confidence.py);
+    # None: the threshold the bundle's manifest names (chosen on held-out voices), else the default
+    confidence_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.bundle, (str, Path)):
@@ -87,6 +91,16 @@ class RecognizerConfig:
             raise ValueError("encoder_threads must be >= 0 (0 = all cores)")
         if self.decoder_batch_streams < 0:
             raise ValueError("decoder_batch_streams must be >= 0 (0 = a decoder context per stream)")
+        if self.confidence_threshold is not None and not 0.0 <= self.confidence_threshold <= 1.0:
+            raise ValueError(f"confidence_threshold={self.confidence_threshold} must be within 0-1 (0 = never flag)")
+
+
+def confidence_threshold(config: RecognizerConfig, manifest) -> float:
+    """The configured threshold, else the bundle's (chosen for its model), else the default."""
+    if config.confidence_threshold is not None:
+        return config.confidence_threshold
+    chosen = manifest.confidence.get("threshold")
+    return float(chosen) if isinstance(chosen, (int, float)) and 0.0 <= chosen <= 1.0 else DEFAULT_THRESHOLD
 
 
 @dataclass
@@ -139,6 +153,7 @@ class Recognizer:
             self.encoder = EncoderSession(self.bundle, providers=list(config.encoder_providers) or None,
                                           num_threads=config.encoder_threads, precision=config.encoder_precision)
             self.lexicon = Lexicon(manifest.phonemes)
+            self.confidence_threshold = confidence_threshold(config, manifest)
             # shared by every stream; replaced when `hotwords add/remove` replaces its file
             self.hotword_database = (LiveDatabase(HotwordDatabase.load(config.hotwords, expected_inventory=manifest.phonemes))
                                      if config.hotwords else None)
@@ -250,7 +265,7 @@ class Stream:
         self._setup = UtteranceSetup(recognizer.lexicon, manifest.phonemes.symbols, manifest.phonemes.blank_id,
                                       manifest.fbank.frame_length_samples, manifest.fbank.frame_shift_ms / 1000,
                                       config.partial_every_chunks,
-                                      config.respell_hints)
+                                      config.respell_hints, recognizer.confidence_threshold)
         self.input_stats = InputStats()
         self.timings = StreamTimings()
         self.errors: list[str] = []  # utterances that failed (the stream went on)

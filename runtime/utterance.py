@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
+from nim4_edge.runtime.confidence import judge
 from nim4_edge.runtime.decoder import DecodeResult, DecoderSession
 from nim4_edge.runtime.encoder import ChunkOutput, EncoderStream
 from nim4_edge.runtime.features import SAMPLE_RATE_HZ
@@ -30,7 +31,7 @@ class Timings:
     decode_ms: float = 0.0  # every decode: partials, a first pass, the final
     result_decode_ms: float = 0.0  # the decode that produced this result (for tokens/s)
     respell_ms: float | None = None  # finals with hints: respelling by sound
-    words_ms: float | None = None  # finals: word timestamps and confidence (CTC alignment)
+    words_ms: float | None = None  # finals: word timestamps and confidences (CTC alignment and forward)
     final_latency_ms: float | None = None  # finals: endpoint decided -> text ready (respelling included)
     speculate_ms: float | None = None  # finals: the speculative final(s) at pauses, this one's included
 
@@ -66,6 +67,12 @@ class Event:
     # finals: each word's start/end and confidence; the utterance's confidence (runtime/words.py)
     words: list[Word] = field(default_factory=list)
     confidence: float | None = None
+    # finals: did the audio say this text (runtime/confidence.py)? The phoneme head's support of the
+    # text relative to its own best reading, in [0, 1] (None: no text); whether the text's language is
+    # the language the head heard; confident = both, above the threshold (the text is kept either way)
+    acoustic_confidence: float | None = None
+    language_match: bool | None = None
+    confident: bool | None = None
 
     def to_json(self) -> dict:
         out = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()
@@ -84,6 +91,7 @@ class UtteranceSetup:
     frame_shift_s: float  # an fbank frame's shift (10 ms)
     partial_every_chunks: int
     respell_hints: bool
+    confidence_threshold: float  # runtime/confidence.py
 
 
 class Utterance:
@@ -221,6 +229,10 @@ class Utterance:
             event.text, self.setup.lexicon, self._all_log_probs(), self.setup.blank, self.setup.frame_shift_s,
             self.start_s, result.text, result.token_texts, result.token_logprobs,
             speech_onset_s=self.onset_frame * FRAME_SAMPLES / SAMPLE_RATE_HZ)
+        judgement = judge(event.text, self.setup.lexicon, self.ctc.labels, self._all_log_probs(), self.setup.blank,
+                          self.setup.confidence_threshold)
+        event.acoustic_confidence, event.language_match = judgement.acoustic_confidence, judgement.language_match
+        event.confident = judgement.confident
         event.timings.words_ms = (time.perf_counter() - t0) * 1000
         event.end_score = event.end_probability * (event.words[-1].confidence if event.words else 0.0)
         event.timings.final_latency_ms = (time.perf_counter() - endpoint_time) * 1000

@@ -8,7 +8,9 @@ NVIDIA publishes in the `nvidia-riva-client` package (riva.client.proto); none i
     GetRivaSpeechRecognitionConfig   the served model, its languages and rate
 
 Finals carry a confidence and, with enable_word_time_offsets, words with start/end times in ms and
-a confidence each (runtime/words.py says what the numbers mean). endpointing_config sets this
+a confidence each (runtime/words.py says what the numbers mean); whether each final is confident
+(runtime/confidence.py) comes in the call's trailing metadata with the end-of-turn reasons (Riva's
+messages have no field for it). endpointing_config sets this
 stream's endpointer: start_history -> the speech run that opens an utterance, stop_history -> the
 silence that closes it, stop_history_eou -> the pause after which the turn may end early (the
 adaptive end of turn); the thresholds are checked but unused (the VAD decides each 10 ms frame, the
@@ -269,7 +271,7 @@ class RivaSpeechRecognition(riva_asr_pb2_grpc.RivaSpeechRecognitionServicer):
         stream, rate, channels = self._open_stream(config.config, context)
         pcm = _Pcm(channels)
         audio = self.metrics.audio_seconds.labels(PROTOCOL)
-        turns: list[tuple[str, int]] = []  # (end reason, speech end in ms) per final
+        turns: list[tuple[str, int, str, str]] = []  # (end reason, speech end ms, confident, acoustic) per final
         with stream:
             while True:
                 received, request = self._next(requests, context)
@@ -290,15 +292,19 @@ class RivaSpeechRecognition(riva_asr_pb2_grpc.RivaSpeechRecognitionServicer):
             self._check_errors(stream, context)
             # Riva's messages have no field for why a turn ended: the call's trailing metadata lists,
             # per final in order, the reason and where its speech ended (ms into the stream)
-            context.set_trailing_metadata((("nim4-end-reasons", ",".join(reason for reason, _ in turns)),
-                                           ("nim4-speech-end-ms", ",".join(str(ms) for _, ms in turns))))
+            # and whether it is confident (runtime/confidence.py: 1 or 0) with its acoustic confidence
+            context.set_trailing_metadata((("nim4-end-reasons", ",".join(t[0] for t in turns)),
+                                           ("nim4-speech-end-ms", ",".join(str(t[1]) for t in turns)),
+                                           ("nim4-confident", ",".join(t[2] for t in turns)),
+                                           ("nim4-acoustic-confidence", ",".join(t[3] for t in turns))))
 
     def _response(self, event: Event, words: bool, received: float | None,
-                  turns: list[tuple[str, int]]) -> riva_asr_pb2.StreamingRecognizeResponse:
+                  turns: list[tuple[str, int, str, str]]) -> riva_asr_pb2.StreamingRecognizeResponse:
         final = event.kind == "final"
         if final:
             self.metrics.final(PROTOCOL, event.timings.final_latency_ms, event.end_reason)
-            turns.append((event.end_reason, round((event.speech_end_s or 0.0) * 1000)))
+            turns.append((event.end_reason, round((event.speech_end_s or 0.0) * 1000), "0" if event.confident is False else "1",
+                          f"{event.acoustic_confidence:.4f}" if event.acoustic_confidence is not None else ""))
         elif received is not None:
             self.metrics.partial_latency.observe(time.perf_counter() - received)
         result = riva_asr_pb2.StreamingRecognitionResult(

@@ -195,6 +195,8 @@ def build(out: Path, args) -> dict:
     lexicon = Lexicon(inventory)
     ids = {s: i for i, s in enumerate(inventory.symbols)}
     jobs = args.jobs or os.cpu_count() or 1
+    if args.test_only:
+        train = []
     with atomic_directory(out, overwrite=args.overwrite) as tmp:
         (tmp / "train").mkdir()
         feats, index, offset = [], [], 0
@@ -207,13 +209,14 @@ def build(out: Path, args) -> dict:
             index.append(row)
             feats.append(f)
             offset += len(f)
-        all_feats = np.concatenate(feats)
-        np.save(tmp / "train" / "features.npy", all_feats)
-        with open(tmp / "train" / "index.jsonl", "w", encoding="utf-8") as fh:
-            for row in index:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        cmvn = Cmvn.from_stats(all_feats[:: 7].astype(np.float32))
-        (tmp / "cmvn.json").write_text(json.dumps(cmvn.to_json()) + "\n", encoding="utf-8")
+        if train:
+            all_feats = np.concatenate(feats)
+            np.save(tmp / "train" / "features.npy", all_feats)
+            with open(tmp / "train" / "index.jsonl", "w", encoding="utf-8") as fh:
+                for row in index:
+                    fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            cmvn = Cmvn.from_stats(all_feats[:: 7].astype(np.float32))
+            (tmp / "cmvn.json").write_text(json.dumps(cmvn.to_json()) + "\n", encoding="utf-8")
 
         (tmp / "test" / "wav").mkdir(parents=True)
         rows = []
@@ -254,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=0, help="worker processes (0 = all cores)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing corpus directory")
+    p.add_argument("--test-only", action="store_true",
+                   help="only the test set (the same clips as a full build; no training features): to evaluate a bundle")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.out.exists() and not args.overwrite:

