@@ -13,8 +13,13 @@ from nim4_edge.bench.evaluate import read_manifest
 from nim4_edge.cli.common import check_output_dir, export_toolchain, print_json
 from nim4_edge.quant import encoder_quant, gguf_quant
 from nim4_edge.runtime.audio import load_audio
+from nim4_edge.runtime.bundle import resolve_bundle
 from nim4_edge.runtime.errors import EXIT_RUNTIME_FAILURE, Nim4Error
 from nim4_edge.runtime.features import SAMPLE_RATE_HZ
+
+# a re-export of an imported bundle must give back its weights: float32 rounding only (measured on the
+# demo bundle: encoder 9.2e-7, from constants the exporter derives from parameters; decoder 0)
+IMPORT_TOLERANCE = 1e-5
 
 
 def cmd_init(args) -> int:
@@ -52,6 +57,20 @@ def cmd_export(args) -> int:
     if report is not None:
         print_json(report)
     print(f"wrote bundle {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_import_bundle(args) -> int:
+    check_output_dir(args.output, "-o")
+    if args.output.exists() and not args.overwrite:
+        raise Nim4Error(f"{args.output} exists; pass --overwrite to replace it")
+    bundle_import = export_toolchain("nim4_edge.export.bundle_import")
+    report = bundle_import.import_bundle(resolve_bundle(args.bundle), args.output, overwrite=args.overwrite)
+    print_json(report)
+    if report["encoder_max_abs_diff"] > IMPORT_TOLERANCE or report["decoder_max_abs_diff"] > IMPORT_TOLERANCE:
+        print(f"nim4-edge: the re-exported weights differ from the bundle's by more than {IMPORT_TOLERANCE}", file=sys.stderr)
+        return EXIT_RUNTIME_FAILURE
+    print(f"wrote checkpoint {args.output} (exported again, it equals the bundle's weights)", file=sys.stderr)
     return 0
 
 
@@ -143,6 +162,18 @@ def add_commands(sub) -> None:
                    help="GGUF precision of the decoder (default: f32 for float32 weights, f16 for bf16/f16)")
     _add_verify_flags(p)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("import", help="turn a bundle back into a checkpoint (to train it further)",
+                       description="WHAT is `bundle`: BUNDLE's fp32 ONNX encoder and f32/f16 GGUF decoder become a "
+                                   "checkpoint (acoustic safetensors, HF Qwen3 folder with its tokenizer rebuilt, "
+                                   "CMVN, phonemes) that `nim4-edge export` turns back into the same weights: checked "
+                                   "before the command ends (export/bundle_import.py).",
+                       epilog="Example: nim4-edge import bundle runtime/demo_bundle -o work/demo/v1/checkpoint")
+    p.add_argument("what", choices=("bundle",), help="what to import (bundle: a nim4-edge bundle)")
+    p.add_argument("bundle", type=Path, help="bundle directory (default model: runtime/demo_bundle)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="checkpoint directory to create")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing directory")
+    p.set_defaults(func=cmd_import_bundle)
 
     p = sub.add_parser("quantize", help="add quantized encoders (fp16, int8) and decoder GGUFs (Q8_0, Q4_K_M, ...) to a bundle",
                        description="Encoder: FP16, INT8 dynamic and INT8 static QDQ ONNX from the fp32 step, with a "

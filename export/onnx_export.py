@@ -31,12 +31,17 @@ EXTERNAL_DATA_THRESHOLD_BYTES = 1_500_000_000
 
 def write_encoder(checkpoint: Checkpoint, out_dir: Path) -> tuple[EncoderSpec, dict]:
     """Export the encoder step into `out_dir`. Returns its manifest entry and {file: facts}."""
-    cfg = checkpoint.config
     t0 = time.perf_counter()
     model = checkpoint.load_acoustic_model()
+    log.info("loaded %.1fM-parameter acoustic model (%.1f s)", count_parameters(model) / 1e6, time.perf_counter() - t0)
+    return export_encoder_model(model, checkpoint.phonemes.version, out_dir)
+
+
+def export_encoder_model(model, inventory_version: str, out_dir: Path) -> tuple[EncoderSpec, dict]:
+    """write_encoder for a model in memory (a Nim4AcousticModel): what the bundle importer re-exports."""
+    cfg = model.cfg
     step = StreamingEncoderStep(model).eval()
     num_params = count_parameters(model)
-    log.info("loaded %.1fM-parameter acoustic model (%.1f s)", num_params / 1e6, time.perf_counter() - t0)
 
     example = step.example_inputs()
     with torch.no_grad():
@@ -50,7 +55,7 @@ def write_encoder(checkpoint: Checkpoint, out_dir: Path) -> tuple[EncoderSpec, d
         "nim4.encoder": json.dumps(cfg.encoder.__dict__),
         "nim4.embedding_dim": str(cfg.adaptor.output_dim),
         "nim4.num_phonemes": str(cfg.phoneme_head.num_phonemes),
-        "nim4.phoneme_inventory": checkpoint.phonemes.version,
+        "nim4.phoneme_inventory": inventory_version,
     }
     external = num_params * 4 > EXTERNAL_DATA_THRESHOLD_BYTES
     t0 = time.perf_counter()

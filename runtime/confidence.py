@@ -10,11 +10,11 @@ acoustic confidence, in [0, 1]:  exp((log F - log B) / n)
         utterance's phoneme log-probs: every alignment of those phonemes (hotwords/ctc.py)
     B   the probability of the head's best path (the most likely label per frame): its own reading
     n   the text's phonemes, so the figure is a per-phoneme log-likelihood ratio whatever the length
-        (measured on the held-out dev voices against dividing by max(text, greedy reading) phonemes
+        (measured on the joe and gcin dev voices against dividing by max(text, greedy reading) phonemes
         and by frames: area under the wrong/right curve 0.888 against 0.872 and 0.840)
     A text the head heard as it reads scores near 1 (F sums many alignments and can pass B: clipped);
     each phoneme the head heard otherwise costs it several nats, so the scale is steep: a model that
-    reads unseen voices poorly gets a threshold near 0.003 (the bundle's manifest says which).
+    reads unseen voices poorly gets a threshold of a few hundredths (the bundle's manifest says which).
 language check: the share of Mandarin phonemes (pinyin, lower case) in the text's pronunciation and
     in the greedy reading differ by at most LANGUAGE_MARGIN (English text for Mandarin sounds fails).
 Threshold 0 flags only a text that cannot fit in the frames; 1 flags every final.
@@ -33,7 +33,7 @@ from nim4_edge.runtime.hotwords import Lexicon
 from nim4_edge.runtime.hotwords.ctc import ctc_log_likelihood
 from nim4_edge.runtime.phonemes import BLANK, UNKNOWN
 
-DEFAULT_THRESHOLD = 0.003  # the demo model's, chosen on its held-out dev voices (MODEL_CARD.md)
+DEFAULT_THRESHOLD = 0.02239  # the demo model's, chosen on its held-out dev voices (MODEL_CARD.md "Confidence")
 LANGUAGE_MARGIN = 0.5
 
 

@@ -38,12 +38,15 @@ done
 [ -d "$WORK/voices/test" ] || python -m nim4_edge.recipes.demo.voices --out "$WORK/voices" --split test --count 200
 [ -d "$WORK/voices/dev" ] || python -m nim4_edge.recipes.demo.voices --out "$WORK/voices" --split dev --count 150
 for SPLIT in test dev; do
-  for SET in joe gcin3 fsdd-raw; do
-    [ -f "$WORK/voices/$SPLIT/$SET.jsonl" ] || continue  # fsdd-raw: test only
+  for SET in joe gcin3 fsdd-raw espeak; do
+    [ -f "$WORK/voices/$SPLIT/$SET.jsonl" ] || continue  # fsdd-raw: test only; espeak: dev only (test: step 7)
     nim4-edge eval --bundle "$BUNDLE" --testset "$WORK/voices/$SPLIT/$SET.jsonl" --modes streaming \
       --out "$OUT/voices-$SPLIT-$SET.json" > "$OUT/voices-$SPLIT-$SET.stdout"
   done
 done
-nim4-edge bench confidence --dev "$OUT/voices-dev-joe.json,$OUT/voices-dev-gcin3.json" \
-  --test "$OUT/voices-test-joe.json,$OUT/voices-test-gcin3.json,$OUT/voices-test-fsdd-raw.json" \
+# 7. the corpus's own test set (held-out espeak voices), streaming, no hotwords, beside them
+nim4-edge eval --bundle "$BUNDLE" --testset "$TEST" --modes streaming --out "$OUT/corpus-test.json" \
+  > "$OUT/corpus-test.stdout"
+nim4-edge bench confidence --dev "$OUT/voices-dev-joe.json,$OUT/voices-dev-gcin3.json,$OUT/voices-dev-espeak.json" \
+  --test "$OUT/voices-test-joe.json,$OUT/voices-test-gcin3.json,$OUT/voices-test-fsdd-raw.json,$OUT/corpus-test.json" \
   --out "$OUT/confidence" > "$OUT/confidence.stdout"

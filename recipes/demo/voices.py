@@ -11,6 +11,9 @@ Writes OUT/SPLIT/<set>.jsonl (manifests for `nim4-edge eval --testset`) and thei
               between words (pypinyin's segmentation)
     fsdd-raw  the FSDD test takes 0-4 of the 4 shared speakers exactly as recorded (test split only;
               the corpus's test set pads the same takes with silence and noise)
+    espeak    (dev split only) commands in the corpus test set's held-out espeak-ng voices, speeds and
+              pitches, rendered as the corpus renders its test clips: the dev counterpart of the
+              corpus's own test set, so a threshold chosen on dev sees the voices the test sets hold
 The joe and gcin3 texts are the demo test set's texts (test split: the corpus's own draw, seed 0) or
 others drawn the same way with seed 1 (dev split: where thresholds such as the runtime's confidence
 threshold are chosen, never on the test split). Each clip gets the treatment the corpus gives its
@@ -36,7 +39,7 @@ from pypinyin import Style, lazy_pinyin
 from pypinyin.seg.simpleseg import seg
 from tqdm import tqdm
 
-from nim4_edge.recipes.demo.corpus import ClipSpec, plan, render_placed
+from nim4_edge.recipes.demo.corpus import ClipSpec, plan, render, render_placed
 from nim4_edge.recipes.demo.examples import write_pcm16
 from nim4_edge.recipes.vad_data import FSDD_DIR, fsdd_recordings
 from nim4_edge.runtime.atomic import atomic_directory
@@ -125,6 +128,10 @@ def _work(job: tuple[str, ClipSpec, int]) -> tuple[dict, np.ndarray] | None:
     name, spec, seed = job
     rng = np.random.default_rng(seed)
     u = spec.utterance
+    if name == "espeak":
+        row = {"text": u.text, "language": u.language, "hotwords": [u.entity] if u.entity else [],
+               "entity": u.entity, "tags": list(u.tags) + [name], "voice": spec.voice}
+        return row, render(spec)
     if name == "gcin3":
         try:
             speech = gcin_speech(u.text, HELD_OUT_GCIN_SPEAKER, rng)
@@ -155,6 +162,9 @@ def build(out: Path, split: str, count: int, jobs: int) -> dict:
         _, specs = plan(4000, 4000, 250, 250, 0, 0, 0, seed=1)
     sets = {"joe": [s for s in specs if s.source == "espeak" and s.utterance.language == "en"][:count],
             "gcin3": [s for s in specs if s.source == "espeak" and s.utterance.language == "zh"][:count]}
+    if split == "dev":
+        espeak = [s for s in specs if s.source == "espeak"]
+        sets["espeak"] = espeak[: count // 2] + [s for s in espeak if s.utterance.language == "zh"][: count // 2]
     counts = {}
     with atomic_directory(out / split, overwrite=True) as tmp:
         (tmp / "wav").mkdir()
