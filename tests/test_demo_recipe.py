@@ -157,3 +157,47 @@ def test_head_stage_trains_the_phoneme_head_alone(tmp_path):
     assert losses[-1] < 0.5 * losses[0]
     changed = {k for k, v in model.state_dict().items() if not torch.equal(before[k], v)}
     assert changed and all(k.startswith("phoneme_head.") for k in changed)
+
+
+def test_gcin_folders_follow_pypinyins_bopomofo():
+    from pypinyin import Style, lazy_pinyin
+
+    from nim4_edge.recipes.demo.speakers import gcin_folder
+
+    folders = [gcin_folder(b) for b in lazy_pinyin("中国的好吧", style=Style.BOPOMOFO)]
+    assert folders == ["ㄓㄨㄥ", "ㄍㄨㄛ2", "ㄉㄜ1", "ㄏㄠ3", "ㄅㄚ1"]  # tone 1 bare, the neutral tone as 1
+
+
+def test_version_2_voices_change_training_clips_only():
+    from collections import Counter
+
+    from nim4_edge.recipes.demo.corpus import FSDD_DIR, plan
+
+    if not FSDD_DIR.is_dir():
+        pytest.skip(f"the FSDD recordings are not at {FSDD_DIR}")
+    train, test = plan(300, 300, 50, 50, 10, 5, 5, seed=0)
+    train2, test2 = plan(300, 300, 50, 50, 10, 5, 5, seed=0, voices_v2=True)
+    assert test2 == test and len(train2) == len(train)
+    assert [s.utterance for s in train2] == [s.utterance for s in train]  # same texts, other voices
+    sources = Counter(s.source for s in train2)
+    assert 50 < sources["gcin"] < 130 and 40 < sources["festival"] < 120, sources  # ~30% / ~25% of 300
+    assert not any(s.augment for s in train) and sum(s.augment for s in train2) > 0.9 * (len(train2) - 10)
+    assert not any(s.voice.startswith("gcin:3") for s in train2)  # speaker 3 is held out
+
+
+def test_augmentations_keep_the_speech_and_change_the_sound():
+    import numpy as np
+
+    from nim4_edge.recipes.demo.speakers import band_limited, speed_perturbed
+
+    rng = np.random.default_rng(0)
+    audio = rng.standard_normal(16000).astype(np.float32)
+    assert abs(len(speed_perturbed(audio, 1.1)) - 16000 / 1.1) < 5
+    narrow = band_limited(audio)
+    spectrum = np.abs(np.fft.rfft(narrow)) ** 2
+    assert len(narrow) == 16000 and spectrum[4200:].sum() < 0.01 * spectrum[:3800].sum()  # nothing above 4 kHz
+    pytest.importorskip("pyroomacoustics", reason="the voices extra simulates reverberation")
+    from nim4_edge.recipes.demo.speakers import reverberant
+
+    wet = reverberant(audio, rng)
+    assert len(wet) == len(audio) and not np.allclose(wet, audio)

@@ -30,7 +30,7 @@ import sys
 import tempfile
 import wave
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,7 @@ import pypinyin
 from pypinyin import Style
 from tqdm import tqdm
 
+from nim4_edge.recipes.demo.speakers import FESTIVAL_VOICES, MissingSyllable, augment, festival_speech, gcin_speech
 from nim4_edge.recipes.demo.text import Utterance, make_utterances
 from nim4_edge.recipes.noise import car_noise, mix_at_snr, other_noise
 from nim4_edge.recipes.vad_data import FSDD_DIR, fsdd_recordings
@@ -60,6 +61,17 @@ ZH_TEST_VOICES = ("cmn-latn-pinyin+m6", "cmn-latn-pinyin+f4", "cmn-latn-pinyin+f
 TRAIN_SPEEDS, TEST_SPEEDS = (130, 145, 160, 175, 190), (138, 168, 182)  # words per minute
 TRAIN_PITCHES, TEST_PITCHES = (30, 40, 50, 60, 70), (35, 55, 65)
 
+# Version 2 (issue 16): more voices and augmentation for training only, drawn from random streams of
+# their own so that the test set (and every earlier draw) stays exactly as it was.
+EXTRA_EN_VARIANTS = ("+Andy", "+Annie", "+Denis", "+Gene", "+Lee", "+linda", "+max", "+Michael", "+paul",
+                     "+steph", "+travis", "+victor", "+grandma", "+grandpa", "+klatt2", "+klatt4")
+EXTRA_ZH_VARIANTS = ("+Andy", "+Annie", "+Denis", "+linda", "+max", "+steph", "+travis", "+klatt2")
+GCIN_SHARE = 0.3  # Mandarin training commands spoken by gcin speaker 5 (real syllables)
+FESTIVAL_SHARE = 0.25  # English training commands read by a festival voice
+EXTRA_VARIANT_SHARE = 0.3  # the rest: an espeak voice with one of the extra variants
+FESTIVAL_STRETCH = (0.85, 1.0, 1.15)
+SPEED_SHARE, REVERB_SHARE, BAND_SHARE = 0.3, 0.25, 0.1  # training clips (FSDD too)
+
 NOISY_SHARE = 0.2
 SNR_MEAN_DB, SNR_STD_DB = 10.0, 5.0
 
@@ -77,6 +89,7 @@ class ClipSpec:
     pitch: int = 0
     fsdd_path: str = ""
     seed: int = 0
+    augment: bool = False  # speed / reverberation / telephone band (recipes/demo/speakers.py)
 
 
 def spoken_form(utterance: Utterance) -> str:
@@ -104,12 +117,21 @@ def render_placed(spec: ClipSpec, speech: np.ndarray | None = None, extra_tail_s
     """render(), and the sample where the speech starts. `speech`: this audio instead of the spec's
     synthesis (the end-of-turn test set's paused variants); `extra_tail_s`: more trailing padding."""
     rng = np.random.default_rng(spec.seed)
-    if speech is None and spec.source == "espeak":
+    if speech is None and spec.source == "gcin":
+        try:
+            speech = gcin_speech(spec.utterance.text, spec.voice.split(":")[1], np.random.default_rng(spec.seed + 1))
+        except MissingSyllable:  # a syllable speaker 5 never recorded: espeak reads this one
+            speech = espeak(spoken_form(spec.utterance), ZH_TRAIN_VOICES[spec.seed % len(ZH_TRAIN_VOICES)], 160, 50)
+    elif speech is None and spec.source == "festival":
+        speech = festival_speech(spec.utterance.text, spec.voice.split(":")[1], spec.speed / 100)
+    elif speech is None and spec.source == "espeak":
         speech = espeak(spoken_form(spec.utterance), spec.voice, spec.speed, spec.pitch)
     elif speech is None and spec.source == "fsdd":
         speech = load_audio(Path(spec.fsdd_path), RATE)
     elif speech is None:
         speech = np.zeros(int(rng.uniform(1.0, 3.0) * RATE), np.float32)
+    if spec.augment:
+        speech, _ = augment(speech, np.random.default_rng(spec.seed + 2), SPEED_SHARE, REVERB_SHARE, BAND_SHARE)
     speech = speech / max(1e-6, float(np.abs(speech).max()))
     pad = rng.uniform(0.0, 1.0)
     head = rng.uniform(0.0, pad)
@@ -145,7 +167,9 @@ def _work(spec: ClipSpec) -> tuple[int, np.ndarray | None, np.ndarray]:
 
 
 def plan(en: int, zh: int, test_en: int, test_zh: int, noise_train: int, noise_test: int, silence_test: int,
-         seed: int) -> tuple[list[ClipSpec], list[ClipSpec]]:
+         seed: int, voices_v2: bool = False) -> tuple[list[ClipSpec], list[ClipSpec]]:
+    """Training and test clips. voices_v2: training clips also come from gcin speaker 5, festival and
+    extra espeak variants, and are augmented (the test clips are the same either way)."""
     rng = np.random.default_rng(seed)
     train_utts = make_utterances(en, "en", "train", seed) + make_utterances(zh, "zh", "train", seed)
     seen = {u.entity for u in train_utts if u.entity}
@@ -167,6 +191,8 @@ def plan(en: int, zh: int, test_en: int, test_zh: int, noise_train: int, noise_t
     for copy in range(2):  # real speech is scarce: each FSDD train take twice, augmented differently
         for p in fsdd_recordings("train"):
             train.append(ClipSpec(len(train), "train", digit(p), "fsdd", fsdd_path=str(p), seed=int(rng.integers(2**31))))
+    if voices_v2:
+        train = [_v2_spec(s, np.random.default_rng([seed, 2, s.index])) for s in train]
     for _ in range(noise_train):
         train.append(ClipSpec(len(train), "train", None, "noise", seed=int(rng.integers(2**31))))
 
@@ -177,6 +203,23 @@ def plan(en: int, zh: int, test_en: int, test_zh: int, noise_train: int, noise_t
         for _ in range(count):
             test.append(ClipSpec(len(test), "test", None, kind, seed=int(rng.integers(2**31))))
     return train, test
+
+
+def _v2_spec(spec: ClipSpec, rng: np.random.Generator) -> ClipSpec:
+    """A training clip of version 2: maybe another voice, and augmented."""
+    if spec.source == "espeak":
+        u, pick = spec.utterance, rng.random()
+        if u.language == "zh" and pick < GCIN_SHARE:
+            return replace(spec, source="gcin", voice="gcin:5", augment=True)
+        if u.language != "zh" and pick < FESTIVAL_SHARE:
+            voice = FESTIVAL_VOICES[int(rng.integers(len(FESTIVAL_VOICES)))]
+            stretch = FESTIVAL_STRETCH[int(rng.integers(len(FESTIVAL_STRETCH)))]
+            return replace(spec, source="festival", voice=f"festival:{voice}", speed=int(stretch * 100), augment=True)
+        if pick < GCIN_SHARE + EXTRA_VARIANT_SHARE:
+            variants = EXTRA_ZH_VARIANTS if u.language == "zh" else EXTRA_EN_VARIANTS
+            base = spec.voice.split("+")[0]
+            return replace(spec, voice=base + variants[int(rng.integers(len(variants)))], augment=True)
+    return replace(spec, augment=spec.source in ("espeak", "fsdd"))
 
 
 def _run(specs: list[ClipSpec], jobs: int, label: str):
@@ -190,7 +233,7 @@ def build(out: Path, args) -> dict:
     if not FSDD_DIR.is_dir():
         raise SystemExit(f"error: FSDD recordings not found at {FSDD_DIR}; the corpus needs ../shared/data/fsdd")
     train, test = plan(args.en, args.zh, args.test_en, args.test_zh, args.noise_train, args.noise_test,
-                       args.silence_test, args.seed)
+                       args.silence_test, args.seed, voices_v2=args.voices_v2)
     inventory = PhonemeInventory.default()
     lexicon = Lexicon(inventory)
     ids = {s: i for i, s in enumerate(inventory.symbols)}
@@ -257,6 +300,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=0, help="worker processes (0 = all cores)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing corpus directory")
+    p.add_argument("--voices-v2", action="store_true",
+                   help="training clips also from gcin speaker 5, festival voices and more espeak variants, with "
+                        "speed, reverberation and telephone-band augmentation (issue 16; needs the voices extra, "
+                        "gcin-voice and festival); the test set is the same")
     p.add_argument("--test-only", action="store_true",
                    help="only the test set (the same clips as a full build; no training features): to evaluate a bundle")
     args = p.parse_args(argv)

