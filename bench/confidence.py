@@ -17,12 +17,14 @@ thresholds swept, per test set).
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from nim4_edge.bench.evaluate import units
+from nim4_edge.bench.report import format_table
 from nim4_edge.runtime.atomic import write_bytes_atomic, write_text_atomic
 from nim4_edge.runtime.errors import Nim4Error
 
@@ -108,8 +110,6 @@ def bench_confidence(dev_paths: list[Path], test_paths: list[Path], right_budget
 
 
 def tables(report: dict) -> str:
-    from nim4_edge.bench.report import format_table
-
     t = report["threshold"]
     head = ["set", "wrong", "right", f"wrong flagged % (at {t})", f"right flagged % (at {t})"]
     rows = [["dev (threshold chosen here)", report["dev"]["wrong"], report["dev"]["right"],
@@ -126,8 +126,6 @@ def tables(report: dict) -> str:
 
 def plot(report: dict, path: Path) -> bool:
     try:
-        import io
-
         import matplotlib  # optional dependency (the bench extra): imported only when this path runs
 
         matplotlib.use("Agg")

