@@ -150,5 +150,7 @@ def test_eval_reports_end_of_speech_to_final_and_cuts(demo_bundle, tmp_path):
     assert figures["fixed"]["cut_in_two_pct"] == 0 and figures["eager"]["cut_in_two_pct"] == 100
     assert figures["fixed"]["end_reasons"] == {"silence": 1}
     assert figures["eager"]["end_reasons"] == {"eos-predicted": 2}
-    assert 600 < figures["fixed"]["eos_to_final_ms_p50"] < 1000  # 600 ms + VAD lag + the block's rest
+    # 600 ms + VAD lag + the block's rest + the block's wall time; no upper bound: the wall time grows with
+    # the machine's load (1315 ms in a CI run on a machine 1.9x slower than usual), the comparison below does not
+    assert 600 < figures["fixed"]["eos_to_final_ms_p50"]
     assert 100 < figures["eager"]["eos_to_final_ms_p50"] < figures["fixed"]["eos_to_final_ms_p50"] - 300
