@@ -43,10 +43,6 @@ class Judgement:
     language_match: bool
     confident: bool
 
-    def to_json(self) -> dict:
-        return {"acoustic_confidence": None if self.acoustic_confidence is None else round(self.acoustic_confidence, 4),
-                "language_match": self.language_match, "confident": self.confident}
-
 
 def mandarin_share(symbols: list[str]) -> float | None:
     """Share of pinyin symbols among the phonemes (ARPAbet is upper case); None without any."""

@@ -131,7 +131,7 @@ def render_placed(spec: ClipSpec, speech: np.ndarray | None = None, extra_tail_s
     elif speech is None:
         speech = np.zeros(int(rng.uniform(1.0, 3.0) * RATE), np.float32)
     if spec.augment:
-        speech, _ = augment(speech, np.random.default_rng(spec.seed + 2), SPEED_SHARE, REVERB_SHARE, BAND_SHARE)
+        speech = augment(speech, np.random.default_rng(spec.seed + 2), SPEED_SHARE, REVERB_SHARE, BAND_SHARE)
     speech = speech / max(1e-6, float(np.abs(speech).max()))
     pad = rng.uniform(0.0, 1.0)
     head = rng.uniform(0.0, pad)

@@ -147,14 +147,12 @@ def band_limited(audio: np.ndarray) -> np.ndarray:
     return resample(resample(audio, RATE, 8000), 8000, RATE)
 
 
-def augment(audio: np.ndarray, rng: np.random.Generator, speed: float, reverb: float, band: float) -> tuple[np.ndarray, list[str]]:
-    """Each augmentation with its probability; returns the audio and what was applied."""
-    applied = []
+def augment(audio: np.ndarray, rng: np.random.Generator, speed: float, reverb: float, band: float) -> np.ndarray:
+    """Each augmentation with its probability."""
     if rng.random() < speed:
-        factor = float(rng.choice(SPEED_FACTORS))
-        audio, applied = speed_perturbed(audio, factor), applied + [f"speed{factor}"]
+        audio = speed_perturbed(audio, float(rng.choice(SPEED_FACTORS)))
     if rng.random() < reverb:
-        audio, applied = reverberant(audio, rng), applied + ["reverb"]
+        audio = reverberant(audio, rng)
     if rng.random() < band:
-        audio, applied = band_limited(audio), applied + ["8k"]
-    return audio, applied
+        audio = band_limited(audio)
+    return audio
