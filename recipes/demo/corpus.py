@@ -66,11 +66,14 @@ TRAIN_PITCHES, TEST_PITCHES = (30, 40, 50, 60, 70), (35, 55, 65)
 EXTRA_EN_VARIANTS = ("+Andy", "+Annie", "+Denis", "+Gene", "+Lee", "+linda", "+max", "+Michael", "+paul",
                      "+steph", "+travis", "+victor", "+grandma", "+grandpa", "+klatt2", "+klatt4")
 EXTRA_ZH_VARIANTS = ("+Andy", "+Annie", "+Denis", "+linda", "+max", "+steph", "+travis", "+klatt2")
-GCIN_SHARE = 0.3  # Mandarin training commands spoken by gcin speaker 5 (real syllables)
+GCIN_SHARE = 0.5  # Mandarin training commands spoken by gcin speaker 5 (real syllables; 0.3 in v2's first run)
 FESTIVAL_SHARE = 0.25  # English training commands read by a festival voice
 EXTRA_VARIANT_SHARE = 0.3  # the rest: an espeak voice with one of the extra variants
 FESTIVAL_STRETCH = (0.85, 1.0, 1.15)
 SPEED_SHARE, REVERB_SHARE, BAND_SHARE = 0.3, 0.25, 0.1  # training clips (FSDD too)
+# another speaker made from the clip's (speakers.voice_changed; not in v2's first run): most gcin clips,
+# since gcin 5 is the one real Mandarin voice, and some of every other source
+VOICE_SHARE, GCIN_VOICE_SHARE = 0.35, 0.8
 
 NOISY_SHARE = 0.2
 SNR_MEAN_DB, SNR_STD_DB = 10.0, 5.0
@@ -131,7 +134,8 @@ def render_placed(spec: ClipSpec, speech: np.ndarray | None = None, extra_tail_s
     elif speech is None:
         speech = np.zeros(int(rng.uniform(1.0, 3.0) * RATE), np.float32)
     if spec.augment:
-        speech = augment(speech, np.random.default_rng(spec.seed + 2), SPEED_SHARE, REVERB_SHARE, BAND_SHARE)
+        voice = GCIN_VOICE_SHARE if spec.source == "gcin" else VOICE_SHARE
+        speech = augment(speech, np.random.default_rng(spec.seed + 2), voice, SPEED_SHARE, REVERB_SHARE, BAND_SHARE)
     speech = speech / max(1e-6, float(np.abs(speech).max()))
     pad = rng.uniform(0.0, 1.0)
     head = rng.uniform(0.0, pad)

@@ -301,8 +301,18 @@ class Trainer:
         if args.init is not None:  # fine-tuning: this checkpoint instead of the previous stage's
             ckpt = read_checkpoint(args.init)
             self.corpus.cmvn = ckpt.cmvn  # a model keeps the normalization it was trained with
-            return (ckpt.load_acoustic_model(), AutoModelForCausalLM.from_pretrained(str(ckpt.decoder_dir), dtype=torch.float32),
-                    AutoTokenizer.from_pretrained(str(ckpt.decoder_dir)))
+            model, decoder_dir = ckpt.load_acoustic_model(), ckpt.decoder_dir
+            if args.decoder_from is not None:  # adaptor + decoder already fitted to a similar encoder
+                other = read_checkpoint(args.decoder_from)
+                if (other.decoder_dir / "tokenizer.json").read_bytes() != (decoder_dir / "tokenizer.json").read_bytes():
+                    raise SystemExit(f"error: {args.decoder_from} has another tokenizer than {args.init}; "
+                                     "--decoder-from needs the same one")
+                model.adaptor.load_state_dict(other.load_acoustic_model().adaptor.state_dict())
+                decoder_dir = other.decoder_dir
+            return (model, AutoModelForCausalLM.from_pretrained(str(decoder_dir), dtype=torch.float32),
+                    AutoTokenizer.from_pretrained(str(decoder_dir)))
+        if args.decoder_from is not None:
+            raise SystemExit("error: --decoder-from goes with --init (the encoder's checkpoint)")
         if args.stage == "ctc":
             inventory = PhonemeInventory.default()
             model = Nim4AcousticModel(preset("demo", len(inventory)).model)
@@ -518,6 +528,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--init", type=Path, metavar="CHECKPOINT",
                    help="start from this checkpoint instead of the previous stage's (e.g. the shipped model, "
                         "`nim4-edge import bundle runtime/demo_bundle -o CKPT`): the stage fine-tunes it")
+    p.add_argument("--decoder-from", type=Path, metavar="CHECKPOINT",
+                   help="with --init: the adaptor and decoder from this checkpoint instead (e.g. a fine-tuned "
+                        "model's, when the encoder of --init was trained further); tokenizers must agree")
     p.add_argument("--snapshot", type=Path, metavar="DIR",
                    help="write a checkpoint of the stage's last saved state (state.pt) to DIR and exit; "
                         "safe while the stage trains in another process")
