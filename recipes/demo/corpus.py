@@ -76,9 +76,9 @@ SPEED_SHARE, REVERB_SHARE, BAND_SHARE = 0.3, 0.25, 0.1  # training clips (FSDD t
 VOICE_SHARE, GCIN_VOICE_SHARE = 0.35, 0.8
 
 NOISY_SHARE = 0.2
-# clip peak level, dB: v2's augmented training clips reach quieter microphones (the raw FSDD takes of
-# yweweler peak at -23 dB median and are the worst read); the test clips are as they always were
-LEVEL_DB = {("test", False): (-20, -1), ("train", False): (-20, -1), ("train", True): (-35, -1)}
+# clip peak level, dB; augmented (v2 training) clips reach quieter microphones (the raw FSDD takes of
+# yweweler peak at -23 dB median and are the worst read); test clips are never augmented
+LEVEL_DB, AUGMENTED_LEVEL_DB = (-20, -1), (-35, -1)
 SNR_MEAN_DB, SNR_STD_DB = 10.0, 5.0
 
 
@@ -158,7 +158,7 @@ def render_placed(spec: ClipSpec, speech: np.ndarray | None = None, extra_tail_s
         audio = mix_at_snr(audio, noise, float(rng.normal(SNR_MEAN_DB, SNR_STD_DB)), mask)
     floor_db = rng.uniform(-75, -55)
     audio = audio + other_noise(seconds, RATE, rng)[: len(audio)] * 10 ** (floor_db / 20)
-    level_db = rng.uniform(*LEVEL_DB[spec.split, spec.augment]) if spec.source != "silence" else 0.0
+    level_db = rng.uniform(*(AUGMENTED_LEVEL_DB if spec.augment else LEVEL_DB)) if spec.source != "silence" else 0.0
     peak = float(np.abs(audio).max()) if spec.source != "silence" else 1.0
     return (audio * (10 ** (level_db / 20) / max(peak, 1e-6))).astype(np.float32), n_head
 

@@ -6,7 +6,7 @@
 #   CTC_INIT      the encoder to fine-tune (default: the shipped model, imported)
 #   DECODER_FROM  a checkpoint whose adaptor + decoder start the joint stage (default: CTC_INIT's)
 # A second run continues a first: WORK=work/demo3 CTC_INIT=work/demo2/ctc/checkpoint
-#   DECODER_FROM=work/demo2/context/checkpoint STEPS_CTC=2000 (recipes/demo/README.md: the runs made)
+#   DECODER_FROM=work/demo2/context/checkpoint (recipes/demo/README.md "Second run": the command as run)
 set -euo pipefail
 WORK=${WORK:-work/demo2}
 export OMP_WAIT_POLICY=PASSIVE

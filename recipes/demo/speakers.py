@@ -122,12 +122,19 @@ def festival_speech(text: str, voice: str, stretch: float) -> np.ndarray:
 # The only real Mandarin training speaker (gcin 5) speaks at a median F0 of ~250 Hz and 0.25 s per
 # syllable; the held-out gcin 3 at ~140 Hz and 0.38 s (measured by autocorrelation on 20 syllables each).
 # One recorded speaker becomes many: pitch medians across the adult range, formants shifted as by a
-# longer or shorter vocal tract (adult male/female formant ratio ~0.85), tempo both ways. A larger
+# longer or shorter vocal tract (men's vowel formants lie ~15% below women's: Peterson & Barney 1952),
+# tempo both ways. A larger
 # speaker gets a lower pitch *and* lower formants, not strictly: the shift follows the pitch with spread.
 PITCH_MEDIAN_HZ = (85.0, 260.0)  # drawn log-uniform
 FORMANT_SHIFT = (0.84, 1.12)
 DURATION_FACTOR = (0.85, 1.45)
 PITCH_RANGE_FACTOR = (0.6, 1.4)
+
+
+def pitch_median_hz(size: float) -> float:
+    """The pitch median of a speaker of `size` 0 (the largest, lowest) .. 1 (the smallest, highest)."""
+    low, high = PITCH_MEDIAN_HZ
+    return float(low * (high / low) ** size)
 
 
 def voice_changed(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -136,7 +143,7 @@ def voice_changed(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     from parselmouth.praat import call  # optional: as above
 
     size = float(rng.random())  # 0: the largest speaker (lowest pitch and formants), 1: the smallest
-    pitch = float(np.exp(np.log(PITCH_MEDIAN_HZ[0]) + size * np.log(PITCH_MEDIAN_HZ[1] / PITCH_MEDIAN_HZ[0])))
+    pitch = pitch_median_hz(size)
     shift_at = float(np.clip(size + rng.normal(0.0, 0.2), 0.0, 1.0))
     formant = FORMANT_SHIFT[0] + shift_at * (FORMANT_SHIFT[1] - FORMANT_SHIFT[0])
     sound = parselmouth.Sound(audio.astype(np.float64), RATE)
