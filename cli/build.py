@@ -60,12 +60,36 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_import(args) -> int:
+    return cmd_import_qwen3_asr(args) if args.what == "qwen3-asr" else cmd_import_bundle(args)
+
+
+def cmd_import_qwen3_asr(args) -> int:
+    check_output_dir(args.output, "-o")
+    if args.output.exists() and not args.overwrite:
+        raise Nim4Error(f"{args.output} exists; pass --overwrite to replace it")
+    if not args.source.is_dir():
+        raise Nim4Error(f"{args.source}: not a folder; pass the downloaded Qwen3-ASR model folder (config.json, *.safetensors)")
+    qwen3_asr = export_toolchain("nim4_edge.export.qwen3_asr")
+    bundle = qwen3_asr.import_qwen3_asr(args.source, args.output, gguf_type=args.decoder_type, overwrite=args.overwrite)
+    print(f"wrote bundle {args.output} (family qwen3-asr)", file=sys.stderr)
+    if not args.verify:
+        return 0
+    verify = export_toolchain("nim4_edge.export.qwen3_asr_verify")
+    report = verify.verify_bundle(args.source, bundle)
+    print_json(report)
+    if not report["passed"]:
+        print("nim4-edge: the bundle differs from the transformers model beyond the tolerances (see the report)", file=sys.stderr)
+        return EXIT_RUNTIME_FAILURE
+    return 0
+
+
 def cmd_import_bundle(args) -> int:
     check_output_dir(args.output, "-o")
     if args.output.exists() and not args.overwrite:
         raise Nim4Error(f"{args.output} exists; pass --overwrite to replace it")
     bundle_import = export_toolchain("nim4_edge.export.bundle_import")
-    report = bundle_import.import_bundle(resolve_bundle(args.bundle), args.output, overwrite=args.overwrite)
+    report = bundle_import.import_bundle(resolve_bundle(args.source), args.output, overwrite=args.overwrite)
     print_json(report)
     if report["encoder_max_abs_diff"] > IMPORT_TOLERANCE or report["decoder_max_abs_diff"] > IMPORT_TOLERANCE:
         print(f"nim4-edge: the re-exported weights differ from the bundle's by more than {IMPORT_TOLERANCE}", file=sys.stderr)
@@ -163,17 +187,26 @@ def add_commands(sub) -> None:
     _add_verify_flags(p)
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("import", help="turn a bundle back into a checkpoint (to train it further)",
-                       description="WHAT is `bundle`: BUNDLE's fp32 ONNX encoder and f32/f16 GGUF decoder become a "
-                                   "checkpoint (acoustic safetensors, HF Qwen3 folder with its tokenizer rebuilt, "
-                                   "CMVN, phonemes) that `nim4-edge export` turns back into the same weights: checked "
-                                   "before the command ends (export/bundle_import.py).",
-                       epilog="Example: nim4-edge import bundle runtime/demo_bundle -o work/demo/v1/checkpoint")
-    p.add_argument("what", choices=("bundle",), help="what to import (bundle: a nim4-edge bundle)")
-    p.add_argument("bundle", type=Path, help="bundle directory (default model: runtime/demo_bundle)")
-    p.add_argument("-o", "--output", type=Path, required=True, help="checkpoint directory to create")
+    p = sub.add_parser("import", help="a bundle back into a checkpoint, or a Qwen3-ASR model into a bundle",
+                       description="WHAT is `bundle`: SOURCE (a bundle)'s fp32 ONNX encoder and f32/f16 GGUF decoder "
+                                   "become a checkpoint (acoustic safetensors, HF Qwen3 folder with its tokenizer "
+                                   "rebuilt, CMVN, phonemes) that `nim4-edge export` turns back into the same weights: "
+                                   "checked before the command ends (export/bundle_import.py). "
+                                   "WHAT is `qwen3-asr`: SOURCE (a downloaded transformers-format Qwen3-ASR folder: "
+                                   "config.json, *.safetensors, tokenizer.json) becomes a bundle of the qwen3-asr "
+                                   "family: the audio encoder as two ONNX graphs (chunk front end, 8 s window), the "
+                                   "text model as GGUF (export/qwen3_asr.py); --verify compares it with transformers.",
+                       epilog="Examples: nim4-edge import bundle runtime/demo_bundle -o work/demo/v1/checkpoint; "
+                              "nim4-edge import qwen3-asr ~/models/Qwen3-ASR-0.6B-hf -o bundles/qwen3-asr-0.6b --verify")
+    p.add_argument("what", choices=("bundle", "qwen3-asr"), help="what to import")
+    p.add_argument("source", type=Path, help="bundle directory (bundle) or Hugging Face model folder (qwen3-asr)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="directory to create (checkpoint or bundle)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing directory")
-    p.set_defaults(func=cmd_import_bundle)
+    p.add_argument("--decoder-type", choices=("f32", "f16"), default=None,
+                   help="qwen3-asr: GGUF precision (default: f32 for float32 weights, f16 for bf16/f16)")
+    p.add_argument("--verify", action="store_true",
+                   help="qwen3-asr: compare features, encoder, decoder logits and 32 greedy tokens with transformers")
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("quantize", help="add quantized encoders (fp16, int8) and decoder GGUFs (Q8_0, Q4_K_M, ...) to a bundle",
                        description="Encoder: FP16, INT8 dynamic and INT8 static QDQ ONNX from the fp32 step, with a "

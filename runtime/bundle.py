@@ -8,6 +8,11 @@
 
 The runtime reads chunk sizes, cache shapes and rates from here, never from file names, and refuses a
 bundle whose files do not match the manifest.
+
+A manifest's "family" names the model family: absent or "nim4" is the layout above; "qwen3-asr" (an
+imported Qwen3-ASR: `nim4-edge import qwen3-asr`) has log-mel options, a windowed encoder of two graphs
+and the same decoder section (WindowedManifest). The family is the one seam between the two: the rest
+of a bundle (files, sizes, hashes, paths inside the folder) is checked the same way.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from nim4_edge.runtime.geometry import ChunkGeometry
 from nim4_edge.runtime.integrity import sha256_file, verified_sha256
 from nim4_edge.runtime.onnx_external import OnnxFormatError, external_data_locations
 from nim4_edge.runtime.phonemes import PhonemeInventory
-from nim4_edge.runtime.prompt import PromptTemplate
+from nim4_edge.runtime.qwen3_asr.features import LogMelOptions
+from nim4_edge.runtime.prompt import ContextFirstPrompt, PromptTemplate, prompt_from_json
 
 BUNDLE_FORMAT = "nim4-bundle"
 BUNDLE_FORMAT_VERSION = 1
@@ -107,7 +113,7 @@ class DecoderSpec:
     num_layers: int
     context_length: int  # positions the model was configured for
     token_ids: dict  # {"im_start": id, "im_end": id, "endoftext": id}
-    prompt: PromptTemplate
+    prompt: PromptTemplate | ContextFirstPrompt
     # A text and the ids the source (HF) tokenizer gives it; llama.cpp's tokenizer must agree.
     tokenizer_probe: dict  # {"text": str, "ids": [int]}
     variants: dict  # quant type ("f32", "f16", "Q4_K_M", ...) -> GGUF file name in the bundle
@@ -128,7 +134,7 @@ class DecoderSpec:
     @classmethod
     def from_json(cls, data: dict) -> "DecoderSpec":
         fields = {k: data[k] for k in cls.__dataclass_fields__}
-        fields["prompt"] = PromptTemplate.from_json(data["prompt"])
+        fields["prompt"] = prompt_from_json(data["prompt"])
         return cls(**fields)
 
 
@@ -191,6 +197,12 @@ class Manifest:
             confidence=dict(data.get("confidence", {})),
         )
 
+    family = "nim4"
+
+    def model_files(self) -> list[str]:
+        """Every model file the manifest names (each must be listed in `files`)."""
+        return [*self.encoder.variants.values(), *self.decoder.variants.values()]
+
     def check_consistency(self) -> None:
         """Cross-field checks: the parts must describe the same model."""
         enc = self.encoder
@@ -220,6 +232,120 @@ class Manifest:
             raise ValueError("encoder output embeddings does not match embeddings_per_chunk x embedding_dim")
 
 
+@dataclass(frozen=True)
+class WindowedEncoderSpec:
+    """An encoder of windowed attention (the Qwen3-ASR family): two graphs per precision.
+
+        front_end  one chunk of features (1, num_mel_bins, chunk_frames) -> its hidden rows
+                   (1, positions_per_chunk, d_model), positions added; chunks are independent
+        window     the hidden rows of one attention window (1, n, d_model), n <= positions_per_window
+                   -> decoder embeddings (1, n, embedding_dim); windows are independent
+    """
+
+    chunk_frames: int  # feature frames per front-end chunk (100 = 1 s)
+    positions_per_chunk: int  # hidden rows of a full chunk (13)
+    window_chunks: int  # chunks per attention window (8 = 8 s)
+    d_model: int
+    embedding_dim: int  # = decoder hidden size
+    num_layers: int
+    num_heads: int
+    graphs: dict  # precision -> {"front_end": file, "window": file}
+    precision: str  # the default
+
+    @property
+    def positions_per_window(self) -> int:
+        return self.positions_per_chunk * self.window_chunks
+
+    def graphs_for(self, precision: str | None = None) -> dict:
+        name = precision or self.precision
+        if name not in self.graphs:
+            raise ValueError(f"no {name} encoder in this bundle (it has {', '.join(sorted(self.graphs))})")
+        return self.graphs[name]
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "WindowedEncoderSpec":
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class WindowedManifest:
+    """The manifest of a windowed-encoder family bundle ("family": "qwen3-asr"): log-mel features, the
+    windowed encoder's two graphs, the shared Qwen3 decoder. No phoneme head, so no CMVN or inventory."""
+
+    family: str
+    features: LogMelOptions
+    encoder: WindowedEncoderSpec
+    decoder: DecoderSpec
+    files: dict[str, dict] = field(default_factory=dict)
+    created_by: str = ""
+    source: dict = field(default_factory=dict)
+
+    @property
+    def seconds_per_embedding(self) -> float:
+        enc = self.encoder
+        return enc.chunk_frames * self.features.hop_length / self.features.sample_rate_hz / enc.positions_per_chunk
+
+    def model_files(self) -> list[str]:
+        graphs = [file for pair in self.encoder.graphs.values() for file in pair.values()]
+        return [*graphs, *self.decoder.variants.values()]
+
+    def to_json(self) -> dict:
+        return {
+            "format": BUNDLE_FORMAT,
+            "format_version": BUNDLE_FORMAT_VERSION,
+            "family": self.family,
+            "created_by": self.created_by,
+            "source": self.source,
+            "features": self.features.to_json(),
+            "encoder": self.encoder.to_json(),
+            "decoder": self.decoder.to_json(),
+            "files": self.files,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "WindowedManifest":
+        return cls(
+            family=str(data["family"]),
+            features=LogMelOptions.from_json(data["features"]),
+            encoder=WindowedEncoderSpec.from_json(data["encoder"]),
+            decoder=DecoderSpec.from_json(data["decoder"]),
+            files=dict(data.get("files", {})),
+            created_by=str(data.get("created_by", "")),
+            source=dict(data.get("source", {})),
+        )
+
+    def check_consistency(self) -> None:
+        enc = self.encoder
+        if enc.embedding_dim != self.decoder.hidden_size:
+            raise ValueError(f"encoder embedding_dim {enc.embedding_dim} != decoder hidden_size {self.decoder.hidden_size}")
+        if self.decoder.default_variant not in self.decoder.variants:
+            raise ValueError(f"decoder default_variant {self.decoder.default_variant!r} is not among its variants")
+        if enc.precision not in enc.graphs:
+            raise ValueError(f"encoder precision {enc.precision!r} is not among its graphs")
+        for precision, pair in enc.graphs.items():
+            if set(pair) != {"front_end", "window"}:
+                raise ValueError(f"encoder graphs of {precision} must be exactly front_end and window")
+
+
+# "family" in a manifest -> its manifest class; a manifest without one is NIM4's (format 1 as shipped).
+FAMILIES = {"nim4": Manifest, "qwen3-asr": WindowedManifest}
+
+
+def manifest_from_json(data: dict) -> "Manifest | WindowedManifest":
+    if data.get("format") != BUNDLE_FORMAT:
+        raise ValueError(f"'format' is {data.get('format')!r}, expected {BUNDLE_FORMAT!r}")
+    if data.get("format_version") != BUNDLE_FORMAT_VERSION:
+        raise ValueError(f"format_version {data.get('format_version')} is not supported by this nim4-edge "
+                         f"(reads {BUNDLE_FORMAT_VERSION}); re-export the bundle")
+    family = data.get("family", "nim4")
+    if family not in FAMILIES:
+        raise ValueError(f"model family {family!r} is not known to this nim4-edge (knows {', '.join(FAMILIES)})")
+    return FAMILIES[family].from_json(data)
+
+
 def decoder_file_name(variant: str) -> str:
     """Bundle file name of a decoder variant: decoder-f32.gguf, decoder-q4_k_m.gguf, ..."""
     return f"decoder-{variant.lower()}.gguf"
@@ -232,24 +358,29 @@ def describe_file(path: Path) -> dict:
 @dataclass(frozen=True)
 class Bundle:
     path: Path
-    manifest: Manifest
+    manifest: "Manifest | WindowedManifest"
 
     @classmethod
-    def load(cls, path: Path, verify_hashes: bool = False) -> "Bundle":
+    def load(cls, path: Path, verify_hashes: bool = False, family: str | None = "nim4") -> "Bundle":
         """Read and check a bundle. Sizes are always checked; sha256 too when `verify_hashes`
-        (hashing a multi-GB decoder takes seconds, so it is a choice at start-up)."""
+        (hashing a multi-GB decoder takes seconds, so it is a choice at start-up). `family`: the model
+        family the caller runs (None: any); another is refused in one line, so no NIM4 code path ever
+        meets a manifest of another shape."""
         path = Path(path)
         manifest_path = path / MANIFEST_FILE
         if not manifest_path.is_file():
             raise BundleError(f"{path}: not a bundle (no {MANIFEST_FILE}); create one with `nim4-edge export`")
         try:
             data = json.loads(manifest_path.read_text(encoding="utf-8"))
-            manifest = Manifest.from_json(data)
+            manifest = manifest_from_json(data)
             manifest.check_consistency()
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise BundleError(f"{manifest_path}: not readable JSON ({e}); re-export the bundle") from None
         except (ValueError, TypeError, KeyError, StopIteration, AttributeError) as e:
             raise BundleError(f"{manifest_path}: {type(e).__name__}: {e}; re-export the bundle") from None
+        if family is not None and manifest.family != family:
+            raise BundleError(f"{path}: a {manifest.family} bundle; this command runs {family} bundles only "
+                              f"(qwen3-asr bundles are imported and verified so far, not yet run by listen: docs/QWEN3_ASR.md)")
         bundle = cls(path, manifest)
         bundle.check_files(verify_hashes)
         return bundle
@@ -260,8 +391,7 @@ class Bundle:
         listed = self.manifest.files
         if not isinstance(listed, dict):
             raise BundleError(f"{self.path / MANIFEST_FILE}: 'files' is not an object; re-export the bundle")
-        named = [*self.manifest.encoder.variants.values(), *self.manifest.decoder.variants.values()]
-        for name in named:
+        for name in self.manifest.model_files():
             if name not in listed:
                 raise BundleError(f"{self.path / MANIFEST_FILE}: model file {name!r} is not listed in 'files'")
         for name, facts in listed.items():

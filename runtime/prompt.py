@@ -61,3 +61,69 @@ class PromptTemplate:
     @classmethod
     def from_json(cls, data: dict) -> "PromptTemplate":
         return cls(**data)
+
+
+@dataclass(frozen=True)
+class ContextFirstPrompt:
+    """A chat prompt whose context slot comes before the audio (Qwen3-ASR's: the system turn).
+
+        <|im_start|>system
+        {context}<|im_end|>
+        <|im_start|>user
+        <|audio_start|> speech embeddings <|audio_end|><|im_end|>
+        <|im_start|>assistant
+        [language English<asr_text>]   (the answer's own head; the model writes it when not forced)
+
+    The hotword context changes the prefix, so unlike PromptTemplate a prefix with hints cannot be
+    cached across utterances: the decoder re-reads the audio after a context that changed.
+    """
+
+    prefix_with_context: str  # CONTEXT_PLACEHOLDER marks where hotwords go
+    suffix_text: str  # after the speech embeddings, up to the assistant's turn
+    answer_marker: str  # the model writes "language X" + this, then the transcript
+    forced_answer: str  # with "{language}": what forcing a language prefills (the official code's)
+    hotword_separator: str = ", "
+    kind: str = "context-first"
+
+    def __post_init__(self) -> None:
+        if CONTEXT_PLACEHOLDER not in self.prefix_with_context:
+            raise ValueError(f"prefix_with_context must contain {CONTEXT_PLACEHOLDER}")
+
+    @property
+    def prefix(self) -> str:
+        """The prefix with an empty context (cached; what an utterance without hotwords reads)."""
+        return self.prefix_for(())
+
+    def prefix_for(self, hotwords: tuple[str, ...] | list[str] = ()) -> str:
+        return self.prefix_with_context.replace(CONTEXT_PLACEHOLDER, self.hotword_separator.join(hotwords))
+
+    def suffix(self, hotwords: tuple[str, ...] | list[str] = ()) -> str:
+        """The text after the speech: the same with or without hotwords (they went into the prefix)."""
+        return self.suffix_text
+
+    def transcript(self, answer: str) -> tuple[str | None, str]:
+        """(language or None, transcript) of a decoded answer "language X<asr_text>text"."""
+        head, marker, text = answer.partition(self.answer_marker)
+        if not marker:
+            return None, answer.strip()
+        head = head.strip()
+        language = head[len("language "):].strip() if head.lower().startswith("language ") else head
+        return (None if language.lower() in ("", "none") else language), text.strip()
+
+    def full_text(self, speech_text: str, hotwords: tuple[str, ...] | list[str] = ()) -> str:
+        return self.prefix_for(hotwords) + speech_text + self.suffix_text
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ContextFirstPrompt":
+        return cls(**data)
+
+
+def prompt_from_json(data: dict) -> "PromptTemplate | ContextFirstPrompt":
+    """The manifest's prompt: a ContextFirstPrompt when it says so, else the NIM4 template (older
+    manifests have no "kind")."""
+    if data.get("kind") == ContextFirstPrompt.kind:
+        return ContextFirstPrompt.from_json(data)
+    return PromptTemplate.from_json(data)

@@ -1,0 +1,136 @@
+"""The Qwen3-ASR family against the official transformers implementation, on random-weight checkpoints
+built here (a tiny config, seconds; no weights can be downloaded): features, streamed encoder,
+decoder logits and greedy tokens, a negative control, and the import's bad-input lines."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="needs the export extra (torch)")
+transformers = pytest.importorskip("transformers", reason="needs the export extra (transformers)")
+
+from nim4_edge.cli.main import main  # noqa: E402
+from nim4_edge.export.qwen3_asr import AUDIO_END, AUDIO_PAD, AUDIO_START, ASR_TEXT, import_qwen3_asr  # noqa: E402
+from nim4_edge.export.qwen3_asr_verify import (  # noqa: E402
+    official_features, streamed_embeddings, streamed_features, verify_bundle)
+from nim4_edge.export.tokenizer import DEFAULT_CORPUS, train_bpe_tokenizer  # noqa: E402
+from nim4_edge.runtime.bundle import Bundle  # noqa: E402
+from nim4_edge.runtime.errors import BundleError, CheckpointError  # noqa: E402
+from nim4_edge.runtime.qwen3_asr.encoder import WindowedEncoderSession  # noqa: E402
+from nim4_edge.runtime.qwen3_asr.features import LogMelOptions, log_mel  # noqa: E402
+
+VOCAB = 300
+# Weight matrices are scaled up from the initializer's 0.02 so that the random model is far from
+# uniform attention and constant logits: with the plain init the negative control's error (1e-4)
+# is as small as the tolerance, and greedy decoding repeats one token.
+WEIGHT_SCALE = 6.0
+
+
+def _tiny_checkpoint(folder, seed: int = 0):
+    tokenizer = train_bpe_tokenizer(list(DEFAULT_CORPUS) * 3 + ["language English", "language Chinese"], 280)
+    tokenizer.add_special_tokens([AUDIO_START, AUDIO_PAD, AUDIO_END, ASR_TEXT])
+    ids = {t: tokenizer.token_to_id(t) for t in ("<|endoftext|>", "<|im_end|>", AUDIO_PAD)}
+    config = transformers.Qwen3ASRConfig(
+        audio_config=dict(num_mel_bins=128, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64,
+                          d_model=32, downsample_hidden_size=8, output_dim=48),  # n_window 50, n_window_infer 800
+        text_config=dict(vocab_size=VOCAB, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=4096,
+                         tie_word_embeddings=True),
+        audio_token_id=ids[AUDIO_PAD], pad_token_id=ids["<|endoftext|>"],
+        eos_token_id=[ids["<|endoftext|>"], ids["<|im_end|>"]])
+    torch.manual_seed(seed)
+    model = transformers.Qwen3ASRForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() > 1:
+                parameter.mul_(WEIGHT_SCALE)
+    model.save_pretrained(folder)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    return model
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("qwen3asr")
+    model = _tiny_checkpoint(root / "hf")
+    bundle = import_qwen3_asr(root / "hf", root / "bundle")
+    return root, model, bundle
+
+
+@pytest.mark.parametrize("seconds", [0.2, 0.5, 1.0, 2.37, 7.99, 12.345])
+def test_features_equal_the_official_extractor_offline_and_streamed(seconds):
+    extractor = transformers.Qwen3ASRFeatureExtractor()
+    rng = np.random.default_rng(int(seconds * 1000))
+    samples = (rng.standard_normal(int(seconds * 16000)) * 0.2 * np.linspace(0.05, 1, int(seconds * 16000))).astype(np.float32)
+    official = official_features(extractor, samples)
+    valid = int(official["attention_mask"].sum())
+    reference = official["input_features"][0, :, :valid].T.numpy()
+    options = LogMelOptions()
+    offline = log_mel(samples, options)
+    assert offline.shape == reference.shape
+    assert np.abs(offline - reference).max() < 1e-4
+    assert np.array_equal(streamed_features(samples, options), offline)  # streaming adds nothing
+
+
+def _reference_embeddings(model, samples):
+    official = official_features(transformers.Qwen3ASRFeatureExtractor(), samples)
+    with torch.no_grad():
+        return model.model.get_audio_features(official["input_features"], official["attention_mask"]).pooler_output.numpy()
+
+
+@pytest.mark.parametrize("seconds", [0.3, 0.73, 3.3, 8.0, 9.71, 17.3])
+def test_streamed_encoder_equals_the_official_forward_on_the_whole_utterance(imported, seconds):
+    """Chunk by chunk (640 ms pieces, not a multiple of the 1 s chunk), shorter and longer than one
+    8 s window: the embeddings the decoder ends up holding equal the official ones; the negative
+    control (no rollback of the current window) must not."""
+    _, model, bundle = imported
+    session = WindowedEncoderSession(bundle)
+    samples = (np.random.default_rng(7).standard_normal(int(seconds * 16000)) * 0.1).astype(np.float32)
+    reference = _reference_embeddings(model, samples)
+    streamed = streamed_embeddings(session, samples)
+    assert streamed.shape == reference.shape
+    assert np.abs(streamed - reference).max() < 1e-4
+    control = streamed_embeddings(session, samples, windows_final=False)
+    assert control.shape == reference.shape
+    assert np.abs(control - reference).max() > 1e-2
+
+
+def test_import_verify_report_decoder_logits_and_32_greedy_tokens(imported):
+    root, model, bundle = imported
+    report = verify_bundle(root / "hf", bundle, seconds=(0.3, 9.71), model=model)
+    assert report["passed"], json.dumps(report, indent=1)
+    for row in report["utterances"]:
+        assert row["decoder"] < 1e-3 and row["greedy_equal"] and row["greedy_tokens"] == 32
+    manifest = json.loads((bundle.path / "manifest.json").read_text())
+    assert manifest["family"] == "qwen3-asr"
+    assert manifest["encoder"]["positions_per_chunk"] == 13 and manifest["encoder"]["window_chunks"] == 8
+    assert manifest["decoder"]["prompt"]["kind"] == "context-first"
+
+
+def test_a_qwen3_asr_bundle_is_refused_by_the_nim4_recognizer_in_one_line(imported, capsys, tmp_path):
+    _, _, bundle = imported
+    wav = tmp_path / "a.wav"
+    import wave
+    with wave.open(str(wav), "wb") as f:
+        f.setnchannels(1), f.setsampwidth(2), f.setframerate(16000), f.writeframes(b"\0\0" * 16000)
+    assert main(["listen", "--bundle", str(bundle.path), "--wav", str(wav)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "qwen3-asr bundle" in err and len(err.splitlines()) == 1
+    with pytest.raises(BundleError, match="not a windowed-encoder bundle"):
+        from nim4_edge.runtime.bundle import resolve_bundle  # noqa: guarded: test-local
+        WindowedEncoderSession(Bundle.load(resolve_bundle(None)))
+    assert Bundle.load(bundle.path, family=None).manifest.family == "qwen3-asr"
+
+
+def test_import_bad_input_is_one_line(tmp_path, capsys):
+    assert main(["import", "qwen3-asr", str(tmp_path / "missing"), "-o", str(tmp_path / "b")]) == 2
+    assert "not a folder" in capsys.readouterr().err
+    (tmp_path / "notasr").mkdir()
+    (tmp_path / "notasr" / "config.json").write_text(json.dumps({"model_type": "qwen3"}))
+    with pytest.raises(CheckpointError, match="expected 'qwen3_asr'"):
+        import_qwen3_asr(tmp_path / "notasr", tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".b.tmp-")]
