@@ -33,10 +33,13 @@ import time
 import warnings
 from pathlib import Path
 
+import onnx
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from tokenizers import Tokenizer
 from torch import nn
+from transformers import Qwen3ASRConfig, Qwen3ASRForConditionalGeneration
 
 from nim4_edge.export.gguf_convert import PROBE_HOTWORDS, PROBE_SPEECH_TEXT, convert_qwen3, source_dtype
 from nim4_edge.runtime import __version__
@@ -125,8 +128,6 @@ class WindowEncoder(nn.Module):
 
 def load_official(hf_dir: Path):
     """The transformers model of an HF folder, float32, eval mode; one line if it is not one."""
-    from transformers import Qwen3ASRConfig, Qwen3ASRForConditionalGeneration  # noqa: optional heavy import, probe
-
     config_path = hf_dir / "config.json"
     if not config_path.is_file():
         raise CheckpointError(f"{hf_dir}: no config.json; pass the folder of a downloaded Qwen3-ASR model")
@@ -183,8 +184,6 @@ class _Named(nn.Module):
 
 
 def _rename_io(path: Path, inputs: list[str], outputs: list[str]) -> None:
-    import onnx  # noqa: optional, export-time only (guarded: the runtime never reaches this module)
-
     model = onnx.load(str(path), load_external_data=False)
     renames = dict(zip([i.name for i in model.graph.input], inputs)) | dict(zip([o.name for o in model.graph.output], outputs))
     for node in model.graph.node:
@@ -226,8 +225,6 @@ def write_encoder(model, out_dir: Path) -> tuple[WindowedEncoderSpec, dict]:
 def _text_model_folder(hf_dir: Path, model, work: Path) -> Path:
     """A plain Qwen3 folder (config, weights under model.*, tokenizer) for the GGUF converter: the
     text model's own tensors, renamed from model.language_model.* (one copy; the original stays)."""
-    from safetensors.torch import save_file  # noqa: optional, export-time only (guarded)
-
     text_config = model.config.text_config.to_dict()
     text_config["model_type"] = "qwen3"
     text_config.setdefault("_name_or_path", hf_dir.name)

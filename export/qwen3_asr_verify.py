@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from tokenizers import Tokenizer
+from transformers import Qwen3ASRFeatureExtractor
 
 from nim4_edge.export.qwen3_asr import AUDIO_PAD, load_official
 from nim4_edge.runtime.bundle import Bundle
@@ -63,8 +64,6 @@ def _largest(a, b) -> float:
 def verify_bundle(hf_dir, bundle: Bundle, seconds=SECONDS, greedy_steps: int = 32, seed: int = 0, model=None) -> dict:
     """The report: per utterance length the largest differences; `passed` when all are in tolerance
     and the greedy tokens are identical."""
-    from transformers import Qwen3ASRFeatureExtractor  # noqa: optional heavy import, probe (export-time)
-
     model = model if model is not None else load_official(hf_dir)
     extractor = Qwen3ASRFeatureExtractor()
     encoder = WindowedEncoderSession(bundle)
