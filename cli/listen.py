@@ -90,7 +90,7 @@ def overrides_from_args(args) -> Overrides:
 
 def config_from_args(args) -> tuple[Bundle, RecognizerConfig]:
     """The bundle and the configuration the flags and the device profile (devices/) say; flags win."""
-    bundle = Bundle.load(resolve_bundle(args.bundle))
+    bundle = Bundle.load(resolve_bundle(args.bundle), family=None)  # the recognizer checks the family
     plan = current_plan(getattr(args, "profile", None))
     for warning in plan.warnings:
         print(f"nim4-edge: warning: profile {plan.profile.name}: {warning}", file=sys.stderr)

@@ -203,6 +203,10 @@ class Manifest:
         """Every model file the manifest names (each must be listed in `files`)."""
         return [*self.encoder.variants.values(), *self.decoder.variants.values()]
 
+    def encoder_graphs(self, precision: str | None = None) -> list[str]:
+        """The ONNX graph(s) of an encoder variant (one for NIM4's streaming step)."""
+        return [self.encoder.file_for(precision)]
+
     def check_consistency(self) -> None:
         """Cross-field checks: the parts must describe the same model."""
         enc = self.encoder
@@ -256,6 +260,11 @@ class WindowedEncoderSpec:
     def positions_per_window(self) -> int:
         return self.positions_per_chunk * self.window_chunks
 
+    @property
+    def variants(self) -> dict:
+        """precision -> its window graph (the precisions a device profile chooses among)."""
+        return {precision: pair["window"] for precision, pair in self.graphs.items()}
+
     def graphs_for(self, precision: str | None = None) -> dict:
         name = precision or self.precision
         if name not in self.graphs:
@@ -291,6 +300,9 @@ class WindowedManifest:
     def model_files(self) -> list[str]:
         graphs = [file for pair in self.encoder.graphs.values() for file in pair.values()]
         return [*graphs, *self.decoder.variants.values()]
+
+    def encoder_graphs(self, precision: str | None = None) -> list[str]:
+        return list(self.encoder.graphs_for(precision).values())
 
     def to_json(self) -> dict:
         return {
@@ -434,8 +446,9 @@ class Bundle:
     def files_in_use(self, encoder_precision: str | None, decoder_variant: str | None) -> list[str]:
         """The files a recognizer with these variants loads."""
         try:
-            graph = self.manifest.encoder.file_for(encoder_precision)
-            encoder = list(dict.fromkeys([*self.files_of_encoder(encoder_precision), *self.external_data_of(graph)]))
+            graphs = self.manifest.encoder_graphs(encoder_precision)
+            data = [name for graph in graphs for name in self.external_data_of(graph)]
+            encoder = list(dict.fromkeys([*self.files_of_encoder(encoder_precision), *data]))
             return [*encoder, self.manifest.decoder.file_for(decoder_variant)]
         except ValueError as e:
             raise BundleError(f"{self.path}: {e}") from None
@@ -459,8 +472,8 @@ class Bundle:
 
     def files_of_encoder(self, precision: str | None = None) -> list[str]:
         """The files an encoder variant loads: its graph and the external data beside it."""
-        graph = self.manifest.encoder.file_for(precision)
-        return [name for name in self.manifest.files if name == graph or name.startswith(graph + ".")]
+        graphs = self.manifest.encoder_graphs(precision)
+        return [name for name in self.manifest.files if any(name == g or name.startswith(g + ".") for g in graphs)]
 
     def encoder_bytes(self, precision: str | None = None) -> int:
         """Size of an encoder variant on disk: its graph and the external data beside it (graph.onnx.data,

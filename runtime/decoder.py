@@ -402,6 +402,15 @@ class DecoderSession:
         self.position += len(embeddings)
         return logits
 
+    def truncate(self, position: int) -> None:
+        """Drop the utterance's positions from `position` on: embeddings that changed (a windowed
+        encoder's current window) are rolled back before their new values are appended."""
+        self._require_utterance()
+        if not len(self.prefix_ids) <= position <= self.position:
+            raise ValueError(f"truncate to {position}: outside the utterance ({len(self.prefix_ids)}..{self.position})")
+        self._seq_truncate(self.utterance_seq, position)
+        self.position = position
+
     def append_tokens(self, tokens: Sequence[int], all_logits: bool = False) -> np.ndarray | None:
         self._require_utterance()
         if len(tokens) == 0:

