@@ -93,7 +93,7 @@ class BareLoop:
 
 def bench_decoder(bundle_path, variants: list[str] | None = None, tokens: int = 32, rows: int = 32,
                   repeats: int = 3, threads: int = 2) -> dict:
-    bundle = Bundle.load(bundle_path)
+    bundle = Bundle.load(bundle_path, family=None)
     spec = bundle.manifest.decoder
     variants = variants or sorted(spec.variants)
     bandwidth = measure_copy_bandwidth()
@@ -102,7 +102,9 @@ def bench_decoder(bundle_path, variants: list[str] | None = None, tokens: int = 
                                min_new_tokens=tokens, max_tokens_per_second=0.0)
     rng = np.random.default_rng(0)
     speech = (rng.standard_normal((rows, spec.hidden_size)) * 0.02).astype(np.float32)
-    chunk_rows = bundle.manifest.streaming.embeddings_per_chunk
+    # the rows one step appends: NIM4's 4 per 640 ms chunk; a windowed encoder's 13 per 1 s chunk
+    manifest = bundle.manifest
+    chunk_rows = manifest.streaming.embeddings_per_chunk if manifest.family == "nim4" else manifest.encoder.positions_per_chunk
     results = []
     for variant in variants:
         path = bundle.decoder_file(variant)

@@ -13,9 +13,9 @@ from nim4_edge.bench import quant as bench_quant
 from nim4_edge.bench import runtime as bench_runtime
 from nim4_edge.bench import vad as bench_vad
 from nim4_edge.bench.report import format_table
-from nim4_edge.cli.common import check_output_dir, print_report, split_list
+from nim4_edge.cli.common import check_output_dir, export_toolchain, print_report, split_list
 from nim4_edge.runtime.bundle import resolve_bundle
-from nim4_edge.runtime.errors import Nim4Error
+from nim4_edge.runtime.errors import EXIT_RUNTIME_FAILURE, Nim4Error
 from nim4_edge.runtime.hotwords import HOTWORD_MODES
 
 
@@ -58,6 +58,14 @@ def cmd_bench_vad(args) -> int:
 def cmd_bench_hotwords(args) -> int:
     report = bench_hotwords.bench_hotwords(args.size, queries=args.queries, tolerant=not args.exact_only)
     return print_report(report, bench_hotwords.table)
+
+
+def cmd_bench_qwen3_asr(args) -> int:
+    check_output_dir(args.out, "--out")
+    qwen3_asr = export_toolchain("nim4_edge.bench.qwen3_asr")
+    report = qwen3_asr.bench_qwen3_asr(args.shape, args.out, split_list(args.levels), repeats=args.repeats)
+    print_report(report, qwen3_asr.table)
+    return 0 if report["parity"]["passed"] else EXIT_RUNTIME_FAILURE
 
 
 def cmd_bench_confidence(args) -> int:
@@ -160,6 +168,18 @@ def add_commands(sub) -> None:
     b.add_argument("--queries", type=int, default=500)
     b.add_argument("--exact-only", action="store_true", help="build without the tolerant indexes (signatures of 2 of 3 and 3 of 5 parts)")
     b.set_defaults(func=cmd_bench_hotwords)
+    b = bench.add_parser("qwen3-asr", help="the Qwen3-ASR path at the real 0.6B / 1.7B shape, random weights: "
+                                           "import, parity, encoder ms per update, decoder tok/s, RTF, RSS, Orin projection",
+                         description="Builds a random-weight Qwen3-ASR of the shape with transformers (no weights can "
+                                     "be downloaded), imports it into OUT/bundle, checks parity with transformers, "
+                                     "quantizes the decoder to LEVELS and measures (bench/qwen3_asr.py). Needs the "
+                                     "export extra; 1.7B needs ~20 GB of memory and ~30 GB of disk in OUT.",
+                         epilog="Example: nim4-edge bench qwen3-asr --shape 0.6b --out work/qwen3-asr-0.6b")
+    b.add_argument("--shape", choices=("tiny", "0.6b", "1.7b"), default="0.6b")
+    b.add_argument("--out", type=Path, required=True, help="working folder (the checkpoint and the bundle go here)")
+    b.add_argument("--levels", default="Q8_0,Q4_K_M", help="decoder GGUF levels to quantize and time (default Q8_0,Q4_K_M)")
+    b.add_argument("--repeats", type=int, default=5)
+    b.set_defaults(func=cmd_bench_qwen3_asr)
     b = bench.add_parser("confidence", help="finals' confidence: the threshold chosen on dev results, wrong vs right flagged on test",
                          description="Reads `nim4-edge eval --out` results (streaming): chooses the confidence "
                                      "threshold on the dev ones (the highest that flags at most --right-budget %% of "

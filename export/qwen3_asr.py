@@ -266,13 +266,15 @@ def write_decoder(hf_dir: Path, model, out_dir: Path, gguf_type: str | None) -> 
     return spec, {name: describe_file(out_dir / name)}
 
 
-def import_qwen3_asr(hf_dir: Path, out: Path, gguf_type: str | None = None, overwrite: bool = False) -> Bundle:
+def import_qwen3_asr(hf_dir: Path, out: Path, gguf_type: str | None = None, overwrite: bool = False,
+                     model=None) -> Bundle:
     """Write the bundle `out` from `hf_dir`; built in a temporary folder beside it and renamed at the
-    end, so an interrupted import leaves no half bundle."""
+    end, so an interrupted import leaves no half bundle. `model`: hf_dir's model already in memory (a
+    1.7B model twice does not fit in 24 GB)."""
     hf_dir, out = Path(hf_dir), Path(out)
     if out.exists() and not overwrite:
         raise CheckpointError(f"{out}: already exists; choose another -o or pass --overwrite")
-    model = load_official(hf_dir)
+    model = model if model is not None else load_official(hf_dir)
     features = feature_options(hf_dir, model.config.audio_config)
     out.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))

@@ -82,8 +82,9 @@ def quantize_file(src: Path, dst: Path, level: str, threads: int = 0) -> None:
 
 def quantize_bundle(bundle_path: Path, levels: list[str], make_default: str | None = None,
                     agreement: bool = True, threads: int = 0) -> dict:
-    """Add quantized decoder variants to a bundle and update its manifest. Returns a report."""
-    bundle = Bundle.load(bundle_path)
+    """Add quantized decoder variants to a bundle and update its manifest. Returns a report. Any
+    family: the decoder section is the same for all."""
+    bundle = Bundle.load(bundle_path, family=None)
     spec = bundle.manifest.decoder
     source = next((v for v in UNQUANTIZED if v in spec.variants), None)
     if source is None:
@@ -105,7 +106,7 @@ def quantize_bundle(bundle_path: Path, levels: list[str], make_default: str | No
         # The manifest is rewritten after each level, so an interrupted run keeps what it finished.
         _write_manifest(bundle, variants, files, make_default if make_default in variants else spec.default_variant)
     if agreement:
-        bundle = Bundle.load(bundle_path)
+        bundle = Bundle.load(bundle_path, family=None)
         report["agreement"] = greedy_agreement(bundle, source, levels, threads=threads)
     return report
 

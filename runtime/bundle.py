@@ -199,6 +199,10 @@ class Manifest:
 
     family = "nim4"
 
+    @property
+    def sample_rate_hz(self) -> int:
+        return self.fbank.sample_rate_hz
+
     def model_files(self) -> list[str]:
         """Every model file the manifest names (each must be listed in `files`)."""
         return [*self.encoder.variants.values(), *self.decoder.variants.values()]
@@ -291,6 +295,10 @@ class WindowedManifest:
     files: dict[str, dict] = field(default_factory=dict)
     created_by: str = ""
     source: dict = field(default_factory=dict)
+
+    @property
+    def sample_rate_hz(self) -> int:
+        return self.features.sample_rate_hz
 
     @property
     def seconds_per_embedding(self) -> float:

@@ -471,6 +471,21 @@ class DecoderSession:
         finally:
             self.end_utterance()
 
+    def final_with_prefix(self, prefix: str, rows: np.ndarray, audio_seconds: float | None = None) -> DecodeResult:
+        """The final of a prompt whose context comes before the audio (a ContextFirstPrompt with hints):
+        `prefix`, then the utterance's embedding `rows` again, then the suffix, decoded greedily on the
+        branch sequence; ends the utterance. The cached prefix cannot serve: the hints change it."""
+        self._require_utterance()
+        try:
+            ids = self.tokenize(prefix)
+            self._seq_rm(self.branch_seq)
+            self._decode_tokens(ids, self.branch_seq, 0, logits="none")
+            self._decode_embeddings(np.ascontiguousarray(rows, np.float32), self.branch_seq, len(ids), "none")
+            return self._ending(self.branch_seq, len(ids) + len(rows), (), audio_seconds, probabilities=True)
+        finally:
+            self._seq_rm(self.branch_seq)
+            self.end_utterance()
+
     def end_utterance(self) -> None:
         """Close the utterance without decoding (its final came from a Branch, or there is none)."""
         self._seq_rm(self.utterance_seq)

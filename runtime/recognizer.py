@@ -29,7 +29,7 @@ import numbers
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +43,9 @@ from nim4_edge.runtime.encoder import EncoderSession, EncoderStream
 from nim4_edge.runtime.endpoint import EndpointConfig, Endpointer
 from nim4_edge.runtime.errors import BundleError, Nim4Error
 from nim4_edge.runtime.features import SAMPLE_RATE_HZ, FbankOptions, OnlineFbank
-from nim4_edge.runtime.hotwords import HotwordDatabase, HotwordEntry, HotwordRetriever, Lexicon, LiveDatabase, RetrievalConfig
+from nim4_edge.runtime.hotwords import (HotwordDatabase, HotwordEntry, HotwordRetriever, Lexicon, LiveDatabase,
+                                        RetrievalConfig, RetrievalMode)
+from nim4_edge.runtime.phonemes import PhonemeInventory
 from nim4_edge.runtime.qwen3_asr.encoder import WindowedEncoderSession, WindowedEncoderStream
 from nim4_edge.runtime.qwen3_asr.utterance import WindowedSetup, WindowedUtterance
 from nim4_edge.runtime.shared_decoder import SharedContext, SharedDecoderSession
@@ -153,18 +155,17 @@ class Recognizer:
                 raise BundleError(f"{config.bundle}: the recognizer does not run {manifest.family} bundles")
             if config.verify_bundle_hashes:
                 self.bundle.verify_files(self.bundle.files_in_use(config.encoder_precision, config.decoder_variant))
-            rate = manifest.features.sample_rate_hz if self.windowed else manifest.fbank.sample_rate_hz
-            if rate != SAMPLE_RATE_HZ:
-                raise Nim4Error(f"{config.bundle}: bundle expects {rate} Hz; this runtime's VAD runs at {SAMPLE_RATE_HZ} Hz")
+            if manifest.sample_rate_hz != SAMPLE_RATE_HZ:
+                raise Nim4Error(f"{config.bundle}: bundle expects {manifest.sample_rate_hz} Hz; "
+                                f"this runtime's VAD runs at {SAMPLE_RATE_HZ} Hz")
             encoder_class = WindowedEncoderSession if self.windowed else EncoderSession
             self.encoder = encoder_class(self.bundle, providers=list(config.encoder_providers) or None,
                                          num_threads=config.encoder_threads, precision=config.encoder_precision)
-            self.lexicon, self.hotword_database = None, None
             self.confidence_threshold = None
-            if self.windowed and config.hotwords:
-                raise Nim4Error(f"{config.bundle}: hotwords are not built for qwen3-asr bundles yet (docs/QWEN3_ASR.md); "
-                                "run without --hotwords")
-            if not self.windowed:
+            self.retrieval = config.retrieval
+            if self.windowed:
+                self._load_text_hotwords(config)
+            else:
                 self._load_phoneme_side(config, manifest)
             self.decoder_model = DecoderModel(self.bundle.decoder_file(config.decoder_variant), manifest.decoder,
                                               config.decoder.n_gpu_layers)
@@ -185,6 +186,18 @@ class Recognizer:
         # measured): on a thread while the rest loads, not in the first final.
         threading.Thread(target=self.lexicon.phonemes, args=("你好 hello",), name="nim4-lexicon-warmup",
                          daemon=True).start()
+
+    def _load_text_hotwords(self, config: RecognizerConfig) -> None:
+        """A family without a phoneme head (Qwen3-ASR): hotwords are retrieved from the first pass's
+        text only (the lexicon's phonemes of the transcript, in the default inventory, which `hotwords
+        build` uses without --bundle), whatever mode was asked for; the hints go into the system turn."""
+        inventory = PhonemeInventory.default()
+        self.lexicon = Lexicon(inventory)
+        self.hotword_database = (LiveDatabase(HotwordDatabase.load(config.hotwords, expected_inventory=inventory))
+                                 if config.hotwords else None)
+        if config.retrieval.mode is not RetrievalMode.TEXT:
+            log.info("%s: no phoneme head; hotwords are retrieved from the first pass's text (mode text)", config.bundle)
+        self.retrieval = replace(config.retrieval, mode=RetrievalMode.TEXT)
 
     def create_stream(self, hotwords: Iterable[str | HotwordEntry] = (),
                       endpoint: EndpointConfig | None = None) -> "Stream":
@@ -270,7 +283,8 @@ class Stream:
         if self.windowed:
             # its encoder takes audio: the fbank here only feeds the VAD, computed as the VAD was trained
             fbank = FbankOptions.from_json(expected) if expected is not None else FbankOptions()
-            self.cmvn, self.hotwords = None, None
+            self.cmvn = None
+            self.hotwords = HotwordRetriever(recognizer.hotword_database, recognizer.lexicon, recognizer.retrieval)
             self._setup = WindowedSetup(manifest.decoder.prompt, config.partial_every_chunks)
             self._audio = np.zeros(0, np.float32)  # 16 kHz samples not yet handed out with their VAD frame
         else:
@@ -280,7 +294,7 @@ class Stream:
                                 f"{manifest.fbank.to_json()}; use --vad webrtc")
             self.cmvn = manifest.cmvn
             # This stream's hotwords: the shared database plus additions/removals of its own (contacts).
-            self.hotwords = HotwordRetriever(recognizer.hotword_database, recognizer.lexicon, config.retrieval)
+            self.hotwords = HotwordRetriever(recognizer.hotword_database, recognizer.lexicon, recognizer.retrieval)
             self._setup = UtteranceSetup(recognizer.lexicon, manifest.phonemes.symbols, manifest.phonemes.blank_id,
                                           manifest.fbank.frame_length_samples, manifest.fbank.frame_shift_ms / 1000,
                                           config.partial_every_chunks,
@@ -322,17 +336,11 @@ class Stream:
             else:
                 raise TypeError(f"hotwords are strings or HotwordEntry, got {type(item).__name__}")
         if entries:
-            self._require_hotwords()
             self.hotwords.add(entries)
 
     def remove_hotwords(self, words: Iterable[str]) -> None:
         """Stop retrieving these words in this stream (base entries or this stream's additions)."""
-        self._require_hotwords()
         self.hotwords.remove([words] if isinstance(words, str) else words)
-
-    def _require_hotwords(self) -> None:
-        if self.hotwords is None:
-            raise Nim4Error("hotwords are not built for qwen3-asr bundles yet (docs/QWEN3_ASR.md)")
 
     # --- audio in, events out --------------------------------------------------------------------
 
@@ -378,7 +386,7 @@ class Stream:
     def _new_utterance(self, start_frame: int) -> "Utterance | WindowedUtterance":
         if self.windowed:
             return WindowedUtterance(self._utterances, start_frame, self._setup,
-                                     WindowedEncoderStream(self._encoder_session), self.decoder)
+                                     WindowedEncoderStream(self._encoder_session), self.decoder, self.hotwords.session())
         return Utterance(self._utterances, start_frame, self._setup, EncoderStream(self._encoder_session),
                           self.decoder, self.hotwords.session())
 

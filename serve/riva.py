@@ -357,6 +357,6 @@ class RivaSpeechRecognition(riva_asr_pb2_grpc.RivaSpeechRecognitionServicer):
         bundle = self.recognizer.bundle
         config = riva_asr_pb2.RivaSpeechRecognitionConfigResponse.Config(
             model_name=MODEL_NAME,
-            parameters={"language_code": ",".join(LANGUAGES), "sample_rate_hz": str(bundle.manifest.fbank.sample_rate_hz),
+            parameters={"language_code": ",".join(LANGUAGES), "sample_rate_hz": str(bundle.manifest.sample_rate_hz),
                         "streaming": "true", "type": "online", "bundle": bundle.path.name})
         return riva_asr_pb2.RivaSpeechRecognitionConfigResponse(model_config=[config])

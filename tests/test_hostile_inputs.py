@@ -374,3 +374,12 @@ def test_onnx_external_data_must_lie_inside_the_bundle_and_be_listed(bundle, tmp
     _edit_manifest(bundle, lambda d: d | {"files": {**d["files"], "encoder.onnx": {"bytes": size, "sha256": digest}}})
     _one_line(_cli("listen", "--bundle", str(bundle), "--wav", str(WAV), "--encoder-precision", "fp32"), 2,
               "does not list")
+
+
+def test_a_reader_that_goes_away_ends_listen_quietly(demo_bundle):
+    """`listen --json | head -c 10`: the pipe closes under the first event; no traceback."""
+    sub = subprocess.run(["bash", "-c", f"{sys.executable} -m nim4_edge.cli listen --bundle {demo_bundle} --wav {WAV} "
+                          "--json --partial-every 1 | head -c 10 > /dev/null; echo ${PIPESTATUS[0]} >&2"],
+                         capture_output=True, text=True, timeout=300)
+    assert "Traceback" not in sub.stderr, sub.stderr
+    assert sub.stderr.strip().splitlines()[-1] in ("0", "141")  # 0: everything fitted in the pipe's buffer

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tokenizers import Tokenizer
 
 torch = pytest.importorskip("torch", reason="needs the export extra (torch)")
 transformers = pytest.importorskip("transformers", reason="needs the export extra (transformers)")
@@ -20,7 +21,7 @@ from nim4_edge.export.qwen3_asr_verify import (  # noqa: E402
 from nim4_edge.export.tokenizer import DEFAULT_CORPUS, train_bpe_tokenizer  # noqa: E402
 from nim4_edge.runtime.audio import load_audio  # noqa: E402
 from nim4_edge.runtime.bundle import Bundle, resolve_bundle  # noqa: E402
-from nim4_edge.runtime.decoder import DecoderSettings  # noqa: E402
+from nim4_edge.runtime.decoder import DecoderSession, DecoderSettings  # noqa: E402
 from nim4_edge.runtime.endpoint import EndpointConfig  # noqa: E402
 from nim4_edge.runtime.errors import BundleError, CheckpointError  # noqa: E402
 from nim4_edge.runtime.qwen3_asr.encoder import WindowedEncoderSession  # noqa: E402
@@ -146,9 +147,10 @@ def test_listen_runs_a_qwen3_asr_bundle_and_nim4_only_commands_refuse_it(importe
     assert main(["listen", "--bundle", str(bundle.path), "--wav", str(EXAMPLES / "en_temperature.wav"), "--json"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert any(line["kind"] == "final" for line in lines) and all("language" in line for line in lines)
-    assert main(["listen", "--bundle", str(bundle.path), "--wav", str(EXAMPLES / "en_temperature.wav"),
-                 "--hotwords", str(tmp_path / "none.db")]) == 2
-    assert "hotwords are not built for qwen3-asr" in capsys.readouterr().err
+    assert main(["hotwords", "build", str(EXAMPLES / "hotwords.txt"), "-o", str(tmp_path / "text.db")]) == 0
+    assert main(["listen", "--bundle", str(bundle.path), "--wav", str(EXAMPLES / "zh_navigate.wav"),
+                 "--hotwords", str(tmp_path / "text.db"), "--json"]) == 0
+    capsys.readouterr()
     assert main(["hotwords", "build", str(EXAMPLES / "hotwords.txt"), "-o", str(tmp_path / "h.db"),
                  "--bundle", str(bundle.path)]) == 2
     err = capsys.readouterr().err.strip()
@@ -185,3 +187,78 @@ def test_the_clamp_exception_is_confined_to_windows_completed_before_the_loudest
     print(f"clamp exception: first window {first:.3g} (embeddings up to {np.abs(reference).max():.3g}), later {later:.3g}")
     assert later < 1e-4
     assert first > 1e-3
+
+
+def test_serve_streams_a_qwen3_asr_bundle_to_the_riva_and_openai_clients(imported):
+    """The real server on loopback ports with the imported bundle: Riva streaming (partials, then the
+    final) and an OpenAI transcription give the text the Recognizer gives for the same audio."""
+    pytest.importorskip("riva.client", reason="the serve extra (nvidia-riva-client)")
+    openai = pytest.importorskip("openai", reason="OpenAI's client")
+    import serveutil  # tests/serveutil.py: starts the real server (guarded: needs the serve extra above)
+
+    root, _, bundle = imported
+    (root / "token").write_text(serveutil.TOKEN + "\n")
+    config = RecognizerConfig(bundle=bundle.path)
+    with Recognizer(config) as recognizer:
+        transcript = recognizer.transcribe(EXAMPLES / "en_temperature.wav")
+    expected = transcript.finals
+    proc, port, http_port = serveutil.start(root, "--bundle", str(bundle.path), "--token-file", str(root / "token"))
+    try:
+        audio, rate = serveutil.pcm("en_temperature.wav")
+        responses = serveutil.asr(port).streaming_response_generator(serveutil.chunks(audio), serveutil.streaming_config(rate))
+        results = [r for response in responses for r in response.results]
+        assert any(not r.is_final for r in results)
+        assert [r.alternatives[0].transcript for r in results if r.is_final] == [e.text for e in expected]
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{http_port}/v1", api_key=serveutil.TOKEN, max_retries=0, timeout=120)
+        with open(EXAMPLES / "en_temperature.wav", "rb") as f:
+            assert client.audio.transcriptions.create(model="nim4-edge", file=f).text == transcript.text
+    finally:
+        assert serveutil.stop(proc) < 10
+
+
+def test_hints_go_into_the_system_turn_exactly_as_transformers_reads_them(imported):
+    """DecoderSession.final_with_prefix (the final with hotwords for this family): the prefix with the
+    hints, the audio rows again, the suffix, greedy; the same tokens as transformers' generate on the
+    official prompt with that system context."""
+    root, model, bundle = imported
+    samples = (np.random.default_rng(11).standard_normal(int(2.5 * 16000)) * 0.1).astype(np.float32)
+    rows = streamed_embeddings(WindowedEncoderSession(bundle), samples)
+    spec = bundle.manifest.decoder
+    hints = ["惠新西街", "NIO House"]
+    steps = 16
+    settings = DecoderSettings(kv_cache_type="f32", n_ctx=2048, min_new_tokens=steps, max_tokens_per_second=0.0)
+    session = DecoderSession.open(bundle.decoder_file(), spec, settings, bundle.manifest.seconds_per_embedding)
+    try:
+        session.start_utterance()
+        session.append(rows)  # what the utterance holds when the first pass has found the hints
+        ours = session.final_with_prefix(spec.prompt.prefix_for(hints), rows, 2.5)
+        assert session.seq_positions(session.branch_seq) == (-1, -1)  # nothing left behind
+    finally:
+        session.close()
+    tokenizer = Tokenizer.from_file(str(root / "hf" / "tokenizer.json"))
+    prefix = tokenizer.encode(spec.prompt.prefix_for(hints), add_special_tokens=False).ids
+    suffix = tokenizer.encode(spec.prompt.suffix(), add_special_tokens=False).ids
+    official = official_features(transformers.Qwen3ASRFeatureExtractor(), samples)
+    ids = torch.tensor([prefix + [tokenizer.token_to_id(AUDIO_PAD)] * len(rows) + suffix])
+    with torch.no_grad():
+        generated = model.generate(input_ids=ids, input_features=official["input_features"],
+                                   input_features_mask=official["attention_mask"], max_new_tokens=steps,
+                                   do_sample=False)[0, ids.shape[1]:].tolist()
+    ends = {spec.token_ids["im_end"], spec.token_ids["endoftext"]}
+    expected = generated[:next((i for i, t in enumerate(generated) if t in ends), len(generated))]
+    assert ours.token_ids == expected and len(expected) > 4
+
+
+def test_a_qwen3_asr_stream_retrieves_hotwords_from_its_first_pass(imported, tmp_path):
+    """Hotwords for this family: the database (built without --bundle: the default inventory) and a
+    stream's own additions load, and each final runs the first pass they need; with random weights the
+    first pass's text names nothing, so no hint is expected, only a clean run."""
+    _, _, bundle = imported
+    assert main(["hotwords", "build", str(EXAMPLES / "hotwords.txt"), "-o", str(tmp_path / "h.db")]) == 0
+    config = RecognizerConfig(bundle=bundle.path, hotwords=tmp_path / "h.db")
+    with Recognizer(config) as recognizer:
+        assert recognizer.retrieval.mode.value == "text"
+        plain = recognizer.transcribe(EXAMPLES / "zh_navigate.wav")
+        added = recognizer.transcribe(EXAMPLES / "zh_navigate.wav", hotwords=["彗心大道"])
+    assert plain.finals and added.finals and not plain.errors and not added.errors
+    assert [f.text for f in plain.finals] == [f.text for f in added.finals]  # no hint retrieved: same final

@@ -174,6 +174,10 @@ class HotwordRetriever:
     def base(self) -> HotwordDatabase | None:
         return self.live.get() if self.live is not None else None
 
+    @property
+    def has_additions(self) -> bool:
+        return self._additions is not None
+
     def add(self, entries: Iterable[HotwordEntry]) -> None:
         """Per-stream additions (e.g. the driver's contacts); the shared database stays untouched."""
         for entry in entries:

@@ -7,9 +7,14 @@ change, then the new rows are appended: a completed 8 s window is never touched 
 the greedy answer after the end of the audio, so it equals offline decoding of the same audio (the
 one exception, the features' clamp, is in docs/QWEN3_ASR.md).
 
-What this family does not have: a phoneme head, so no CTC phonemes, hotwords by sound, word
-timestamps or acoustic confidence (those Event fields stay empty / None); and no speculative final at
-a pause yet (`speculate` returns None: the turn ends on the trailing silence).
+Hotwords come from the text: at the end, a first pass (greedy, on a branch) gives a transcript whose
+lexicon phonemes the database is searched with (RetrievalMode.TEXT); when that retrieves names, the
+final is decoded again with them in the system turn, as the official inference puts context, which
+means re-reading the audio after the changed prefix (DecoderSession.final_with_prefix).
+
+What this family does not have: a phoneme head, so no CTC phonemes, hotwords by sound, respelling,
+word timestamps or acoustic confidence (those Event fields stay empty / None); and no speculative
+final at a pause yet (`speculate` returns None: the turn ends on the trailing silence).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import numpy as np
 
 from nim4_edge.runtime.decoder import DecodeResult, DecoderSession
 from nim4_edge.runtime.features import SAMPLE_RATE_HZ
+from nim4_edge.runtime.hotwords import RetrievalSession
 from nim4_edge.runtime.prompt import ContextFirstPrompt
 from nim4_edge.runtime.qwen3_asr.encoder import EncoderUpdate, WindowedEncoderStream
 from nim4_edge.runtime.utterance import Event, Timings
@@ -38,7 +44,7 @@ class WindowedSetup:
 
 class WindowedUtterance:
     def __init__(self, index: int, start_frame: int, setup: WindowedSetup, encoder: WindowedEncoderStream,
-                 decoder: DecoderSession):
+                 decoder: DecoderSession, retrieval: RetrievalSession):
         self.index = index
         self.start_frame = start_frame  # its first VAD frame in the stream
         self.onset_frame = start_frame
@@ -46,6 +52,8 @@ class WindowedUtterance:
         self.setup = setup
         self.encoder = encoder
         self.decoder = decoder
+        self.retrieval = retrieval
+        self.rows = np.zeros((0, encoder.session.spec.embedding_dim), np.float32)  # what the decoder holds
         self.num_samples = 0
         self.chunks = 0  # 640 ms updates so far
         self._since_update = 0
@@ -86,13 +94,14 @@ class WindowedUtterance:
         t0 = time.perf_counter()
         self.decoder.truncate(self._audio_position + update.keep)
         self.decoder.append(update.rows)
+        self.rows = np.concatenate([self.rows[:update.keep], update.rows])
         self.timings.prefill_ms += (time.perf_counter() - t0) * 1000
 
-    def _event(self, kind: str, result: DecodeResult, stopped_by: str = "") -> Event:
+    def _event(self, kind: str, result: DecodeResult, stopped_by: str = "", hints: list[str] = ()) -> Event:
         language, text = self.setup.prompt.transcript(result.text)
         timings = replace(self.timings, result_decode_ms=result.decode_ms)
-        return Event(kind, text, self.index, self.start_s, self.end_s, timings=timings, stopped_by=stopped_by,
-                     chunks=self.chunks, tokens=len(result.token_ids), language=language)
+        return Event(kind, text, self.index, self.start_s, self.end_s, list(hints), timings=timings,
+                     stopped_by=stopped_by, chunks=self.chunks, tokens=len(result.token_ids), language=language)
 
     def speculate(self) -> None:
         """No speculative final at a pause for this family yet: the Stream waits for the trailing silence."""
@@ -107,10 +116,20 @@ class WindowedUtterance:
         if self.decoder.position == self._audio_position:
             self.decoder.end_utterance()
             return []
-        result = self.decoder.final(audio_seconds=self.end_s - self.start_s)
+        seconds = self.end_s - self.start_s
+        hints = []
+        if self.retrieval.database is not None or self.retrieval.retriever.has_additions:
+            first = self.decoder.partial(audio_seconds=seconds)
+            self.timings.decode_ms += first.prefill_ms + first.decode_ms
+            self.retrieval.take_first_pass(self.setup.prompt.transcript(first.text)[1])
+            hints = self.retrieval.hints()
+        if hints:
+            result = self.decoder.final_with_prefix(self.setup.prompt.prefix_for(hints), self.rows, seconds)
+        else:
+            result = self.decoder.final(audio_seconds=seconds)
         self.timings.prefill_ms += result.prefill_ms
         self.timings.decode_ms += result.decode_ms
-        event = self._event("final", result, stopped_by=result.stopped_by)
+        event = self._event("final", result, stopped_by=result.stopped_by, hints=hints)
         event.end_probability = math.exp(result.end_logprob)
         event.speech_end_s = self.speech_end_frame * FRAME_SAMPLES / SAMPLE_RATE_HZ
         event.timings.final_latency_ms = (time.perf_counter() - endpoint_time) * 1000
