@@ -117,6 +117,15 @@ class WindowedEncoderStream:
             self._complete_window()
         return self._update_from(self._final[:0])
 
+    def final_update(self) -> EncoderUpdate:
+        """Only the rows of windows completed since the last call (no window graph run): what the
+        decoder can take at once, because they never change."""
+        return self._update_from(self._final[:0])
+
+    @property
+    def new_final_rows(self) -> int:
+        return len(self._final) - self._given_final
+
     def update(self) -> EncoderUpdate:
         """The embeddings that changed since the last call: the current window, recomputed."""
         return self._update_from(self._window())

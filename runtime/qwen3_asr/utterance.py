@@ -1,9 +1,10 @@
 """One utterance of a windowed-encoder bundle (Qwen3-ASR): audio in, partial and final Events out.
 
 The Stream (runtime/recognizer.py) runs the VAD and the endpointer as for NIM4 and hands this class
-the audio of each VAD frame (10 ms). Every 640 ms of audio the encoder's current window is recomputed
-(runtime/qwen3_asr/encoder.py) and the decoder's KV sequence is rolled back to the rows that did not
-change, then the new rows are appended: a completed 8 s window is never touched again. The final is
+the audio of each VAD frame (10 ms). A completed 8 s window's rows are appended to the decoder once and
+never touched again. The current window is recomputed (runtime/qwen3_asr/encoder.py) when a partial is
+due (every partial_every_chunks x 640 ms) and at the end: the decoder's KV sequence is rolled back to
+the rows that did not change and the new rows appended. The final is
 the greedy answer after the end of the audio, so it equals offline decoding of the same audio (the
 one exception, the features' clamp, is in docs/QWEN3_ASR.md).
 
@@ -76,13 +77,17 @@ class WindowedUtterance:
         self.num_samples += len(samples)
         self.encoder.accept(samples)
         self._since_update += len(samples)
+        if self.encoder.new_final_rows:  # a window completed: its rows go to the decoder once
+            self._apply(self.encoder.final_update())
         events = []
         while partials and self._since_update >= UPDATE_SAMPLES:
             self._since_update -= UPDATE_SAMPLES
             self.chunks += 1
-            self._apply(self.encoder.update())
             every = self.setup.partial_every_chunks
             if every and self.chunks % every == 0:
+                # the current window is recomputed and re-appended only when a partial needs it: its
+                # rows cost a decoder prefill each time (measured: 34 rows/s for the 1.7B Q4_K_M here)
+                self._apply(self.encoder.update())
                 result = self.decoder.partial(audio_seconds=self.end_s - self.start_s)
                 self.timings.decode_ms += result.prefill_ms + result.decode_ms
                 events.append(self._event("partial", result))
