@@ -11,9 +11,9 @@ import numpy as np
 
 from nim4_edge.bench.evaluate import read_manifest
 from nim4_edge.cli.common import check_output_dir, export_toolchain, print_json
-from nim4_edge.quant import encoder_quant, gguf_quant
+from nim4_edge.quant import encoder_quant, gguf_quant, windowed_quant
 from nim4_edge.runtime.audio import load_audio
-from nim4_edge.runtime.bundle import resolve_bundle
+from nim4_edge.runtime.bundle import Bundle, resolve_bundle
 from nim4_edge.runtime.errors import EXIT_RUNTIME_FAILURE, Nim4Error
 from nim4_edge.runtime.features import SAMPLE_RATE_HZ
 
@@ -114,7 +114,9 @@ def cmd_quantize(args) -> int:
     if not args.decoder and not args.encoder:
         raise Nim4Error("nothing to do: pass --encoder PRECISIONS and/or --decoder LEVELS")
     report = {}
-    if args.encoder:
+    if args.encoder and Bundle.load(args.bundle, family=None).manifest.family == "qwen3-asr":
+        report["encoder"] = windowed_quant.quantize_windowed_encoder(args.bundle, [p.strip() for p in args.encoder.split(",")])
+    elif args.encoder:
         audios = _calibration_audio(args.calibration, args.calibration_limit)
         report["encoder"] = encoder_quant.quantize_encoder(args.bundle, [p.strip() for p in args.encoder.split(",")], audios)
     if args.decoder:

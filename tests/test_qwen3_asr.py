@@ -5,6 +5,7 @@ decoder logits and greedy tokens, a negative control, and the import's bad-input
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -262,3 +263,17 @@ def test_a_qwen3_asr_stream_retrieves_hotwords_from_its_first_pass(imported, tmp
         added = recognizer.transcribe(EXAMPLES / "zh_navigate.wav", hotwords=["彗心大道"])
     assert plain.finals and added.finals and not plain.errors and not added.errors
     assert [f.text for f in plain.finals] == [f.text for f in added.finals]  # no hint retrieved: same final
+
+
+def test_fp16_and_int8_encoder_variants_stream_close_to_fp32(imported, tmp_path, capsys):
+    """`nim4-edge quantize B --encoder fp16,int8-dynamic` on this family: both graphs converted, the
+    manifest names the pair, the recognizer runs it, and the parity report is measured."""
+    _, _, bundle = imported
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle.path, copy)
+    assert main(["quantize", str(copy), "--encoder", "fp16,int8-dynamic"]) == 0
+    report = json.loads(capsys.readouterr().out)["encoder"]["variants"]
+    assert report["fp16"]["max_abs_diff_relative"] < 1e-2 and report["int8-dynamic"]["max_abs_diff_relative"] < 0.5
+    assert set(Bundle.load(copy, family=None).manifest.encoder.graphs) == {"fp32", "fp16", "int8-dynamic"}
+    with Recognizer(RecognizerConfig(bundle=copy, encoder_precision="fp16")) as recognizer:
+        assert recognizer.transcribe(EXAMPLES / "en_temperature.wav").finals
