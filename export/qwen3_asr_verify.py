@@ -23,7 +23,7 @@ from transformers import Qwen3ASRFeatureExtractor
 from nim4_edge.export.qwen3_asr import AUDIO_PAD, load_official
 from nim4_edge.runtime.bundle import Bundle
 from nim4_edge.runtime.decoder import DecoderSession, DecoderSettings
-from nim4_edge.runtime.qwen3_asr.encoder import WindowedEncoderSession, WindowedEncoderStream
+from nim4_edge.runtime.qwen3_asr.encoder import WindowedEncoderSession, stream_samples
 from nim4_edge.runtime.qwen3_asr.features import LogMelStream, normalize
 
 TOLERANCES = {"features": 1e-4, "encoder": 1e-4, "decoder": 1e-3}
@@ -43,15 +43,8 @@ def streamed_features(samples: np.ndarray, options) -> np.ndarray:
 
 
 def streamed_embeddings(session: WindowedEncoderSession, samples: np.ndarray, windows_final: bool = True) -> np.ndarray:
-    """What the decoder holds at the end: each update rolls back past `keep` and appends its rows."""
-    stream = WindowedEncoderStream(session, windows_final=windows_final)
-    held = np.zeros((0, session.spec.embedding_dim), np.float32)
-    for i in range(0, len(samples), PIECE_SAMPLES):
-        stream.accept(samples[i:i + PIECE_SAMPLES])
-        update = stream.update()
-        held = np.concatenate([held[:update.keep], update.rows])
-    update = stream.finish()
-    return np.concatenate([held[:update.keep], update.rows])
+    """What the decoder holds at the end of streaming `samples` in 640 ms pieces."""
+    return stream_samples(session, samples, PIECE_SAMPLES, windows_final)
 
 
 def _largest(a, b) -> float:

@@ -17,23 +17,12 @@ from nim4_edge.quant.encoder_quant import write_fp16, write_int8_dynamic
 from nim4_edge.quant.gguf_quant import rewrite_manifest
 from nim4_edge.runtime.bundle import Bundle, describe_file
 from nim4_edge.runtime.errors import Nim4Error
-from nim4_edge.runtime.qwen3_asr.encoder import WindowedEncoderSession, WindowedEncoderStream
+from nim4_edge.runtime.qwen3_asr.encoder import WindowedEncoderSession, stream_samples
 
 log = logging.getLogger(__name__)
 
 WRITERS = {"fp16": write_fp16, "int8-dynamic": write_int8_dynamic}
 PARITY_SECONDS = (0.3, 3.3, 9.71)
-
-
-def streamed(session: WindowedEncoderSession, samples: np.ndarray, piece: int = 10240) -> np.ndarray:
-    stream = WindowedEncoderStream(session)
-    held = np.zeros((0, session.spec.embedding_dim), np.float32)
-    for i in range(0, len(samples), piece):
-        stream.accept(samples[i:i + piece])
-        update = stream.update()
-        held = np.concatenate([held[:update.keep], update.rows])
-    update = stream.finish()
-    return np.concatenate([held[:update.keep], update.rows])
 
 
 def quantize_windowed_encoder(bundle_path: Path, precisions: list[str]) -> dict:
@@ -62,10 +51,10 @@ def quantize_windowed_encoder(bundle_path: Path, precisions: list[str]) -> dict:
     reference = WindowedEncoderSession(bundle, precision="fp32")
     rng = np.random.default_rng(0)
     audios = [(rng.standard_normal(int(s * 16000)) * 0.1).astype(np.float32) for s in PARITY_SECONDS]
-    expected = [streamed(reference, a) for a in audios]
+    expected = [stream_samples(reference, a) for a in audios]
     for precision in precisions:
         session = WindowedEncoderSession(bundle, precision=precision)
-        diffs = [float(np.abs(streamed(session, a) - e).max()) for a, e in zip(audios, expected)]
+        diffs = [float(np.abs(stream_samples(session, a) - e).max()) for a, e in zip(audios, expected)]
         scale = max(float(np.abs(e).max()) for e in expected)
         report["variants"][precision] = {"max_abs_diff": max(diffs), "max_abs_diff_relative": max(diffs) / scale,
                                          "files": bundle.manifest.encoder.graphs[precision],

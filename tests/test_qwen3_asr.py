@@ -15,11 +15,11 @@ from tokenizers import Tokenizer
 torch = pytest.importorskip("torch", reason="needs the export extra (torch)")
 transformers = pytest.importorskip("transformers", reason="needs the export extra (transformers)")
 
+from nim4_edge.bench.qwen3_asr import random_checkpoint  # noqa: E402
 from nim4_edge.cli.main import main  # noqa: E402
-from nim4_edge.export.qwen3_asr import AUDIO_END, AUDIO_PAD, AUDIO_START, ASR_TEXT, import_qwen3_asr  # noqa: E402
+from nim4_edge.export.qwen3_asr import AUDIO_PAD, import_qwen3_asr  # noqa: E402
 from nim4_edge.export.qwen3_asr_verify import (  # noqa: E402
     official_features, streamed_embeddings, streamed_features, verify_bundle)
-from nim4_edge.export.tokenizer import DEFAULT_CORPUS, train_bpe_tokenizer  # noqa: E402
 from nim4_edge.runtime.audio import load_audio  # noqa: E402
 from nim4_edge.runtime.bundle import Bundle, resolve_bundle  # noqa: E402
 from nim4_edge.runtime.decoder import DecoderSession, DecoderSettings  # noqa: E402
@@ -30,40 +30,16 @@ from nim4_edge.runtime.qwen3_asr.features import LogMelOptions, log_mel  # noqa:
 from nim4_edge.runtime.recognizer import Recognizer, RecognizerConfig  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-VOCAB = 300
 # Weight matrices are scaled up from the initializer's 0.02 so that the random model is far from
 # uniform attention and constant logits: with the plain init the negative control's error (1e-4)
 # is as small as the tolerance, and greedy decoding repeats one token.
 WEIGHT_SCALE = 6.0
 
 
-def _tiny_checkpoint(folder, seed: int = 0):
-    tokenizer = train_bpe_tokenizer(list(DEFAULT_CORPUS) * 3 + ["language English", "language Chinese"], 280)
-    tokenizer.add_special_tokens([AUDIO_START, AUDIO_PAD, AUDIO_END, ASR_TEXT])
-    ids = {t: tokenizer.token_to_id(t) for t in ("<|endoftext|>", "<|im_end|>", AUDIO_PAD)}
-    config = transformers.Qwen3ASRConfig(
-        audio_config=dict(num_mel_bins=128, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64,
-                          d_model=32, downsample_hidden_size=8, output_dim=48),  # n_window 50, n_window_infer 800
-        text_config=dict(vocab_size=VOCAB, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=4096,
-                         tie_word_embeddings=True),
-        audio_token_id=ids[AUDIO_PAD], pad_token_id=ids["<|endoftext|>"],
-        eos_token_id=[ids["<|endoftext|>"], ids["<|im_end|>"]])
-    torch.manual_seed(seed)
-    model = transformers.Qwen3ASRForConditionalGeneration(config).eval()
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.dim() > 1:
-                parameter.mul_(WEIGHT_SCALE)
-    model.save_pretrained(folder)
-    tokenizer.save(str(folder / "tokenizer.json"))
-    return model
-
-
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory):
     root = tmp_path_factory.mktemp("qwen3asr")
-    model = _tiny_checkpoint(root / "hf")
+    model = random_checkpoint("tiny", root / "hf", weight_scale=WEIGHT_SCALE)
     bundle = import_qwen3_asr(root / "hf", root / "bundle")
     return root, model, bundle
 

@@ -178,3 +178,18 @@ class WindowedEncoderStream:
         chunk = np.zeros((self.chunk_frames, raw.shape[1]), np.float32)
         chunk[:len(raw)] = normalize(raw, self.maximum, self.session.features)
         return self.session.chunk_rows(chunk)
+
+
+def stream_samples(session: WindowedEncoderSession, samples: np.ndarray, piece_samples: int = 10240,
+                   windows_final: bool = True) -> np.ndarray:
+    """A whole utterance through a stream in `piece_samples` pieces (640 ms), an update after each:
+    the embeddings a consumer holds at the end (each update rolls back past `keep`, appends its rows).
+    What parity checks and quantization reports compare with the offline forward."""
+    stream = WindowedEncoderStream(session, windows_final=windows_final)
+    held = np.zeros((0, session.spec.embedding_dim), np.float32)
+    for i in range(0, len(samples), piece_samples):
+        stream.accept(samples[i:i + piece_samples])
+        update = stream.update()
+        held = np.concatenate([held[:update.keep], update.rows])
+    update = stream.finish()
+    return np.concatenate([held[:update.keep], update.rows])
