@@ -85,25 +85,31 @@ def decoder_token_bytes(cfg: DecoderConfig, level: str) -> float:
 
 def project(encoder_cfg: EncoderConfig, decoder_cfg: DecoderConfig, encoder_precisions=("fp16", "int8"),
             decoder_levels=("Q8_0", "Q4_K_M"), devices=ORIN) -> list[dict]:
-    """One row per device x encoder precision x decoder level."""
-    enc = encoder_step_cost(encoder_cfg)
+    """One row per device x encoder precision x decoder level (NIM4: a 640 ms streaming step)."""
+    token_bytes = {level: decoder_token_bytes(decoder_cfg, level) for level in decoder_levels}
+    return project_cost(encoder_step_cost(encoder_cfg), token_bytes, encoder_precisions, devices)
+
+
+def project_cost(encoder_cost: dict, token_bytes: dict, encoder_precisions=("fp16", "int8"), devices=ORIN,
+                 step_key: str = "encoder_ms_per_chunk") -> list[dict]:
+    """The projection of any model family: `encoder_cost` {"flops", "params"} of one encoder step,
+    `token_bytes` {GGUF level: weight bytes read per token}."""
     rows = []
     for device in devices:
         bandwidth = device.bandwidth_gbs * 1e9 * BANDWIDTH_EFFICIENCY
         for precision in encoder_precisions:
             peak = (device.int8_tops if precision == "int8" else device.fp16_tflops) * 1e12 * COMPUTE_EFFICIENCY
-            weight_bytes = enc["params"] * BYTES_PER_WEIGHT[precision]
+            weight_bytes = encoder_cost["params"] * BYTES_PER_WEIGHT[precision]
             memory_ms = weight_bytes / bandwidth * 1e3
-            compute_ms = enc["flops"] / peak * 1e3
-            for level in decoder_levels:
-                token_bytes = decoder_token_bytes(decoder_cfg, level)
+            compute_ms = encoder_cost["flops"] / peak * 1e3
+            for level, per_token in token_bytes.items():
                 rows.append({
                     "device": device.name, "encoder": precision, "decoder": level,
-                    "encoder_ms_per_chunk": round(max(memory_ms, compute_ms), 1),
+                    step_key: round(max(memory_ms, compute_ms), 1),
                     "encoder_bound": "memory" if memory_ms >= compute_ms else "compute",
                     "decoder_tokens_per_s": round(device.bandwidth_gbs * 1e9 * DECODER_BANDWIDTH_EFFICIENCY
-                                                  / token_bytes, 1),
-                    "weights_gb": round((weight_bytes + token_bytes) / 1e9, 2),
+                                                  / per_token, 1),
+                    "weights_gb": round((weight_bytes + per_token) / 1e9, 2),
                 })
     return rows
 

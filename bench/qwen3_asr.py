@@ -35,13 +35,13 @@ import torch
 import transformers
 
 from nim4_edge.bench import decoder as decoder_bench
-from nim4_edge.bench.projection import BANDWIDTH_EFFICIENCY, COMPUTE_EFFICIENCY, DECODER_BANDWIDTH_EFFICIENCY, ORIN
-from nim4_edge.bench.projection import BYTES_PER_WEIGHT, GGUF_BITS
+from nim4_edge.bench.projection import decoder_token_bytes, project_cost
 from nim4_edge.bench.report import format_table, median
 from nim4_edge.devices.config import current_plan, memory_estimate_mb, recognizer_config
 from nim4_edge.devices.profiles import load_profiles
 from nim4_edge.export.qwen3_asr import ASR_TEXT, AUDIO_END, AUDIO_PAD, AUDIO_START, import_qwen3_asr
 from nim4_edge.export.qwen3_asr_verify import verify_bundle
+from nim4_edge.export.config import DecoderConfig
 from nim4_edge.export.tokenizer import DEFAULT_CORPUS, train_bpe_tokenizer
 from nim4_edge.quant.gguf_quant import quantize_bundle
 from nim4_edge.runtime.audio import load_audio
@@ -169,25 +169,12 @@ def window_update_cost(shape: str) -> dict:
 
 
 def project(shape: str, levels=("Q8_0", "Q4_K_M")) -> list[dict]:
-    cost = window_update_cost(shape)
+    """bench/projection.py's Orin projection for this family: the worst-case update, the text model."""
     t = TEXT[shape]
-    h, q, kv = t["hidden_size"], t["num_attention_heads"] * t["head_dim"], t["num_key_value_heads"] * t["head_dim"]
-    text_params = t["num_hidden_layers"] * (h * q + 2 * h * kv + q * h + 3 * h * t["intermediate_size"]) + t["vocab_size"] * h
-    rows = []
-    for device in ORIN:
-        for precision in ("fp16", "int8"):
-            peak = (device.int8_tops if precision == "int8" else device.fp16_tflops) * 1e12 * COMPUTE_EFFICIENCY
-            weight_bytes = cost["params"] * BYTES_PER_WEIGHT[precision]
-            memory_ms = weight_bytes / (device.bandwidth_gbs * 1e9 * BANDWIDTH_EFFICIENCY) * 1e3
-            compute_ms = cost["flops"] / peak * 1e3
-            for level in levels:
-                token_bytes = text_params * GGUF_BITS[level] / 8
-                rows.append({"device": device.name, "encoder": precision, "decoder": level,
-                             "encoder_ms_per_update": round(max(memory_ms, compute_ms), 1),
-                             "encoder_bound": "memory" if memory_ms >= compute_ms else "compute",
-                             "decoder_tokens_per_s": round(device.bandwidth_gbs * 1e9 * DECODER_BANDWIDTH_EFFICIENCY / token_bytes, 1),
-                             "weights_gb": round((weight_bytes + token_bytes) / 1e9, 2)})
-    return rows
+    text = DecoderConfig(**{k: t[k] for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                                              "num_attention_heads", "num_key_value_heads", "head_dim")})
+    token_bytes = {level: decoder_token_bytes(text, level) for level in levels}
+    return project_cost(window_update_cost(shape), token_bytes, step_key="encoder_ms_per_update")
 
 
 def bench_qwen3_asr(shape: str, out: Path, levels: list[str], repeats: int = 5, wav: Path = EXAMPLE_WAV,

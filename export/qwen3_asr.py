@@ -48,6 +48,7 @@ from nim4_edge.runtime.bundle import (
     MANIFEST_FILE, Bundle, DecoderSpec, WindowedEncoderSpec, WindowedManifest, decoder_file_name, describe_file)
 from nim4_edge.runtime.errors import CheckpointError
 from nim4_edge.runtime.prompt import CONTEXT_PLACEHOLDER, ContextFirstPrompt
+from nim4_edge.runtime.qwen3_asr.encoder import post_cnn_length
 from nim4_edge.runtime.qwen3_asr.features import LogMelOptions
 
 log = logging.getLogger(__name__)
@@ -67,13 +68,6 @@ PROMPT = ContextFirstPrompt(
     forced_answer="language {language}" + ASR_TEXT,
 )
 POSITIONS_PER_CHUNK = 13  # three stride-2 convs of a 100-frame chunk: 100 -> 50 -> 25 -> 13
-
-
-def post_cnn_length(frames: int) -> int:
-    """Hidden rows of a chunk of `frames` feature frames (three k=3, s=2, p=1 convolutions)."""
-    for _ in range(3):
-        frames = (frames - 1) // 2 + 1 if frames > 0 else 0
-    return frames
 
 
 class ChunkFrontEnd(nn.Module):

@@ -20,15 +20,15 @@ import torch
 from tokenizers import Tokenizer
 from transformers import Qwen3ASRFeatureExtractor
 
+from nim4_edge.export.bundle_import import largest_difference
 from nim4_edge.export.qwen3_asr import AUDIO_PAD, load_official
 from nim4_edge.runtime.bundle import Bundle
 from nim4_edge.runtime.decoder import DecoderSession, DecoderSettings
-from nim4_edge.runtime.qwen3_asr.encoder import WindowedEncoderSession, stream_samples
+from nim4_edge.runtime.qwen3_asr.encoder import UPDATE_SAMPLES, WindowedEncoderSession, stream_samples
 from nim4_edge.runtime.qwen3_asr.features import LogMelStream, normalize
 
 TOLERANCES = {"features": 1e-4, "encoder": 1e-4, "decoder": 1e-3}
 SECONDS = (0.3, 3.3, 9.71)  # under 0.5 s (padded), mid-chunk, past the first 8 s window
-PIECE_SAMPLES = 10240  # 640 ms: the runtime's step
 
 
 def official_features(extractor, samples: np.ndarray):
@@ -37,21 +37,9 @@ def official_features(extractor, samples: np.ndarray):
 
 def streamed_features(samples: np.ndarray, options) -> np.ndarray:
     stream = LogMelStream(options)
-    raw = [stream.accept(samples[i:i + PIECE_SAMPLES]) for i in range(0, len(samples), PIECE_SAMPLES)]
+    raw = [stream.accept(samples[i:i + UPDATE_SAMPLES]) for i in range(0, len(samples), UPDATE_SAMPLES)]
     raw = np.concatenate([*raw, stream.finish()])
     return normalize(raw, float(raw.max()), options)
-
-
-def streamed_embeddings(session: WindowedEncoderSession, samples: np.ndarray, windows_final: bool = True) -> np.ndarray:
-    """What the decoder holds at the end of streaming `samples` in 640 ms pieces."""
-    return stream_samples(session, samples, PIECE_SAMPLES, windows_final)
-
-
-def _largest(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if a.shape != b.shape:
-        return float("inf")
-    return float(np.abs(a - b).max()) if a.size else 0.0
 
 
 def verify_bundle(hf_dir, bundle: Bundle, seconds=SECONDS, greedy_steps: int = 32, seed: int = 0, model=None) -> dict:
@@ -76,10 +64,10 @@ def verify_bundle(hf_dir, bundle: Bundle, seconds=SECONDS, greedy_steps: int = 3
             with torch.no_grad():
                 reference = model.model.get_audio_features(official["input_features"], official["attention_mask"]).pooler_output
             valid = int(official["attention_mask"].sum())
-            features = _largest(streamed_features(samples, bundle.manifest.features),
+            features = largest_difference(streamed_features(samples, bundle.manifest.features),
                                 official["input_features"][0, :, :valid].T.numpy())
-            embeddings = streamed_embeddings(encoder, samples)
-            encoder_diff = _largest(embeddings, reference.numpy())
+            embeddings = stream_samples(encoder, samples)
+            encoder_diff = largest_difference(embeddings, reference.numpy())
             ids = torch.tensor([prefix + [audio_pad] * len(reference) + suffix])
             with torch.no_grad():
                 logits = model(input_ids=ids, input_features=official["input_features"],
@@ -89,7 +77,7 @@ def verify_bundle(hf_dir, bundle: Bundle, seconds=SECONDS, greedy_steps: int = 3
                                            min_new_tokens=greedy_steps, do_sample=False)[0, ids.shape[1]:].tolist()
             decoder.start_utterance()
             ours = np.concatenate([decoder.append(embeddings, all_logits=True), decoder.append_tokens(suffix, all_logits=True)])
-            decoder_diff = _largest(ours, logits)
+            decoder_diff = largest_difference(ours, logits)
             greedy = _greedy_tokens(decoder, ours[-1], greedy_steps)
             row = {"seconds": length, "embeddings": len(reference), "features": features, "encoder": encoder_diff,
                    "decoder": decoder_diff, "greedy_equal": greedy == generated, "greedy_tokens": len(generated)}

@@ -19,13 +19,13 @@ from nim4_edge.bench.qwen3_asr import random_checkpoint  # noqa: E402
 from nim4_edge.cli.main import main  # noqa: E402
 from nim4_edge.export.qwen3_asr import AUDIO_PAD, import_qwen3_asr  # noqa: E402
 from nim4_edge.export.qwen3_asr_verify import (  # noqa: E402
-    official_features, streamed_embeddings, streamed_features, verify_bundle)
+    official_features, streamed_features, verify_bundle)
 from nim4_edge.runtime.audio import load_audio  # noqa: E402
 from nim4_edge.runtime.bundle import Bundle, resolve_bundle  # noqa: E402
 from nim4_edge.runtime.decoder import DecoderSession, DecoderSettings  # noqa: E402
 from nim4_edge.runtime.endpoint import EndpointConfig  # noqa: E402
 from nim4_edge.runtime.errors import BundleError, CheckpointError  # noqa: E402
-from nim4_edge.runtime.qwen3_asr.encoder import WindowedEncoderSession  # noqa: E402
+from nim4_edge.runtime.qwen3_asr.encoder import WindowedEncoderSession, stream_samples  # noqa: E402
 from nim4_edge.runtime.qwen3_asr.features import LogMelOptions, log_mel  # noqa: E402
 from nim4_edge.runtime.recognizer import Recognizer, RecognizerConfig  # noqa: E402
 
@@ -74,10 +74,10 @@ def test_streamed_encoder_equals_the_official_forward_on_the_whole_utterance(imp
     session = WindowedEncoderSession(bundle)
     samples = (np.random.default_rng(7).standard_normal(int(seconds * 16000)) * 0.1).astype(np.float32)
     reference = _reference_embeddings(model, samples)
-    streamed = streamed_embeddings(session, samples)
+    streamed = stream_samples(session, samples)
     assert streamed.shape == reference.shape
     assert np.abs(streamed - reference).max() < 1e-4
-    control = streamed_embeddings(session, samples, windows_final=False)
+    control = stream_samples(session, samples, windows_final=False)
     assert control.shape == reference.shape
     assert np.abs(control - reference).max() > 1e-2
 
@@ -123,7 +123,8 @@ def test_listen_runs_a_qwen3_asr_bundle_and_nim4_only_commands_refuse_it(importe
     _, _, bundle = imported
     assert main(["listen", "--bundle", str(bundle.path), "--wav", str(EXAMPLES / "en_temperature.wav"), "--json"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert any(line["kind"] == "final" for line in lines) and all("language" in line for line in lines)
+    assert any(line["kind"] == "final" for line in lines)
+    assert all(line["phonemes"] == [] and line["acoustic_confidence"] is None for line in lines)  # no phoneme head
     assert main(["hotwords", "build", str(EXAMPLES / "hotwords.txt"), "-o", str(tmp_path / "text.db")]) == 0
     assert main(["listen", "--bundle", str(bundle.path), "--wav", str(EXAMPLES / "zh_navigate.wav"),
                  "--hotwords", str(tmp_path / "text.db"), "--json"]) == 0
@@ -158,7 +159,7 @@ def test_the_clamp_exception_is_confined_to_windows_completed_before_the_loudest
     loud = rng.standard_normal(3 * 16000) * 0.3
     samples = np.concatenate([quiet, loud]).astype(np.float32)
     reference = _reference_embeddings(model, samples)
-    streamed = streamed_embeddings(WindowedEncoderSession(bundle), samples)
+    streamed = stream_samples(WindowedEncoderSession(bundle), samples)
     window = bundle.manifest.encoder.positions_per_window
     first, later = np.abs(streamed - reference)[:window].max(), np.abs(streamed - reference)[window:].max()
     print(f"clamp exception: first window {first:.3g} (embeddings up to {np.abs(reference).max():.3g}), later {later:.3g}")
@@ -199,7 +200,7 @@ def test_hints_go_into_the_system_turn_exactly_as_transformers_reads_them(import
     official prompt with that system context."""
     root, model, bundle = imported
     samples = (np.random.default_rng(11).standard_normal(int(2.5 * 16000)) * 0.1).astype(np.float32)
-    rows = streamed_embeddings(WindowedEncoderSession(bundle), samples)
+    rows = stream_samples(WindowedEncoderSession(bundle), samples)
     spec = bundle.manifest.decoder
     hints = ["惠新西街", "NIO House"]
     steps = 16

@@ -30,6 +30,8 @@ from nim4_edge.runtime.bundle import Bundle
 from nim4_edge.runtime.errors import BundleError
 from nim4_edge.runtime.qwen3_asr.features import LogMelStream, normalize
 
+UPDATE_SAMPLES = 10240  # 640 ms: the runtime's update cadence (NIM4's chunk), and the parity checks' pieces
+
 
 def post_cnn_length(frames: int) -> int:
     """Rows of a chunk of `frames` feature frames (three k=3, s=2, p=1 convolutions)."""
@@ -42,7 +44,6 @@ def post_cnn_length(frames: int) -> int:
 class EncoderUpdate:
     keep: int  # rows given before that stay as they were
     rows: np.ndarray  # (n, D) embeddings that replace every row after `keep`
-    final: int  # of all rows now (keep + len(rows)), how many are final (never change again)
     compute_ms: float
 
 
@@ -115,7 +116,7 @@ class WindowedEncoderStream:
         self._add(self.features.finish())
         if len(self._raw):
             self._complete_window()
-        return self._update_from(self._final[:0])
+        return self.final_update()
 
     def final_update(self) -> EncoderUpdate:
         """Only the rows of windows completed since the last call (no window graph run): what the
@@ -134,9 +135,10 @@ class WindowedEncoderStream:
         # rows before `keep` were given as final; with windows_final off (the control), nothing given
         # is ever replaced, however the window that holds it has changed since
         keep = self._given_final if self.windows_final else self._given
-        rows = np.concatenate([self._final, current])[keep:]
+        final = self._final[keep:]  # the control's `keep` may lie past the final rows, inside `current`
+        rows = np.concatenate([final, current[max(0, keep - len(self._final)):]]) if len(current) else final
         self._given, self._given_final = keep + len(rows), len(self._final)
-        update = EncoderUpdate(keep, rows, len(self._final), self._ms)
+        update = EncoderUpdate(keep, rows, self._ms)
         self._ms = 0.0
         return update
 
@@ -180,7 +182,7 @@ class WindowedEncoderStream:
         return self.session.chunk_rows(chunk)
 
 
-def stream_samples(session: WindowedEncoderSession, samples: np.ndarray, piece_samples: int = 10240,
+def stream_samples(session: WindowedEncoderSession, samples: np.ndarray, piece_samples: int = UPDATE_SAMPLES,
                    windows_final: bool = True) -> np.ndarray:
     """A whole utterance through a stream in `piece_samples` pieces (640 ms), an update after each:
     the embeddings a consumer holds at the end (each update rolls back past `keep`, appends its rows).

@@ -30,11 +30,9 @@ from nim4_edge.runtime.decoder import DecodeResult, DecoderSession
 from nim4_edge.runtime.features import SAMPLE_RATE_HZ
 from nim4_edge.runtime.hotwords import RetrievalSession
 from nim4_edge.runtime.prompt import ContextFirstPrompt
-from nim4_edge.runtime.qwen3_asr.encoder import EncoderUpdate, WindowedEncoderStream
+from nim4_edge.runtime.qwen3_asr.encoder import UPDATE_SAMPLES, EncoderUpdate, WindowedEncoderStream
 from nim4_edge.runtime.utterance import Event, Timings
 from nim4_edge.runtime.vad import FRAME_SAMPLES
-
-UPDATE_SAMPLES = 10240  # 640 ms: how often the current window is recomputed (NIM4's chunk, for the same cadence)
 
 
 @dataclass(frozen=True)
