@@ -41,7 +41,7 @@ from nim4_edge.runtime.confidence import DEFAULT_THRESHOLD
 from nim4_edge.runtime.decoder import DecoderModel, DecoderSession, DecoderSettings
 from nim4_edge.runtime.encoder import EncoderSession, EncoderStream
 from nim4_edge.runtime.endpoint import EndpointConfig, Endpointer
-from nim4_edge.runtime.errors import BundleError, Nim4Error
+from nim4_edge.runtime.errors import Nim4Error
 from nim4_edge.runtime.features import SAMPLE_RATE_HZ, FbankOptions, OnlineFbank
 from nim4_edge.runtime.hotwords import (HotwordDatabase, HotwordEntry, HotwordRetriever, Lexicon, LiveDatabase,
                                         RetrievalConfig, RetrievalMode)
@@ -150,9 +150,7 @@ class Recognizer:
             self.bundle = Bundle.load(config.bundle, family=None)
             manifest = self.bundle.manifest
             # a windowed-encoder family (Qwen3-ASR): runtime/qwen3_asr/ holds what differs
-            self.windowed = manifest.family == "qwen3-asr"
-            if manifest.family not in ("nim4", "qwen3-asr"):
-                raise BundleError(f"{config.bundle}: the recognizer does not run {manifest.family} bundles")
+            self.windowed = manifest.family == "qwen3-asr"  # the two families bundle.FAMILIES knows
             if config.verify_bundle_hashes:
                 self.bundle.verify_files(self.bundle.files_in_use(config.encoder_precision, config.decoder_variant))
             if manifest.sample_rate_hz != SAMPLE_RATE_HZ:
@@ -284,7 +282,6 @@ class Stream:
             # its encoder takes audio: the fbank here only feeds the VAD, computed as the VAD was trained
             fbank = FbankOptions.from_json(expected) if expected is not None else FbankOptions()
             self.cmvn = None
-            self.hotwords = HotwordRetriever(recognizer.hotword_database, recognizer.lexicon, recognizer.retrieval)
             self._setup = WindowedSetup(manifest.decoder.prompt, config.partial_every_chunks)
             self._audio = np.zeros(0, np.float32)  # 16 kHz samples not yet handed out with their VAD frame
         else:
@@ -293,12 +290,12 @@ class Stream:
                 raise Nim4Error(f"the learned VAD was trained on fbank {expected}, this bundle computes "
                                 f"{manifest.fbank.to_json()}; use --vad webrtc")
             self.cmvn = manifest.cmvn
-            # This stream's hotwords: the shared database plus additions/removals of its own (contacts).
-            self.hotwords = HotwordRetriever(recognizer.hotword_database, recognizer.lexicon, recognizer.retrieval)
             self._setup = UtteranceSetup(recognizer.lexicon, manifest.phonemes.symbols, manifest.phonemes.blank_id,
                                           manifest.fbank.frame_length_samples, manifest.fbank.frame_shift_ms / 1000,
                                           config.partial_every_chunks,
                                           config.respell_hints, recognizer.confidence_threshold)
+        # This stream's hotwords: the shared database plus additions/removals of its own (contacts).
+        self.hotwords = HotwordRetriever(recognizer.hotword_database, recognizer.lexicon, recognizer.retrieval)
         self.endpointer = Endpointer(endpoint)
         self._speech_run_frames = max(1, endpoint.frames(endpoint.min_speech_ms))  # the run that opens an utterance
         if recognizer.shared_decoder is not None:
