@@ -115,7 +115,11 @@ def cmd_quantize(args) -> int:
         raise Nim4Error("nothing to do: pass --encoder PRECISIONS and/or --decoder LEVELS")
     report = {}
     if args.encoder and Bundle.load(args.bundle, family=None).manifest.family == "qwen3-asr":
-        report["encoder"] = windowed_quant.quantize_windowed_encoder(args.bundle, [p.strip() for p in args.encoder.split(",")])
+        precisions = [p.strip() for p in args.encoder.split(",")]
+        if "int8-qdq" in precisions and not args.calibration:
+            print("nim4-edge: warning: no --calibration audio; int8-qdq scales come from seeded noise", file=sys.stderr)
+        audios = _calibration_audio(args.calibration, args.calibration_limit) if args.calibration else None
+        report["encoder"] = windowed_quant.quantize_windowed_encoder(args.bundle, precisions, audios)
     elif args.encoder:
         audios = _calibration_audio(args.calibration, args.calibration_limit)
         report["encoder"] = encoder_quant.quantize_encoder(args.bundle, [p.strip() for p in args.encoder.split(",")], audios)
@@ -214,7 +218,8 @@ def add_commands(sub) -> None:
                        description="Encoder: FP16, INT8 dynamic and INT8 static QDQ ONNX from the fp32 step, with a "
                                    "parity report (largest differences, phoneme error rate vs fp32). Decoder: llama.cpp "
                                    "quantization of the f32/f16 GGUF with a greedy agreement report. Each variant is "
-                                   "recorded in the manifest.")
+                                   "recorded in the manifest. A qwen3-asr bundle: both encoder graphs, reported as the "
+                                   "largest difference of the streamed embeddings.")
     p.add_argument("bundle", type=Path)
     p.add_argument("--encoder", metavar="PRECISIONS", help="comma-separated: fp16,int8-dynamic,int8-qdq")
     p.add_argument("--calibration", type=Path, nargs="*", default=[], metavar="WAV_OR_MANIFEST",

@@ -28,6 +28,7 @@ from pathlib import Path
 import llama_cpp
 import numpy as np
 
+from nim4_edge.runtime.branch import Branch
 from nim4_edge.runtime.bundle import DecoderSpec
 from nim4_edge.runtime.errors import BundleError, Nim4RuntimeError
 
@@ -477,6 +478,13 @@ class DecoderSession:
         branch sequence; ends the utterance. The cached prefix cannot serve: the hints change it."""
         self._require_utterance()
         try:
+            return self._decode_after_prefix(prefix, rows, audio_seconds)
+        finally:
+            self.end_utterance()
+
+    def _decode_after_prefix(self, prefix: str, rows: np.ndarray, audio_seconds: float | None) -> DecodeResult:
+        """`prefix`, `rows`, the suffix and the greedy answer on the branch sequence, emptied after."""
+        try:
             ids = self.tokenize(prefix)
             self._seq_rm(self.branch_seq)
             self._decode_tokens(ids, self.branch_seq, 0, logits="none")
@@ -484,7 +492,6 @@ class DecoderSession:
             return self._ending(self.branch_seq, len(ids) + len(rows), (), audio_seconds, probabilities=True)
         finally:
             self._seq_rm(self.branch_seq)
-            self.end_utterance()
 
     def end_utterance(self) -> None:
         """Close the utterance without decoding (its final came from a Branch, or there is none)."""
@@ -542,52 +549,3 @@ class DecoderSession:
             self.close()
         except Exception:
             pass
-
-
-class Branch:
-    """The utterance's KV sequence copied to the session's scratch sequence, to decode an ending on
-    without touching the utterance (runtime/recognizer.py's speculative final at a pause):
-
-        branch = session.branch()        # seq 2 := seq 1 (cells shared, nothing re-decoded)
-        branch.append(flush_embeddings)  # the encoder's flush, as if the utterance ended here
-        first = branch.partial(hints)    # decoded, then rolled back to the audio's end
-        final = branch.final(hints2)     # the final as DecoderSession.final would decode it
-        branch.discard()                 # seq 2 emptied: no trace in the utterance
-
-    Greedy decoding on a copy at the same positions is the same computation as on the original, so the
-    branch's final equals the final of the utterance ended here (a test checks it)."""
-
-    def __init__(self, session: DecoderSession):
-        self.session = session
-        self.seq = session.branch_seq
-        session._seq_cp(session.utterance_seq, self.seq)
-        self.position = session.position
-
-    @property
-    def prefix_ids(self) -> list[int]:
-        return self.session.prefix_ids
-
-    def end_utterance(self) -> None:
-        """Nothing decoded on the branch (an utterance shorter than one encoder frame)."""
-        self.discard()
-
-    def append(self, embeddings: np.ndarray) -> None:
-        if len(embeddings):
-            self.session._decode_embeddings(embeddings, self.seq, self.position, "none")
-            self.position += len(embeddings)
-
-    def partial(self, hotwords: Sequence[str] = (), audio_seconds: float | None = None) -> DecodeResult:
-        return self._decode(hotwords, audio_seconds, probabilities=False)
-
-    def final(self, hotwords: Sequence[str] = (), audio_seconds: float | None = None) -> DecodeResult:
-        return self._decode(hotwords, audio_seconds, probabilities=True)
-
-    def _decode(self, hotwords: Sequence[str], audio_seconds: float | None, probabilities: bool) -> DecodeResult:
-        """Decoded after the branch's audio, then rolled back to it (the next decode starts there too)."""
-        try:
-            return self.session._ending(self.seq, self.position, hotwords, audio_seconds, probabilities)
-        finally:
-            self.session._seq_truncate(self.seq, self.position)
-
-    def discard(self) -> None:
-        self.session._seq_rm(self.seq)

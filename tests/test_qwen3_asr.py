@@ -25,7 +25,7 @@ from nim4_edge.runtime.bundle import Bundle, resolve_bundle  # noqa: E402
 from nim4_edge.runtime.decoder import DecoderSession, DecoderSettings  # noqa: E402
 from nim4_edge.runtime.endpoint import EndpointConfig  # noqa: E402
 from nim4_edge.runtime.errors import BundleError, CheckpointError  # noqa: E402
-from nim4_edge.runtime.qwen3_asr.encoder import WindowedEncoderSession, stream_samples  # noqa: E402
+from nim4_edge.runtime.qwen3_asr.encoder import WindowedEncoderSession, stream_samples, with_row_profile  # noqa: E402
 from nim4_edge.runtime.qwen3_asr.features import LogMelOptions, log_mel  # noqa: E402
 from nim4_edge.runtime.recognizer import Recognizer, RecognizerConfig  # noqa: E402
 
@@ -243,14 +243,111 @@ def test_a_qwen3_asr_stream_retrieves_hotwords_from_its_first_pass(imported, tmp
 
 
 def test_fp16_and_int8_encoder_variants_stream_close_to_fp32(imported, tmp_path, capsys):
-    """`nim4-edge quantize B --encoder fp16,int8-dynamic` on this family: both graphs converted, the
-    manifest names the pair, the recognizer runs it, and the parity report is measured."""
+    """`nim4-edge quantize B --encoder fp16,int8-dynamic,int8-qdq --calibration WAV...` on this family:
+    both graphs converted (QDQ: QuantizeLinear/DequantizeLinear pairs, scales from the recorded
+    feeds), the manifest names each pair, the recognizer runs them, and the parity report is measured."""
+    import onnx  # optional dependency (the export extra), like torch above
+
     _, _, bundle = imported
     copy = tmp_path / "bundle"
     shutil.copytree(bundle.path, copy)
-    assert main(["quantize", str(copy), "--encoder", "fp16,int8-dynamic"]) == 0
+    wavs = [str(EXAMPLES / f"{name}.wav") for name in ("en_temperature", "zh_navigate", "en_call", "zh_window")]
+    assert main(["quantize", str(copy), "--encoder", "fp16,int8-dynamic,int8-qdq", "--calibration", *wavs]) == 0
     report = json.loads(capsys.readouterr().out)["encoder"]["variants"]
-    assert report["fp16"]["max_abs_diff_relative"] < 1e-2 and report["int8-dynamic"]["max_abs_diff_relative"] < 0.5
-    assert set(Bundle.load(copy, family=None).manifest.encoder.graphs) == {"fp32", "fp16", "int8-dynamic"}
-    with Recognizer(RecognizerConfig(bundle=copy, encoder_precision="fp16")) as recognizer:
-        assert recognizer.transcribe(EXAMPLES / "en_temperature.wav").finals
+    assert report["fp16"]["max_abs_diff_relative"] < 1e-2
+    assert report["int8-dynamic"]["max_abs_diff_relative"] < 0.5 and report["int8-qdq"]["max_abs_diff_relative"] < 0.5
+    manifest = Bundle.load(copy, family=None).manifest
+    assert set(manifest.encoder.graphs) == {"fp32", "fp16", "int8-dynamic", "int8-qdq"}
+    for file in manifest.encoder.graphs["int8-qdq"].values():
+        ops = {node.op_type for node in onnx.load(str(copy / file)).graph.node}
+        assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    for precision in ("fp16", "int8-qdq"):
+        with Recognizer(RecognizerConfig(bundle=copy, encoder_precision=precision)) as recognizer:
+            assert recognizer.transcribe(EXAMPLES / "en_temperature.wav").finals
+
+
+def test_a_pause_speculates_the_exact_final_and_a_discarded_speculation_leaves_no_trace(imported):
+    """The speculative final at a pause (EndpointConfig.eot_pause_ms) for this family: on a fork of the
+    encoder stream and a Branch of the decoder (rolled back and re-appended like the utterance). It
+    equals ending the utterance there, also after a completed window; discarded (speech resumed), the
+    utterance goes on exactly as without it; adopted, the turn ends at the pause with the final of
+    exactly its audio. Branch.final_with_prefix (the hints' path) equals the session's."""
+    _, _, bundle = imported
+    names = ("en_temperature", "zh_navigate", "en_call", "zh_window")  # 12 s
+    samples = np.concatenate([load_audio(EXAMPLES / f"{name}.wav", 16000) for name in names])
+    split = 16000 * 9 + 4000  # inside the second 8 s window; the last frame waits for more audio (or the end)
+    config = RecognizerConfig(bundle=bundle.path, decoder=DecoderSettings(kv_cache_type="f32", n_ctx=4096))
+    with Recognizer(config) as recognizer:
+        results = []
+        for speculate in (False, True):
+            with recognizer.create_stream() as stream:
+                utterance = stream._new_utterance(0)
+                utterance.feed(samples[:split])
+                if speculate:
+                    early = utterance.speculate()
+                    assert early is not None and early.tokens > 0
+                    assert stream.decoder.seq_positions(stream.decoder.branch_seq) == (-1, -1)  # branch emptied
+                utterance.feed(samples[split:])
+                decoder = stream.decoder
+                state = (decoder.position, decoder.seq_positions(decoder.utterance_seq), decoder.partial().token_ids)
+                (final,) = utterance.finish(0.0)
+                results.append((state, final.text, final.tokens, utterance.rows))
+        assert results[0][:3] == results[1][:3]
+        np.testing.assert_array_equal(results[0][3], results[1][3])  # every embedding the decoder held
+        with recognizer.create_stream() as stream:
+            utterance = stream._new_utterance(0)
+            utterance.feed(samples[:split])
+            early = utterance.speculate()
+            prefix = stream._setup.prompt.prefix_for(["惠新西街"])
+            utterance._apply(utterance.encoder.fork().finish())
+            branch = stream.decoder.branch()
+            hinted = branch.final_with_prefix(prefix, utterance.rows)
+            branch.discard()
+            held = stream.decoder.seq_positions(stream.decoder.utterance_seq)
+            assert held[1] == stream.decoder.position - 1  # the utterance untouched by the branch
+            assert hinted.token_ids == stream.decoder.final_with_prefix(prefix, utterance.rows).token_ids
+        with recognizer.create_stream() as stream:
+            utterance = stream._new_utterance(0)
+            utterance.feed(samples[:split])
+            (ended,) = utterance.finish(0.0)
+        assert (early.text, early.tokens) == (ended.text, ended.tokens)
+        # the branch's re-appended rows sit in other KV cells than the utterance's, so llama.cpp sums
+        # attention in another order: the same tokens, probabilities equal to float rounding
+        assert early.end_probability == pytest.approx(ended.end_probability, rel=1e-6)
+        assert early.end_score == early.end_probability  # no acoustic confidence in this family
+
+        # the Stream: a pause, the turn held there (threshold 1: never early), ended by the silence
+        events = []
+        endpoint = EndpointConfig(eot_pause_ms=200, eot_threshold=1.0, trailing_silence_ms=800)
+        paused = np.concatenate([samples[:16000 * 3], np.zeros(16000 * 2, np.float32)])
+        with recognizer.create_stream(endpoint=endpoint) as stream:
+            for start in range(0, len(paused), 1600):
+                events += stream.accept_waveform(paused[start:start + 1600], 16000)
+            events += stream.input_finished()
+            assert not stream.errors
+        finals = [e for e in events if e.kind == "final"]
+        assert finals and all(f.timings.speculate_ms for f in finals)
+        for final in finals:
+            assert final.end_s - final.speech_end_s == pytest.approx(0.2, abs=1e-6)  # ended at the pause
+            with recognizer.create_stream() as whole:
+                (offline,) = whole.decode_whole(paused[round(final.start_s * 16000):round(final.end_s * 16000)])
+            assert (offline.text, offline.tokens) == (final.text, final.tokens)
+
+
+def test_tensorrt_gets_one_shape_profile_for_every_window_length(imported):
+    """On TensorRT the window graph gets an explicit profile of 1..104 rows (one engine, not a rebuild
+    each time the current window grows); the profile names the graph's real input and width. Only
+    the options are checked here: there is no TensorRT on this machine."""
+    _, _, bundle = imported
+    spec = bundle.manifest.encoder
+    session = WindowedEncoderSession(bundle)
+    (hidden,) = session.window.get_inputs()
+    assert hidden.name == "hidden" and hidden.shape[2] == spec.d_model and not isinstance(hidden.shape[1], int)
+    trt = ("TensorrtExecutionProvider", {"trt_fp16_enable": True})
+    providers = with_row_profile([trt, "CUDAExecutionProvider", "CPUExecutionProvider"], spec)
+    assert providers[0][1] == {"trt_fp16_enable": True, "trt_profile_min_shapes": f"hidden:1x1x{spec.d_model}",
+                               "trt_profile_opt_shapes": f"hidden:1x{spec.positions_per_window}x{spec.d_model}",
+                               "trt_profile_max_shapes": f"hidden:1x{spec.positions_per_window}x{spec.d_model}"}
+    assert providers[1:] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert with_row_profile(["CPUExecutionProvider"], spec) == ["CPUExecutionProvider"]
+    assert with_row_profile(None, spec) is None

@@ -20,6 +20,7 @@ measures a case where they are not.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 
@@ -38,6 +39,19 @@ def post_cnn_length(frames: int) -> int:
     for _ in range(3):
         frames = (frames - 1) // 2 + 1 if frames > 0 else 0
     return frames
+
+
+def with_row_profile(providers: list | None, spec) -> list | None:
+    """The window graph's rows run from 1 to a full window as audio arrives. TensorRT (through
+    onnxruntime) builds an engine for the shapes it has seen and rebuilds when a longer one comes, up
+    to 8 builds in the first window; an explicit profile covering 1..positions_per_window makes it one.
+    (The front-end graph has fixed shapes.)"""
+    rows, width = spec.positions_per_window, spec.d_model
+    profile = {"trt_profile_min_shapes": f"hidden:1x1x{width}", "trt_profile_opt_shapes": f"hidden:1x{rows}x{width}",
+               "trt_profile_max_shapes": f"hidden:1x{rows}x{width}"}
+    return None if providers is None else [
+        (p[0], {**p[1], **profile}) if isinstance(p, tuple) and p[0] == "TensorrtExecutionProvider" else
+        ("TensorrtExecutionProvider", profile) if p == "TensorrtExecutionProvider" else p for p in providers]
 
 
 @dataclass
@@ -68,7 +82,9 @@ class WindowedEncoderSession:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # see runtime/encoder.py
         self.precision = precision or self.spec.precision
         self.front_end = self._load(graphs["front_end"], options, providers)
-        self.window = self._load(graphs["window"], options, providers)
+        self.window = self._load(graphs["window"], options, with_row_profile(providers, self.spec))
+        # set to {"front_end": [], "window": []} to keep every run's inputs (int8 calibration)
+        self.recorded_feeds: dict[str, list[dict]] | None = None
 
     def _load(self, name: str, options, providers) -> ort.InferenceSession:
         path = self.bundle.file(name)
@@ -80,11 +96,16 @@ class WindowedEncoderSession:
 
     def chunk_rows(self, features: np.ndarray) -> np.ndarray:
         """(chunk_frames, bins) normalized features, zero-padded -> (13, d) hidden rows."""
-        return self.front_end.run(None, {"features": features.T[None].astype(np.float32)})[0][0]
+        return self._run("front_end", self.front_end, {"features": features.T[None].astype(np.float32)})
 
     def window_embeddings(self, rows: np.ndarray) -> np.ndarray:
         """(n, d) hidden rows of one window -> (n, D) decoder embeddings."""
-        return self.window.run(None, {"hidden": rows[None].astype(np.float32)})[0][0]
+        return self._run("window", self.window, {"hidden": rows[None].astype(np.float32)})
+
+    def _run(self, role: str, graph: ort.InferenceSession, feeds: dict) -> np.ndarray:
+        if self.recorded_feeds is not None:
+            self.recorded_feeds[role].append(feeds)
+        return graph.run(None, feeds)[0][0]
 
 
 class WindowedEncoderStream:
@@ -106,6 +127,13 @@ class WindowedEncoderStream:
         self._given_final = 0  # final rows already given as final
         self._given = 0  # rows given so far
         self._ms = 0.0
+
+    def fork(self) -> "WindowedEncoderStream":
+        """An independent copy (a speculative final ends the copy; this stream goes on). Arrays are
+        replaced, never written in place, so only the lists and the feature stream are copied."""
+        twin = copy.copy(self)
+        twin.features, twin._chunks = copy.copy(self.features), list(self._chunks)
+        return twin
 
     def accept(self, samples: np.ndarray) -> None:
         """Samples (float32 in [-1, 1], the bundle's rate) of any count; cheap until `update()`."""

@@ -14,12 +14,14 @@ final is decoded again with them in the system turn, as the official inference p
 means re-reading the audio after the changed prefix (DecoderSession.final_with_prefix).
 
 What this family does not have: a phoneme head, so no CTC phonemes, hotwords by sound, respelling,
-word timestamps or acoustic confidence (those Event fields stay empty / None); and no speculative
-final at a pause yet (`speculate` returns None: the turn ends on the trailing silence).
+word timestamps or acoustic confidence (those Event fields stay empty / None). So the end-of-turn
+score of a speculative final at a pause is the decoder's P(<|im_end|>) alone (NIM4 multiplies it by
+the last word's acoustic confidence).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass, replace
@@ -106,12 +108,29 @@ class WindowedUtterance:
         return Event(kind, text, self.index, self.start_s, self.end_s, list(hints), timings=timings,
                      stopped_by=stopped_by, chunks=self.chunks, tokens=len(result.token_ids), language=language)
 
-    def speculate(self) -> None:
-        """No speculative final at a pause for this family yet: the Stream waits for the trailing silence."""
-        return None
+    def speculate(self) -> Event | None:
+        """The final as if the utterance ended here (EndpointConfig.eot_pause_ms), computed on copies:
+        the encoder stream forked and finished, the decoder on a Branch (rolled back and re-appended as
+        `_apply` does), retrieval forked. This utterance is left as it was. None: nothing to decode."""
+        t0 = time.perf_counter()
+        fork = copy.copy(self)
+        fork.encoder, fork.retrieval, fork.timings = self.encoder.fork(), self.retrieval.fork(), replace(self.timings)
+        fork.decoder = self.decoder.branch()
+        try:
+            events = fork.finish(t0)
+        finally:
+            fork.decoder.discard()
+        if not events:
+            return None
+        self.timings.speculate_ms = (self.timings.speculate_ms or 0.0) + (time.perf_counter() - t0) * 1000
+        events[0].timings.speculate_ms = self.timings.speculate_ms
+        return events[0]
 
-    def adopt(self, event: Event, endpoint_time: float) -> list[Event]:  # never reached: speculate gives none
-        raise NotImplementedError("windowed utterances make no speculative finals")
+    def adopt(self, event: Event, endpoint_time: float) -> list[Event]:
+        """End the utterance with a speculative final of its (the audio since was silence, not fed)."""
+        self.decoder.end_utterance()
+        event.timings.final_latency_ms = (time.perf_counter() - endpoint_time) * 1000
+        return [event]
 
     def finish(self, endpoint_time: float) -> list[Event]:
         """The endpoint: the encoder's last frames (all rows final), then the greedy answer."""
@@ -134,6 +153,7 @@ class WindowedUtterance:
         self.timings.decode_ms += result.decode_ms
         event = self._event("final", result, stopped_by=result.stopped_by, hints=hints)
         event.end_probability = math.exp(result.end_logprob)
+        event.end_score = event.end_probability  # no acoustic confidence to weigh it with
         event.speech_end_s = self.speech_end_frame * FRAME_SAMPLES / SAMPLE_RATE_HZ
         event.timings.final_latency_ms = (time.perf_counter() - endpoint_time) * 1000
         return [event]
