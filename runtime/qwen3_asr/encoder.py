@@ -42,10 +42,11 @@ def post_cnn_length(frames: int) -> int:
 
 
 def with_row_profile(providers: list | None, spec) -> list | None:
-    """The window graph's rows run from 1 to a full window as audio arrives. TensorRT (through
-    onnxruntime) builds an engine for the shapes it has seen and rebuilds when a longer one comes, up
-    to 8 builds in the first window; an explicit profile covering 1..positions_per_window makes it one.
-    (The front-end graph has fixed shapes.)"""
+    """`providers` with an explicit TensorRT shape profile for the window graph. Its rows grow with
+    the current window (8 rows at the first 640 ms update, 104 when it is full); onnxruntime's TensorRT
+    provider otherwise builds an engine for the shapes seen so far and builds again whenever a longer
+    input comes, nearly every update of the first window. A profile of 1..positions_per_window rows
+    means one engine. (The front-end graph has fixed shapes.)"""
     rows, width = spec.positions_per_window, spec.d_model
     profile = {"trt_profile_min_shapes": f"hidden:1x1x{width}", "trt_profile_opt_shapes": f"hidden:1x{rows}x{width}",
                "trt_profile_max_shapes": f"hidden:1x{rows}x{width}"}
