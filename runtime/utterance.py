@@ -185,21 +185,10 @@ class Utterance:
         of its stream, the decoder on a Branch of the KV sequence, CTC and retrieval forked): this
         utterance is left exactly as it was, to go on if speech resumes or to be ended with the result
         (adopt). None: nothing to decode yet."""
-        t0 = time.perf_counter()
         fork = copy.copy(self)
         fork.encoder, fork.ctc, fork.retrieval = self.encoder.fork(), self.ctc.fork(), self.retrieval.fork()
         fork.log_probs, fork.timings = list(self.log_probs), replace(self.timings)
-        fork.decoder = self.decoder.branch()
-        try:
-            events = fork.finish(t0)
-        finally:
-            fork.decoder.discard()
-        if not events:
-            return None
-        event = events[0]
-        self.timings.speculate_ms = (self.timings.speculate_ms or 0.0) + (time.perf_counter() - t0) * 1000
-        event.timings.speculate_ms = self.timings.speculate_ms
-        return event
+        return speculative_final(self, fork)
 
     def adopt(self, event: Event, endpoint_time: float) -> list[Event]:
         """End the utterance with a speculative final of its (the audio since was silence, not fed)."""
@@ -239,3 +228,20 @@ class Utterance:
         event.end_score = event.end_probability * (event.words[-1].confidence if event.words else 0.0)
         event.timings.final_latency_ms = (time.perf_counter() - endpoint_time) * 1000
         return [event]
+
+
+def speculative_final(utterance, fork) -> Event | None:
+    """`fork` (a copy of `utterance` with its own encoder stream, retrieval and timings) finished on a
+    Branch of the decoder, the branch emptied after: the final as if the utterance ended now, its cost
+    added to the utterance's speculate_ms. Both families' speculate() end here."""
+    t0 = time.perf_counter()
+    fork.decoder = utterance.decoder.branch()
+    try:
+        events = fork.finish(t0)
+    finally:
+        fork.decoder.discard()
+    if not events:
+        return None
+    utterance.timings.speculate_ms = (utterance.timings.speculate_ms or 0.0) + (time.perf_counter() - t0) * 1000
+    events[0].timings.speculate_ms = utterance.timings.speculate_ms
+    return events[0]

@@ -33,7 +33,7 @@ from nim4_edge.runtime.features import SAMPLE_RATE_HZ
 from nim4_edge.runtime.hotwords import RetrievalSession
 from nim4_edge.runtime.prompt import ContextFirstPrompt
 from nim4_edge.runtime.qwen3_asr.encoder import UPDATE_SAMPLES, EncoderUpdate, WindowedEncoderStream
-from nim4_edge.runtime.utterance import Event, Timings
+from nim4_edge.runtime.utterance import Event, Timings, speculative_final
 from nim4_edge.runtime.vad import FRAME_SAMPLES
 
 
@@ -112,19 +112,9 @@ class WindowedUtterance:
         """The final as if the utterance ended here (EndpointConfig.eot_pause_ms), computed on copies:
         the encoder stream forked and finished, the decoder on a Branch (rolled back and re-appended as
         `_apply` does), retrieval forked. This utterance is left as it was. None: nothing to decode."""
-        t0 = time.perf_counter()
         fork = copy.copy(self)
         fork.encoder, fork.retrieval, fork.timings = self.encoder.fork(), self.retrieval.fork(), replace(self.timings)
-        fork.decoder = self.decoder.branch()
-        try:
-            events = fork.finish(t0)
-        finally:
-            fork.decoder.discard()
-        if not events:
-            return None
-        self.timings.speculate_ms = (self.timings.speculate_ms or 0.0) + (time.perf_counter() - t0) * 1000
-        events[0].timings.speculate_ms = self.timings.speculate_ms
-        return events[0]
+        return speculative_final(self, fork)
 
     def adopt(self, event: Event, endpoint_time: float) -> list[Event]:
         """End the utterance with a speculative final of its (the audio since was silence, not fed)."""
