@@ -22,7 +22,6 @@ import argparse
 import io
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -30,9 +29,11 @@ import time
 from pathlib import Path
 
 from nim4_edge.bench.evaluate import evaluate, read_manifest
+from nim4_edge.bench.report import peak_rss_bytes
 from nim4_edge.devices.config import Overrides, current_plan, describe, recognizer_config
 from nim4_edge.quant.encoder_quant import ENCODER_PRECISIONS, quantize_encoder
 from nim4_edge.quant.gguf_quant import LEVELS, quantize_bundle
+from nim4_edge.quant.windowed_quant import quantize_windowed_encoder
 from nim4_edge.runtime.atomic import write_bytes_atomic, write_text_atomic
 from nim4_edge.runtime.audio import load_audio
 from nim4_edge.runtime.bundle import Bundle
@@ -71,7 +72,7 @@ def run_worker(args) -> int:
     items = read_manifest(args.testset)
     if args.limit:
         items = items[: args.limit]
-    bundle = Bundle.load(args.bundle)
+    bundle = Bundle.load(args.bundle, family=None)
     overrides = Overrides(decoder_variant=args.decoder, encoder_precision=args.encoder, threads=args.threads,
                           hotwords=args.hotwords, retrieval=RetrievalConfig.from_mode(args.hotwords_mode))
     config = recognizer_config(bundle, current_plan(args.profile), overrides)
@@ -82,7 +83,7 @@ def run_worker(args) -> int:
     for key in TIMING_KEYS:
         values = sorted(p[key] for p in passes if p.get(key) is not None)
         figures[key] = values[len(values) // 2] if values else None
-    figures["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    figures["peak_rss_mb"] = round(peak_rss_bytes() / 2**20, 1)  # this worker's own peak (VmHWM)
     figures["config"] = describe(config, bundle)
     print(json.dumps(figures))
     return 0
@@ -100,7 +101,7 @@ def working_copy(bundle: Bundle, target: Path) -> Path:
     quantizer writes new files and replaces the manifest by rename, so the original is never touched)
     or, across filesystems, copied. An existing copy of the same bundle is reused."""
     if (target / "manifest.json").is_file():
-        existing = Bundle.load(target).manifest
+        existing = Bundle.load(target, family=None).manifest
         if all(existing.files.get(name) == facts for name, facts in bundle.manifest.files.items()):
             return target
         shutil.rmtree(target)
@@ -124,7 +125,7 @@ def ensure_variants(bundle_path: Path, encoders: list[str], decoders: list[str],
     """Build what the bundle at `bundle_path` (a working copy) lacks. Returns {("encoder"|"decoder",
     name): reason} for those that failed."""
     failed = {}
-    manifest = Bundle.load(bundle_path).manifest
+    manifest = Bundle.load(bundle_path, family=None).manifest
     for precision in encoders:
         if precision in manifest.encoder.variants:
             continue
@@ -132,7 +133,10 @@ def ensure_variants(bundle_path: Path, encoders: list[str], decoders: list[str],
             failed[("encoder", precision)] = f"unknown encoder precision (known: fp32, {', '.join(ENCODER_PRECISIONS)})"
             continue
         try:
-            quantize_encoder(bundle_path, [precision], calibration)
+            if manifest.family == "qwen3-asr":  # both graphs of a windowed encoder (quant/windowed_quant.py)
+                quantize_windowed_encoder(bundle_path, [precision], calibration or None)
+            else:
+                quantize_encoder(bundle_path, [precision], calibration)
         except Exception as e:  # noqa: BLE001 - any build failure becomes a failed row
             failed[("encoder", precision)] = f"build failed: {str(e).splitlines()[0][:200]}"
     for level in decoders:
@@ -153,14 +157,14 @@ def bench(bundle_path: Path, testset: Path, encoders: list[str], decoders: list[
           hotwords_mode: str = "exact", profile: str | None = None) -> dict:
     items = read_manifest(testset)  # a bad manifest stops here, before any work
     plan = current_plan(profile)  # an unknown profile stops here too
-    source = Bundle.load(bundle_path)
+    source = Bundle.load(bundle_path, family=None)
     out_dir.mkdir(parents=True, exist_ok=True)
     measured = source
     if any(missing_variants(source, encoders, decoders)):
         calibration_files = [i.audio for i in items if i.text and i.audio.is_file()][:40]
         work = working_copy(source, out_dir / WORK_BUNDLE)
         failed = ensure_variants(work, encoders, decoders, [load_audio(f, SAMPLE_RATE_HZ) for f in calibration_files])
-        measured = Bundle.load(work)
+        measured = Bundle.load(work, family=None)
     else:
         failed = {}
     combos = [(e, d) for e in encoders for d in decoders]

@@ -30,11 +30,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import transformers
 
 from nim4_edge.bench import decoder as decoder_bench
+from nim4_edge.bench.encoder import windowed_update_runs
 from nim4_edge.bench.projection import decoder_token_bytes, project_cost
 from nim4_edge.bench.report import format_table, median
 from nim4_edge.devices.config import current_plan, memory_estimate_mb, recognizer_config
@@ -89,24 +89,14 @@ def random_checkpoint(shape: str, folder: Path, seed: int = 0, weight_scale: flo
 
 
 def encoder_update_ms(bundle: Bundle, precision: str, repeats: int) -> dict:
-    session = WindowedEncoderSession(bundle, num_threads=0, precision=precision)
-    spec = bundle.manifest.encoder
-    rng = np.random.default_rng(0)
-    chunk = rng.standard_normal((spec.chunk_frames, bundle.manifest.features.num_mel_bins)).astype(np.float32)
-    full = rng.standard_normal((spec.positions_per_window, spec.d_model)).astype(np.float32)
-
-    def timed(rows: int) -> float:
-        t0 = time.perf_counter()
-        session.chunk_rows(chunk)
-        session.window_embeddings(full[:rows])
-        return (time.perf_counter() - t0) * 1000
-
-    for rows in (spec.positions_per_chunk, spec.positions_per_window):  # warm-up: allocations, page-ins
-        timed(rows)
+    """The two 640 ms update costs (bench/encoder.py: windowed_update_runs), interleaved, medians."""
+    update = windowed_update_runs(WindowedEncoderSession(bundle, num_threads=0, precision=precision))
+    for run in update.values():  # warm-up: allocations, page-ins
+        run()
     worst, first = [], []
     for _ in range(repeats):  # interleaved, so drift hits both alike
-        worst.append(timed(spec.positions_per_window))
-        first.append(timed(spec.positions_per_chunk))
+        worst.append(update["worst"]())
+        first.append(update["first_chunk"]())
     return {"precision": precision, "worst_ms": median(worst), "first_chunk_ms": median(first), "repeats": repeats}
 
 

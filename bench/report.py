@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import resource
 import statistics
+import sys
+from pathlib import Path
 
 
 def rss_bytes() -> int:
@@ -17,8 +19,17 @@ def rss_bytes() -> int:
 
 
 def peak_rss_bytes() -> int:
-    """Peak resident set size of this process so far (ru_maxrss is in KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """Peak resident set size of this process so far. Linux: VmHWM of /proc/self/status, because
+    ru_maxrss carries over the peak of the parent a child was forked from (through exec), so a small
+    worker of a large bench reports the bench's peak. Elsewhere ru_maxrss (KiB on Linux, bytes on macOS)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss if sys.platform == "darwin" else maxrss * 1024
 
 
 def percentile(values: list[float], q: float) -> float:

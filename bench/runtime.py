@@ -22,6 +22,7 @@ from nim4_edge.devices.config import Overrides, current_plan, describe, recogniz
 from nim4_edge.runtime.audio import load_audio, synthetic_utterance
 from nim4_edge.runtime.bundle import Bundle
 from nim4_edge.runtime.features import SAMPLE_RATE_HZ
+from nim4_edge.runtime.qwen3_asr.encoder import UPDATE_SAMPLES
 from nim4_edge.runtime.recognizer import Recognizer
 
 RATE = SAMPLE_RATE_HZ
@@ -40,7 +41,7 @@ def talk_pattern(wav: Path | None) -> np.ndarray:
 def bench_runtime(bundle: Path, minutes: float = 60.0, wav: Path | None = None, partial_every: int | None = None,
                   threads: int | None = None, block_ms: int = 100, profile: str | None = None) -> dict:
     """None for partial_every / threads: the device profile's, as `listen` runs."""
-    loaded = Bundle.load(bundle)
+    loaded = Bundle.load(bundle, family=None)
     config = recognizer_config(loaded, current_plan(profile),
                                Overrides(threads=threads, partial_every_chunks=partial_every))
     rss_start = rss_bytes()
@@ -82,7 +83,11 @@ def bench_runtime(bundle: Path, minutes: float = 60.0, wav: Path | None = None, 
         recognizer.close()
     audio_s = total_samples / RATE
     # Per 640 ms of audio (speech or silence): the runtime works on all of it, the models on speech.
-    audio_chunks = audio_s / (loaded.manifest.streaming.chunk_duration_ms(loaded.manifest.fbank.frame_shift_ms) / 1000)
+    if loaded.manifest.family == "qwen3-asr":  # its runtime's cadence: an update per 640 ms
+        chunk_s = UPDATE_SAMPLES / RATE
+    else:
+        chunk_s = loaded.manifest.streaming.chunk_duration_ms(loaded.manifest.fbank.frame_shift_ms) / 1000
+    audio_chunks = audio_s / chunk_s
     overhead_ms = (wall_s * 1000 - model_ms) / audio_chunks
     return {
         "bundle": str(bundle),

@@ -116,7 +116,9 @@ def describe(config: RecognizerConfig, bundle: Bundle) -> dict:
             "decoder_variant": config.decoder_variant or bundle.manifest.decoder.default_variant,
             "encoder_threads": config.encoder_threads, "decoder_threads": config.decoder.n_threads,
             "encoder_providers": providers, "decoder_gpu_layers": config.decoder.n_gpu_layers,
-            "partial_every_chunks": config.partial_every_chunks, "hotwords_mode": config.retrieval.mode.value}
+            "partial_every_chunks": config.partial_every_chunks,
+            # what runs: the Recognizer forces text mode on a family without a phoneme head
+            "hotwords_mode": "text" if bundle.manifest.family == "qwen3-asr" else config.retrieval.mode.value}
 
 
 # Bytes per KV element of llama.cpp's cache types (q8_0: 34 bytes per block of 32).

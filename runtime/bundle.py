@@ -400,7 +400,7 @@ class Bundle:
             raise BundleError(f"{manifest_path}: {type(e).__name__}: {e}; re-export the bundle") from None
         if family is not None and manifest.family != family:
             raise BundleError(f"{path}: a {manifest.family} bundle; this command runs {family} bundles only "
-                              f"(qwen3-asr bundles are imported and verified so far, not yet run by listen: docs/QWEN3_ASR.md)")
+                              f"(what runs a qwen3-asr bundle: docs/QWEN3_ASR.md)")
         bundle = cls(path, manifest)
         bundle.check_files(verify_hashes)
         return bundle

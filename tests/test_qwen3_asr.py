@@ -351,3 +351,29 @@ def test_tensorrt_gets_one_shape_profile_for_every_window_length(imported):
     assert providers[1:] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
     assert with_row_profile(["CPUExecutionProvider"], spec) == ["CPUExecutionProvider"]
     assert with_row_profile(None, spec) is None
+
+
+def test_the_component_benchmarks_run_a_qwen3_asr_bundle(imported, tmp_path, capsys):
+    """`bench encoder` (two update costs per variant), `bench runtime` and the accuracy-vs-latency
+    `bench` (variants built with this family's quantizer, each combination evaluated in a worker)
+    measure this family too: their figures come back, positive, for the variants asked for."""
+    _, _, bundle = imported
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle.path, copy)
+    assert main(["bench", "encoder", "--bundle", str(copy), "--repeats", "3"]) == 0
+    backends = json.loads(capsys.readouterr().out)["backends"]
+    assert [b["backend"] for b in backends] == ["onnxruntime fp32 (end of a window, 104 rows)",
+                                                "onnxruntime fp32 (first chunk, 13 rows)"]
+    assert all(b["ms_median"] > 0 for b in backends)
+    assert main(["bench", "runtime", "--bundle", str(copy), "--minutes", "0.1"]) == 0
+    runtime = json.loads(capsys.readouterr().out)
+    assert runtime["finals"] >= 1 and runtime["real_time_factor"] > 0 and runtime["failed_utterances"] == 0
+    assert main(["bench", "--bundle", str(copy), "--testset", str(EXAMPLES / "transcripts.jsonl"), "--encoder",
+                 "fp32,int8-dynamic", "--decoder", "f32", "--out", str(tmp_path / "out")]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [(r["encoder"], r["decoder"]) for r in rows] == [("fp32", "f32"), ("int8-dynamic", "f32")]
+    assert all(r["status"] == "ok" and r["rtf"] > 0 and r["peak_rss_mb"] > 0 for r in rows)
+    assert all(r["config"]["hotwords_mode"] == "text" for r in rows)  # what runs: no phoneme head
+    assert main(["eval", "--bundle", str(copy), "--testset", str(EXAMPLES / "transcripts.jsonl"), "--modes", "streaming"]) == 0
+    streaming = json.loads(capsys.readouterr().out)["modes"]["streaming"]
+    assert streaming["phoneme_error_rate"] is None and streaming["rtf"] > 0  # no phoneme head: no phoneme error rate
