@@ -86,7 +86,7 @@ class WindowedUtterance:
             every = self.setup.partial_every_chunks
             if every and self.chunks % every == 0:
                 # the current window is recomputed and re-appended only when a partial needs it: its
-                # rows cost a decoder prefill each time (measured: 34 rows/s for the 1.7B Q4_K_M here)
+                # rows cost a decoder prefill each time (1.7B Q4_K_M here: 29 rows/s, bench qwen3-asr)
                 self._apply(self.encoder.update())
                 result = self.decoder.partial(audio_seconds=self.end_s - self.start_s)
                 self.timings.decode_ms += result.prefill_ms + result.decode_ms
