@@ -73,6 +73,8 @@ class Event:
     acoustic_confidence: float | None = None
     language_match: bool | None = None
     confident: bool | None = None
+    # finals: the decoder's own certainty, exp of its least likely token's log-prob (None: no token)
+    decoder_confidence: float | None = None
     # families whose answer names its language (Qwen3-ASR: "language English<asr_text>..."): that name
     language: str | None = None
 
@@ -224,6 +226,7 @@ class Utterance:
                           self.setup.confidence_threshold)
         event.acoustic_confidence, event.language_match = judgement.acoustic_confidence, judgement.language_match
         event.confident = judgement.confident
+        event.decoder_confidence = math.exp(min(result.token_logprobs)) if result.token_logprobs else None
         event.timings.words_ms = (time.perf_counter() - t0) * 1000
         event.end_score = event.end_probability * (event.words[-1].confidence if event.words else 0.0)
         event.timings.final_latency_ms = (time.perf_counter() - endpoint_time) * 1000

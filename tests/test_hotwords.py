@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("pypinyin")
@@ -27,10 +28,11 @@ from nim4_edge.runtime.hotwords import (  # noqa: E402
     parse_hotword_lines,
 )
 from nim4_edge.runtime.hotwords import LiveDatabase  # noqa: E402
-from nim4_edge.runtime.hotwords import signatures  # noqa: E402
+from nim4_edge.runtime.hotwords import _exact, signatures  # noqa: E402
 from nim4_edge.runtime.hotwords.database import MAGIC  # noqa: E402
 from nim4_edge.runtime.hotwords.updates import update_database  # noqa: E402
 from nim4_edge.runtime.hotwords.lexicon import Lexicon, LexiconError  # noqa: E402
+from nim4_edge.runtime.hotwords.strings import code_ids  # noqa: E402
 from nim4_edge.runtime.phonemes import PhonemeInventory  # noqa: E402
 
 LEX = Lexicon()
@@ -95,6 +97,38 @@ def test_incremental_scan_equals_whole_scan():
     key = lambda s: sorted((m.start, m.end, m.key_id) for m in s.matches)  # noqa: E731
     assert key(whole) == key(pieces) and len(whole.matches) >= 4
     assert pieces.words() == whole.words()
+
+
+def test_the_exact_query_in_c_finds_what_the_numpy_signatures_say():
+    """_exact.c hashes as signatures.py builds: every (x, length) whose numpy signature is in the
+    index and whose key is what was heard, and nothing else, from a fresh start and from the middle
+    (new_from); a signature whose key differs from the heard phonemes (a collision, an edited file)
+    finds nothing."""
+    rng = np.random.default_rng(0)
+    words = [("".join(rng.choice(list("惠新西街朝阳公园海淀安宁"), size=int(rng.integers(2, 6)))), 1.0) for _ in range(300)]
+    words = list(dict(words).items()) + [("NIO House", 1.0), ("James Ashford", 1.0)]
+    segment = _db(words).base
+    index = segment.exact
+    heard = LEX.encode(LEX.phonemes("导航到" + "".join(w for w, _ in words[:40:3]) + "call James Ashford"))
+    ids = code_ids(heard)
+    h, inv = signatures.prefix_hashes(ids)
+    stored = dict(zip(index.signatures.tolist(), index.key_ids.tolist()))
+    for new_from in (0, 17):
+        want = set()
+        for length in index.lengths.tolist():
+            for x in range(max(0, new_from - length + 1), len(ids) - length + 1):
+                q = int(signatures.combine([signatures.span_hash(h, inv, np.array([x]), np.array([x + length]))],
+                                           np.array([length << 8]))[0])
+                if q in stored:
+                    assert segment.key(stored[q]) == heard[x : x + length]
+                    want.add((stored[q], x, length))
+        got = segment.find_exact(heard, new_from)
+        assert set(got) == want and len(got) == len(want) and len(want) >= (12 if new_from else 14)
+    arrays = [index.lengths, index.signatures, index.key_ids, index.bitmap, segment.key_starts, segment.key_ids_flat]
+    lying = np.roll(index.key_ids, 1)  # every signature names another key: nothing is found
+    assert _exact.find(heard, 0, *arrays[:2], lying, *arrays[3:]) == []
+    with pytest.raises(ValueError, match="do not fit"):  # arrays that do not belong together are refused
+        _exact.find(heard, 0, *arrays[:2], index.key_ids[:-1], *arrays[3:])
 
 
 def test_save_load_roundtrip(tmp_path):
@@ -606,8 +640,6 @@ def test_the_mapped_database_is_shared_pages_not_private_memory(tmp_path):
 
 
 def test_load_checks_block_by_block_still_see_a_step_back_at_a_block_edge():
-    import numpy as np
-
     from nim4_edge.runtime.hotwords.strings import BLOCK, increasing
 
     a = np.arange(2 * BLOCK + 5, dtype=np.int64)
@@ -659,3 +691,22 @@ def test_words_are_the_kept_candidates_words_in_order():
                         expected.append(word)
             assert session.words() == expected, (text, top_k)
             assert expected, text
+
+
+def test_shadowing_of_few_matches_in_python_equals_many_in_numpy():
+    """_inside_longer compares few matches pair by pair in Python, many in numpy: the same rule."""
+    from nim4_edge.runtime.hotwords import retrieval
+
+    rng = np.random.default_rng(1)
+    few, fired = retrieval._FEW_MATCHES, 0
+    for _ in range(200):
+        count = int(rng.integers(2, few + 1))
+        starts = rng.integers(0, 12, count)
+        matches = [retrieval.Match(int(a), int(a + rng.integers(1, 8)), 0, retrieval.MatchSource.TOLERANT,
+                                   errors=int(rng.integers(0, 3))) for a in starts]
+        python = retrieval._inside_longer(matches)
+        padded = retrieval._inside_longer(matches + [retrieval.Match(100 + i, 101 + i, 0, retrieval.MatchSource.BASE)
+                                                    for i in range(few)])  # past _FEW_MATCHES: numpy
+        assert python == padded[:count]
+        fired += any(python)
+    assert fired > 100  # the rule fires in most trials (a rule that never shadows fails here)

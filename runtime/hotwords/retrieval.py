@@ -253,6 +253,11 @@ class HotwordRetriever:
 _EDITS = np.array([(b, a) for b in range(-2, 3) for a in range(-2, 3) if abs(b) + abs(a) <= 2], np.int64)
 
 
+# a new session's empty arrays, shared (read-only): a session replaces its arrays, never changes them
+_NO_HITS, _NONE = np.zeros((0, 5), np.int64), np.zeros(0, np.int64)
+_NO_HITS.flags.writeable = _NONE.flags.writeable = False
+
+
 @dataclass
 class RetrievalSession:
     """One utterance: phonemes arrive chunk by chunk; each call looks up only what is new. The
@@ -263,15 +268,15 @@ class RetrievalSession:
     code: str = ""
     matches: list[Match] = field(default_factory=list)
     # tolerant signature hits: rows of (segment, index number, key id, probe row, x)
-    hits: np.ndarray = field(default_factory=lambda: np.zeros((0, 5), np.int64))
+    hits: np.ndarray = field(default_factory=lambda: _NO_HITS)
     transcript_words: list[str] = field(default_factory=list)  # retrieved from the first-pass transcript
     # tolerant verification is incremental: hits before `_verified` are done, except those in `_pending`
     # (a window ran past the phonemes heard so far); `_tolerant` holds the best match per (segment, key)
     _verified: int = 0
     _verified_to: int = 0  # the phonemes heard when the pending hits were last looked at
-    _pending: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    _pending: np.ndarray = field(default_factory=lambda: _NONE)
     _tolerant: dict[tuple[int, int], Match] = field(default_factory=dict)
-    _seen: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (key, origin, index) verified
+    _seen: np.ndarray = field(default_factory=lambda: _NONE)  # (key, origin, index) verified
 
     @property
     def mode(self) -> RetrievalMode:
@@ -291,16 +296,13 @@ class RetrievalSession:
             return
         old = len(self.code)
         self.code += code
-        ids = code_ids(self.code)
-        h = prefix_hashes(ids)
         tolerant = self.mode.tolerant
+        if tolerant:
+            ids = code_ids(self.code)
+            h = prefix_hashes(ids)
         for source, number, segment in self.retriever.segments(self.database):
-            key_ids, rows, xs = segment.exact.find(ids, old, h)
-            lengths = segment.exact.probe_lengths
-            for key_id, row, x in zip(key_ids.tolist(), rows.tolist(), xs.tolist()):
-                end = x + int(lengths[row])
-                if self.code[x:end] == segment.key(key_id):  # a hash collision (or an edited file) finds nothing
-                    self.matches.append(Match(x, end, key_id, source, segment=number))
+            for key_id, x, length in segment.find_exact(self.code, old):  # each compared with its key
+                self.matches.append(Match(x, x + length, key_id, source, segment=number))
             if tolerant and source is MatchSource.BASE:
                 for index_number, index in enumerate(segment.tolerant):
                     key_ids, rows, xs = index.find(ids, old, h)
@@ -399,7 +401,7 @@ class RetrievalSession:
     def _judged(self) -> list[tuple[Match, Segment | None, list[int] | None, float, Rejection | None]]:
         """Every match with its segment, group ids, weight and why it is rejected (None: kept); the
         segment, ids and weight of a match inside a longer one are None, None, 0.0."""
-        matches = self.matches + self.tolerant_matches()
+        matches = self.matches + (self.tolerant_matches() if self.mode.tolerant else [])
         if not matches:
             return []
         out = []
@@ -468,16 +470,28 @@ def _beaten_by_closer(matches: list[Match], kept: list[bool]) -> list[bool]:
     return (beaten & np.array(tolerant)).tolist()
 
 
+def _shadowed_by(match: Match, other: Match) -> bool:
+    """`match` lies inside the longer `other`, heard with at most one more error than it (NIO inside
+    NIO House; 康西路 inside 阳康西路 heard one phoneme off), except that a match heard exactly is never
+    shadowed by a guess: a name said as it is spelt stays (the carrier's 去 is one phoneme from 桥, so
+    桥明园站 at one error swallowed 明园站 heard exactly in 6% of utterances)."""
+    return (other.start <= match.start and match.end <= other.end
+            and other.end - other.start > match.end - match.start
+            and other.errors <= max(match.errors, 1) and not (match.errors == 0 and other.errors > 0))
+
+
+# up to this many matches the pairs are compared in Python (an exact utterance has a few: ~10 numpy
+# calls cost more than the pairs); beyond, in numpy (a busy tolerant utterance has ~160)
+_FEW_MATCHES = 16
+
+
 def _inside_longer(matches: list[Match]) -> list[bool]:
-    """Which matches a longer one shadows."""
-    if len(matches) == 1:  # the common case of exact retrieval: nothing to compare (saves ~10 numpy calls)
-        return [False]
+    """Which matches a longer one shadows (_shadowed_by)."""
+    if len(matches) <= _FEW_MATCHES:
+        return [any(_shadowed_by(m, other) for other in matches) for m in matches]
     start, end, errors = (np.array(v) for v in zip(*((m.start, m.end, m.errors) for m in matches)))
     length = end - start
-    # [this, other]: this lies inside the longer other, heard with at most one more error than this
-    # (NIO inside NIO House; 康西路 inside 阳康西路 heard one phoneme off), except that a match heard
-    # exactly is never shadowed by a guess: a name said as it is spelt stays (the carrier's 去 is one
-    # phoneme from 桥, so 桥明园站 at one error swallowed 明园站 heard exactly in 6% of utterances)
+    # [this, other]: _shadowed_by(this, other)
     inside = ((start[None, :] <= start[:, None]) & (end[:, None] <= end[None, :]) & (length[None, :] > length[:, None])
               & (errors[None, :] <= np.maximum(errors, 1)[:, None])
               & ~((errors[:, None] == 0) & (errors[None, :] > 0))).any(axis=1)

@@ -6,8 +6,9 @@ a key heard that badly are intact (pigeonhole), and the signature of those is fo
 index is the same with one part, the whole key. A heard phoneme string is searched by computing, all
 at once in numpy, the signatures a key of every indexed length would have at every position (prefix
 hashes: any substring's hash in two operations; shifts for the insertions and deletions between
-parts), and looking them up in the sorted signature array, after a first filter (exact: a bitmap;
-tolerant: single parts). A tolerant signature shared by more than COMMON keys is looked up again with
+parts), and looking them up in the sorted signature array, after a first filter of single parts.
+The exact index is searched the same way in C (_exact.c, Segment.find_exact: a bitmap as the first
+filter, one call instead of ~30 numpy operations). A tolerant signature shared by more than COMMON keys is looked up again with
 a part it leaves out, as heard (_popular_variants): the lists verified stay short however popular a
 part is. A hit names a key and where it would lie; retrieval.py verifies it by edit distance.
 
@@ -164,7 +165,7 @@ class SignatureIndex:
         self.sub_signatures = sub_signatures if sub_signatures is not None else np.zeros(0, np.uint32)
         self.sub_key_ids = sub_key_ids if sub_key_ids is not None else np.zeros(0, np.int32)
         self.plan = self._probes()
-        self._bitmap = _bitmap(signatures) if errors == 0 else None
+        self.bitmap = _bitmap(signatures) if errors == 0 else None
         self._layouts: dict[int, tuple] = {}  # utterance length -> its probes (_layout)
         self._layout_bytes = 0
         k = self.keep
@@ -244,15 +245,14 @@ class SignatureIndex:
                    sub_sigs, sub_keys)
 
     def find(self, ids: np.ndarray, new_from: int = 0, h=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Hits in heard phoneme `ids`: (key id, probe row, x) of every signature found, for probes
-        whose span ends past `new_from` (the phonemes heard before were searched already)."""
+        """Hits in heard phoneme `ids` of a tolerant index: (key id, probe row, x) of every signature
+        found, for probes whose span ends past `new_from` (the phonemes heard before were searched
+        already). The exact index is searched in C (Segment.find_exact)."""
         n = len(ids)
         if not len(self.plan) or not n:
             return _EMPTY_HITS
         hashes, inv = h if h is not None else prefix_hashes(ids)
-        if not self.errors:
-            return self._find_exact(hashes, inv, n, new_from)
-        rows, xs, _, _ = self._layout(n, new_from)
+        rows, xs, _ = self._layout(n, new_from)
         if not len(rows):
             return _EMPTY_HITS
         if len(self.pieces):  # every chosen part must be some key's part of that place: most probes end here
@@ -302,22 +302,8 @@ class SignatureIndex:
         counts = np.searchsorted(self.sub_signatures, sub, "right") - left
         return _expand(self.sub_key_ids, left, counts, rows[probe], xs[probe])
 
-    def _find_exact(self, hashes: np.ndarray, inv: np.ndarray, n: int, new_from: int):
-        """find() for the exact index: one hash per probe (every key length at every position), the
-        bitmap, and a binary search for the few the bitmap lets through."""
-        rows, xs, ends, tags = self._layout(n, new_from)
-        with np.errstate(over="ignore"):  # combine() of one part, its tag already times _TAG (_layout)
-            q = mix(tags + span_hash(hashes, inv, xs, ends) * _SLOTS[0])
-        top = q >> _BITMAP_SHIFT  # most probes are no key: the bitmap says so in one cached read
-        maybe = np.flatnonzero((self._bitmap[top >> _6] >> (top & _63)) & _1)
-        q, rows, xs = q[maybe], rows[maybe], xs[maybe]
-        at = np.searchsorted(self.signatures, q)
-        at[at == len(self.signatures)] = 0
-        hit = np.flatnonzero(self.signatures[at] == q)
-        return self.key_ids[at[hit]], rows[hit], xs[hit]
-
-    def _layout(self, n: int, new_from: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(probe row, x, end of its span, its tag times _TAG) of every probe that fits in n phonemes and
+    def _layout(self, n: int, new_from: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(probe row, x, end of its span) of every probe that fits in n phonemes and
         ends past new_from. Laid out once per n (kept up to _LAYOUT_BYTES per index: emptied when full,
         so a long-running server holds a bounded amount whatever it hears), per row the x from 0 to
         n - span without an (all rows x n) matrix; then the probes ending by new_from dropped."""
@@ -326,9 +312,8 @@ class SignatureIndex:
             counts = np.maximum(0, n - self._span_end + 1)
             rows = np.repeat(np.arange(len(counts)), counts)
             xs = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-            with np.errstate(over="ignore"):
-                layout = (rows, xs, xs + self._span_end[rows], self._tag[rows].astype(np.uint64) * _TAG)
-            size = 32 * len(rows)
+            layout = (rows, xs, xs + self._span_end[rows])
+            size = 24 * len(rows)
             if self._layout_bytes + size > _LAYOUT_BYTES:
                 self._layouts, self._layout_bytes = {}, 0
             self._layouts[n] = layout
@@ -369,15 +354,15 @@ class SignatureIndex:
         return None
 
 
-# The exact index's first filter: one bit per 2^40 signature values, set where a key's signature falls
-# (2 MB; 6% of the bits set at a million keys, so 94% of the probes that are no key stop there). A
-# binary search of the 1M signatures is ~20 reads scattered over 8 MB: measured at 1M, the search
-# was 43 of an exact query's 58 us (cProfile, 300 utterances). Built at load (4 ms at 1M), never stored.
-_BITMAP_BITS = 24
+# The exact index's first filter (_exact.c reads it): one bit per 2^40 signature values, set where a
+# key's signature falls (2 MB; 6% of the bits set at a million keys, so 94% of the probes that are no
+# key stop there). A binary search of the 1M signatures is ~20 reads scattered over 8 MB: measured at
+# 1M with numpy, the search was 43 of an exact query's 58 us (cProfile, 300 utterances). Built at load
+# (4 ms at 1M), never stored.
+_BITMAP_BITS = 24  # _exact.c's BITMAP_BITS
 _BITMAP_SHIFT = np.uint64(64 - _BITMAP_BITS)
-_1, _6, _63 = np.uint64(1), np.uint64(6), np.uint64(63)
-# probes kept per index, by utterance length; 32 bytes a probe, so (computed, not measured) 42 KB for
-# the exact index's 22 key lengths at 60 phonemes, ~1 MB for the two-error index's 736 probe rows
+# probes kept per tolerant index, by utterance length; 24 bytes a probe, so (computed, not measured)
+# ~0.8 MB for the two-error index's 736 probe rows at 60 phonemes
 _LAYOUT_BYTES = 16 << 20
 
 
