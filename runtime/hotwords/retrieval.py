@@ -213,8 +213,9 @@ class HotwordRetriever:
         """The segment of a match, the entry ids of its homophone group still in the database, and the
         group's weight (its heaviest entry's; 0 when none is left)."""
         segment = self._additions if match.source is MatchSource.STREAM else database.segments[match.segment]
-        ids = [int(i) for i in segment.group(match.key_id)
-               if match.source is MatchSource.STREAM or not database.is_removed(match.segment, int(i))]
+        ids = segment.group(match.key_id).tolist()
+        if match.source is not MatchSource.STREAM and len(database.removed):
+            ids = [i for i in ids if not database.is_removed(match.segment, i)]
         return segment, ids, float(segment.weights[ids[0]]) if ids else 0.0
 
     def words_of(self, segment: Segment, ids: list[int]) -> list[str]:

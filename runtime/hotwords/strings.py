@@ -47,7 +47,7 @@ class StringTable:
 
     def __getitem__(self, i: int) -> str:
         end = int(self.starts[i + 1]) - 1 if i + 1 < len(self.starts) else len(self.blob)
-        return bytes(self.blob[int(self.starts[i]) : end]).decode("utf-8")
+        return str(self.blob[int(self.starts[i]) : end], "utf-8")  # decoded from the view: no copy first
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
