@@ -2,15 +2,16 @@
 wrong finals from right ones, and the threshold that does it, chosen on held-out data.
 
 Input: `nim4-edge eval --out R.json` results (streaming), a dev set's and a test set's; each
-utterance records its spoken finals' acoustic confidence and language check. An utterance is
+utterance records its spoken finals' acoustic and decoder confidence and language check. An utterance is
     wrong    its finals' text differs from the reference (normalized as eval scores it: characters
              for Mandarin, words otherwise), or any text for an empty reference
     right    it equals a non-empty reference
-    flagged  a spoken final of it is not confident at the threshold (acoustic confidence not above it, or
-             the language check failed); utterances with no spoken final are neither flagged nor judged
+    flagged  a spoken final of it is not confident at the threshold (acoustic x decoder confidence not
+             above it, or the language check failed); utterances with no spoken final are neither flagged nor judged
              when the reference is empty, and wrong-but-silent (a miss, nothing to act on) otherwise
 The threshold: on the dev results only, the highest one (of THRESHOLDS) that flags at most
---right-budget of the right finals; the test results are then read at it. Writes OUT/confidence.json,
+--right-budget of the right finals; the test results are then read at it. The same is done for each
+signal alone (acoustic, decoder), for comparison. Writes OUT/confidence.json,
 OUT/confidence.md (the tables) and OUT/confidence.png (wrong flagged against right flagged, the
 thresholds swept, per test set).
 """
@@ -34,16 +35,31 @@ THRESHOLDS = [0.0] + [float(f"{10 ** (k / 20 - 4):.4g}") for k in range(81)]
 TABLE_THRESHOLDS = (0.0001, 0.0003162, 0.001, 0.003162, 0.01, 0.03162, 0.1, 0.3162, 1.0)
 
 
+SIGNALS = ("combined", "acoustic", "decoder")  # combined: acoustic x decoder, what the runtime flags by
+# the demo recipe's voices that training never heard (recipes/demo/voices.py tags): issue 16's figure
+# is read on them together; the corpus test set (held-out espeak voices) is reported beside them
+HELD_OUT_VOICES = ("joe", "gcin3", "fsdd-raw")
+
+
 @dataclass(frozen=True)
 class Judged:
-    """One utterance: was its text right; its spoken finals' (acoustic confidence, language match)."""
+    """One utterance: was its text right; its spoken finals' (acoustic, decoder confidence, language
+    match)."""
 
     wrong: bool
-    finals: tuple[tuple[float | None, bool], ...]
+    finals: tuple[tuple[float | None, float | None, bool], ...]
     voice: str
 
-    def flagged(self, threshold: float) -> bool:
-        return any(not match or score is None or score <= threshold for score, match in self.finals)
+    def flagged(self, threshold: float, signal: str = "combined") -> bool:
+        return any(not match or _score(acoustic, decoder, signal) <= threshold for acoustic, decoder, match in self.finals)
+
+
+def _score(acoustic: float | None, decoder: float | None, signal: str) -> float:
+    """A final's score by one signal: no acoustic score (no pronunciation) is 0, no decoder one is 1
+    (runtime/confidence.py judge)."""
+    a = -1.0 if acoustic is None else acoustic  # below every threshold: flagged
+    d = 1.0 if decoder is None else decoder
+    return {"combined": a * d if a >= 0 else a, "acoustic": a, "decoder": d}[signal]
 
 
 def read_results(path: Path, mode: str = "streaming") -> list[Judged]:
@@ -61,7 +77,9 @@ def read_results(path: Path, mode: str = "streaming") -> list[Judged]:
             continue
         language = row.get("language") or "en"
         ref, hyp = units(row["text"], language), units(row[mode] or "", language)
-        finals = tuple((f["acoustic"], bool(f["language_match"])) for f in row[f"{mode}_confidence"])
+        if any("decoder" not in f for f in row[f"{mode}_confidence"]):
+            raise Nim4Error(f"{path}: has no decoder confidence; rerun `nim4-edge eval` with this version")
+        finals = tuple((f["acoustic"], f["decoder"], bool(f["language_match"])) for f in row[f"{mode}_confidence"])
         if not ref and not hyp:
             continue  # silence written as silence: nothing to judge
         voice = next((t for t in row.get("tags", []) if t in ("joe", "gcin3", "fsdd-raw", "espeak")), Path(path).stem)
@@ -69,22 +87,22 @@ def read_results(path: Path, mode: str = "streaming") -> list[Judged]:
     return out
 
 
-def shares(items: list[Judged], threshold: float) -> dict:
+def shares(items: list[Judged], threshold: float, signal: str = "combined") -> dict:
     """Share (%) of wrong and of right utterances flagged at `threshold`, and the counts."""
     wrong = [j for j in items if j.wrong]
     right = [j for j in items if not j.wrong]
 
     def pct(group):
-        return round(100.0 * sum(j.flagged(threshold) for j in group) / len(group), 2) if group else None
+        return round(100.0 * sum(j.flagged(threshold, signal) for j in group) / len(group), 2) if group else None
 
     return {"threshold": threshold, "wrong_flagged_pct": pct(wrong), "right_flagged_pct": pct(right),
             "wrong": len(wrong), "right": len(right)}
 
 
-def choose_threshold(dev: list[Judged], right_budget_pct: float) -> float:
+def choose_threshold(dev: list[Judged], right_budget_pct: float, signal: str = "combined") -> float:
     """The highest threshold that flags at most right_budget_pct of the dev set's right finals (flagging
     only grows with the threshold, so this flags the most wrong ones within the budget)."""
-    ok = [t for t in THRESHOLDS if (shares(dev, t)["right_flagged_pct"] or 0.0) <= right_budget_pct]
+    ok = [t for t in THRESHOLDS if (shares(dev, t, signal)["right_flagged_pct"] or 0.0) <= right_budget_pct]
     return max(ok) if ok else 0.0
 
 
@@ -99,13 +117,20 @@ def bench_confidence(dev_paths: list[Path], test_paths: list[Path], right_budget
         for j in items:
             by_voice.setdefault(j.voice, []).append(j)
     everything = [j for items in tests.values() for j in items]
+    held_out = [j for j in everything if j.voice in HELD_OUT_VOICES]
     return {
         "threshold": threshold, "right_budget_pct": right_budget_pct,
         "dev": {"files": [str(p) for p in dev_paths], **shares(dev, threshold)},
         "test": {"files": list(tests), **shares(everything, threshold)},
         "test_by_voice": {v: shares(items, threshold) for v, items in sorted(by_voice.items())},
+        "test_held_out_voices": shares(held_out, threshold) if held_out else None,
         "sweep_test": [shares(everything, t) for t in THRESHOLDS],
         "sweep_test_by_voice": {v: [shares(items, t) for t in THRESHOLDS] for v, items in sorted(by_voice.items())},
+        # each signal alone, its threshold chosen on dev the same way: what the product gains
+        "signals": {signal: {"threshold": (t := choose_threshold(dev, right_budget_pct, signal)),
+                             "dev": shares(dev, t, signal), "test": shares(everything, t, signal),
+                             "test_by_voice": {v: shares(items, t, signal) for v, items in sorted(by_voice.items())}}
+                    for signal in SIGNALS},
     }
 
 
@@ -116,12 +141,23 @@ def tables(report: dict) -> str:
              report["dev"]["wrong_flagged_pct"], report["dev"]["right_flagged_pct"]]]
     rows += [[f"test: {v}", s["wrong"], s["right"], s["wrong_flagged_pct"], s["right_flagged_pct"]]
              for v, s in report["test_by_voice"].items()]
+    if report.get("test_held_out_voices"):
+        s = report["test_held_out_voices"]
+        rows.append([f"test: {' + '.join(HELD_OUT_VOICES)}", s["wrong"], s["right"], s["wrong_flagged_pct"],
+                     s["right_flagged_pct"]])
     rows.append(["test: all", report["test"]["wrong"], report["test"]["right"], report["test"]["wrong_flagged_pct"],
                  report["test"]["right_flagged_pct"]])
     sweep = [s for s in report["sweep_test"] if s["threshold"] in TABLE_THRESHOLDS]
+    voices = sorted(report["test_by_voice"])
+    signals = [[name, r["threshold"], f"{r['dev']['wrong_flagged_pct']} / {r['dev']['right_flagged_pct']}"]
+               + [f"{r['test_by_voice'][v]['wrong_flagged_pct']} / {r['test_by_voice'][v]['right_flagged_pct']}" for v in voices]
+               + [f"{r['test']['wrong_flagged_pct']} / {r['test']['right_flagged_pct']}"]
+               for name, r in report["signals"].items()]
     return (format_table(head, rows) + "\n\nthreshold sweep, all test sets:\n"
             + format_table(["threshold", "wrong flagged %", "right flagged %"],
-                           [[s["threshold"], s["wrong_flagged_pct"], s["right_flagged_pct"]] for s in sweep]))
+                           [[s["threshold"], s["wrong_flagged_pct"], s["right_flagged_pct"]] for s in sweep])
+            + "\n\neach signal with its own threshold chosen on dev (wrong / right flagged %; combined = acoustic x decoder):\n"
+            + format_table(["signal", "threshold", "dev"] + [f"test: {v}" for v in voices] + ["test: all"], signals))
 
 
 def plot(report: dict, path: Path) -> bool:

@@ -58,9 +58,10 @@ def add_recognizer_flags(p, threads_help: str = "threads for encoder and decoder
                    help="keep the decoder's spelling even where a span sounds exactly like a retrieved hotword "
                         "(default: spell it as the hotword; runtime/hotwords/respell.py)")
     p.add_argument("--confidence-threshold", type=float, default=None, metavar="X",
-                   help="a final whose acoustic confidence (0-1: how well the phoneme head's reading supports its "
-                        "text) is not above X is marked not confident, its text kept (default: the bundle's, chosen on "
-                        "held-out voices; README 'Confidence')")
+                   help="a final whose acoustic x decoder confidence (0-1: how well the phoneme head's reading "
+                        "supports its text, times the probability of the decoder's least likely token) is not above X "
+                        "is marked not confident, its text kept (default: the bundle's, chosen on held-out voices; "
+                        "README 'Is the final what was said?')")
 
 
 def overrides_from_args(args) -> Overrides:
@@ -103,7 +104,7 @@ def build_recognizer(args) -> Recognizer:
 
 class EventPrinter:
     """--json: one object per line. A terminal: the partial line is rewritten in place and finals
-    stay, a final that is not confident followed by its acoustic confidence in brackets. Otherwise
+    stay, a final that is not confident followed by its acoustic x decoder confidence in brackets. Otherwise
     (a pipe): finals only, one per line, the text alone (--json carries the confidence)."""
 
     def __init__(self, as_json: bool, prefix: dict | None = None):
@@ -127,7 +128,8 @@ class EventPrinter:
                 sys.stdout.write("\r\033[K" + text[-width:])
                 self._partial_shown = True
             else:
-                doubt = "" if event.confident is not False else f"  [not confident: {event.acoustic_confidence or 0:.2f}]"
+                score = (event.acoustic_confidence or 0.0) * (event.decoder_confidence or 1.0)
+                doubt = "" if event.confident is not False else f"  [not confident: {score:.2f}]"
                 sys.stdout.write("\r\033[K" + text + doubt + "\n")
                 self._partial_shown = False
             sys.stdout.flush()

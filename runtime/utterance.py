@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from nim4_edge.runtime.confidence import judge
+from nim4_edge.runtime.confidence import decoder_confidence, judge
 from nim4_edge.runtime.decoder import DecodeResult, DecoderSession
 from nim4_edge.runtime.encoder import ChunkOutput, EncoderStream
 from nim4_edge.runtime.features import SAMPLE_RATE_HZ
@@ -68,13 +68,13 @@ class Event:
     words: list[Word] = field(default_factory=list)
     confidence: float | None = None
     # finals: did the audio say this text (runtime/confidence.py)? The phoneme head's support of the
-    # text relative to its own best reading, in [0, 1] (None: no text); whether the text's language is
-    # the language the head heard; confident = both, above the threshold (the text is kept either way)
+    # text relative to its own best reading, in [0, 1] (None: no text); the probability of the
+    # decoder's least likely token (None: no token); whether the text's language is the language the
+    # head heard; confident = that, and acoustic x decoder above the threshold (the text is kept either way)
     acoustic_confidence: float | None = None
+    decoder_confidence: float | None = None
     language_match: bool | None = None
     confident: bool | None = None
-    # finals: the decoder's own certainty, exp of its least likely token's log-prob (None: no token)
-    decoder_confidence: float | None = None
     # families whose answer names its language (Qwen3-ASR: "language English<asr_text>..."): that name
     language: str | None = None
 
@@ -223,10 +223,9 @@ class Utterance:
             self.start_s, result.text, result.token_texts, result.token_logprobs,
             speech_onset_s=self.onset_frame * FRAME_SAMPLES / SAMPLE_RATE_HZ)
         judgement = judge(event.text, self.setup.lexicon, self.ctc.labels, self._all_log_probs(), self.setup.blank,
-                          self.setup.confidence_threshold)
+                          self.setup.confidence_threshold, decoder_confidence(result.token_logprobs))
         event.acoustic_confidence, event.language_match = judgement.acoustic_confidence, judgement.language_match
-        event.confident = judgement.confident
-        event.decoder_confidence = math.exp(min(result.token_logprobs)) if result.token_logprobs else None
+        event.decoder_confidence, event.confident = judgement.decoder_confidence, judgement.confident
         event.timings.words_ms = (time.perf_counter() - t0) * 1000
         event.end_score = event.end_probability * (event.words[-1].confidence if event.words else 0.0)
         event.timings.final_latency_ms = (time.perf_counter() - endpoint_time) * 1000

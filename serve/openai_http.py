@@ -74,7 +74,8 @@ def render(finals: list[Event], text: str, response_format: str, duration_s: flo
     segments = [{"id": i, "start": round(e.start_s, 3), "end": round(e.end_s, 3), "text": e.text,
                  "confidence": round(e.confidence or 0.0, 4), "end_reason": e.end_reason,
                  "speech_end": round(e.speech_end_s or 0.0, 3), "confident": e.confident,
-                 "acoustic_confidence": None if e.acoustic_confidence is None else round(e.acoustic_confidence, 4)}
+                 "acoustic_confidence": None if e.acoustic_confidence is None else round(e.acoustic_confidence, 4),
+                 "decoder_confidence": None if e.decoder_confidence is None else round(e.decoder_confidence, 4)}
                 for i, e in enumerate(finals)]
     if response_format == "verbose_json":
         body = {"task": "transcribe", "language": language, "duration": round(duration_s, 3), "text": text,

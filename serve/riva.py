@@ -271,7 +271,7 @@ class RivaSpeechRecognition(riva_asr_pb2_grpc.RivaSpeechRecognitionServicer):
         stream, rate, channels = self._open_stream(config.config, context)
         pcm = _Pcm(channels)
         audio = self.metrics.audio_seconds.labels(PROTOCOL)
-        turns: list[tuple[str, int, str, str]] = []  # (end reason, speech end ms, confident, acoustic) per final
+        turns: list[tuple[str, int, str, str, str]] = []  # (end reason, speech end ms, confident, acoustic, decoder) per final
         with stream:
             while True:
                 received, request = self._next(requests, context)
@@ -292,19 +292,21 @@ class RivaSpeechRecognition(riva_asr_pb2_grpc.RivaSpeechRecognitionServicer):
             self._check_errors(stream, context)
             # Riva's messages have no field for why a turn ended: the call's trailing metadata lists,
             # per final in order, the reason and where its speech ended (ms into the stream)
-            # and whether it is confident (runtime/confidence.py: 1 or 0) with its acoustic confidence
+            # and whether it is confident (runtime/confidence.py: 1 or 0) with its acoustic and decoder confidence
             context.set_trailing_metadata((("nim4-end-reasons", ",".join(t[0] for t in turns)),
                                            ("nim4-speech-end-ms", ",".join(str(t[1]) for t in turns)),
                                            ("nim4-confident", ",".join(t[2] for t in turns)),
-                                           ("nim4-acoustic-confidence", ",".join(t[3] for t in turns))))
+                                           ("nim4-acoustic-confidence", ",".join(t[3] for t in turns)),
+                                           ("nim4-decoder-confidence", ",".join(t[4] for t in turns))))
 
     def _response(self, event: Event, words: bool, received: float | None,
-                  turns: list[tuple[str, int, str, str]]) -> riva_asr_pb2.StreamingRecognizeResponse:
+                  turns: list[tuple[str, int, str, str, str]]) -> riva_asr_pb2.StreamingRecognizeResponse:
         final = event.kind == "final"
         if final:
             self.metrics.final(PROTOCOL, event.timings.final_latency_ms, event.end_reason)
             turns.append((event.end_reason, round((event.speech_end_s or 0.0) * 1000), "0" if event.confident is False else "1",
-                          f"{event.acoustic_confidence:.4f}" if event.acoustic_confidence is not None else ""))
+                          f"{event.acoustic_confidence:.4f}" if event.acoustic_confidence is not None else "",
+                          f"{event.decoder_confidence:.4f}" if event.decoder_confidence is not None else ""))
         elif received is not None:
             self.metrics.partial_latency.observe(time.perf_counter() - received)
         result = riva_asr_pb2.StreamingRecognitionResult(

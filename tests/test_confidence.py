@@ -15,7 +15,7 @@ import pytest
 from nim4_edge.bench.confidence import THRESHOLDS, Judged, bench_confidence, choose_threshold, read_results, write_report
 from nim4_edge.runtime.audio import load_audio
 from nim4_edge.runtime.bundle import Bundle
-from nim4_edge.runtime.confidence import acoustic_confidence, judge, mandarin_share
+from nim4_edge.runtime.confidence import DEFAULT_THRESHOLD, acoustic_confidence, decoder_confidence, judge, mandarin_share
 from nim4_edge.runtime.encoder import EncoderSession, EncoderStream
 from nim4_edge.runtime.features import compute_fbank
 from nim4_edge.runtime.hotwords.lexicon import Lexicon
@@ -48,7 +48,19 @@ def test_the_text_the_head_heard_is_confident_and_another_is_not():
     assert judge("打开车窗", LEXICON, heard_ids, heard, 0, 0.5).confident
     assert not judge("关闭车窗", LEXICON, heard_ids, heard, 0, 0.5).confident
     assert judge("关闭车窗", LEXICON, heard_ids, heard, 0, 0.0).confident  # threshold 0: never flagged
-    assert not judge("导航回家", LEXICON, heard_ids, heard, 0, 0.02239).confident  # nothing of it heard: flagged at the demo threshold (0.02239)
+    assert not judge("导航回家", LEXICON, heard_ids, heard, 0, DEFAULT_THRESHOLD).confident  # nothing of it heard: flagged
+
+
+def test_a_heard_text_the_decoder_had_to_guess_is_flagged_by_the_product():
+    """confident = language match and acoustic x decoder confidence above the threshold."""
+    heard = _reading("打开车窗")
+    heard_ids = list(np.argmax(heard, axis=1)[np.argmax(heard, axis=1) != 0])
+    sure = judge("打开车窗", LEXICON, heard_ids, heard, 0, 0.5, decoder=0.9)
+    guessed = judge("打开车窗", LEXICON, heard_ids, heard, 0, 0.5, decoder=0.3)
+    assert sure.confident and not guessed.confident and guessed.decoder_confidence == 0.3
+    assert sure.acoustic_confidence == guessed.acoustic_confidence > 0.9  # the head heard it either way
+    assert judge("打开车窗", LEXICON, heard_ids, heard, 0, 0.5).confident  # no decoder figure: counts as 1
+    assert decoder_confidence([-0.1, -2.0, -0.5]) == pytest.approx(np.exp(-2.0)) and decoder_confidence([]) is None
 
 
 def test_english_text_for_mandarin_sounds_fails_the_language_check():
@@ -111,12 +123,12 @@ def test_listen_json_carries_the_confidence_fields(demo_bundle):
     assert "Traceback" not in bad.stderr
 
 
-def _results(tmp_path: Path, name: str, rows: list[tuple[str, str, float | None]]) -> Path:
-    """An eval result file: (reference, hypothesis, acoustic confidence) per utterance."""
+def _results(tmp_path: Path, name: str, rows: list[tuple]) -> Path:
+    """An eval result file: (reference, hypothesis, acoustic confidence[, decoder confidence]) per utterance."""
     utterances = [{"audio": f"{i}.wav", "text": ref, "language": "en", "tags": ["en"], "streaming": hyp,
                    "streaming_confidence": [] if not hyp else [{"acoustic": score, "language_match": True,
-                                                                 "confident": True}]}
-                  for i, (ref, hyp, score) in enumerate(rows)]
+                                                                 "confident": True, "decoder": decoder[0] if decoder else 1.0}]}
+                  for i, (ref, hyp, score, *decoder) in enumerate(rows)]
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps({"modes": {}, "utterances": utterances}))
     return path
@@ -139,7 +151,8 @@ def test_the_threshold_is_chosen_on_dev_and_read_on_test(tmp_path):
     at_half = next(s for s in report["sweep_test"] if s["threshold"] == 0.5012)
     assert at_half["right_flagged_pct"] == 0.0 and at_half["wrong_flagged_pct"] == pytest.approx(100 * 6 / 7, abs=0.01)
     write_report(report, tmp_path / "out")
-    assert (tmp_path / "out" / "confidence.md").read_text().count("test: all") == 1
+    md = (tmp_path / "out" / "confidence.md").read_text()
+    assert sum(line.startswith("test: all") for line in md.splitlines()) == 1 and "signal" in md
     assert json.loads((tmp_path / "out" / "confidence.json").read_text())["threshold"] == 0.8913
     assert (tmp_path / "out" / "confidence.png").stat().st_size > 1000
 
@@ -149,4 +162,24 @@ def test_a_result_without_confidence_is_refused(tmp_path):
     path.write_text(json.dumps({"utterances": [{"text": "a", "streaming": "a"}]}))
     with pytest.raises(Exception, match="rerun `nim4-edge eval`"):
         read_results(path)
-    assert Judged(True, ((None, True),), "x").flagged(0.0)  # a spoken final with no score is flagged
+    assert Judged(True, ((None, 1.0, True),), "x").flagged(0.0)  # a spoken final with no score is flagged
+
+
+def test_the_product_flags_what_either_signal_alone_misses(tmp_path):
+    """Wrong finals the head half-heard but the decoder guessed, and ones the decoder was sure of but
+    the head did not hear: the product's dev-chosen threshold flags both kinds; each signal alone,
+    with its own dev-chosen threshold, only one (the report's "signals" table)."""
+    right = [("turn left", "turn left", 0.9, 0.9)] * 20
+    guessed = [("turn left", "turn right", 0.95, 0.05)] * 5  # the head heard it as well, the decoder unsure
+    unheard = [("turn left", "open the sunroof", 0.05, 0.95)] * 5  # fluent, nothing of it heard
+    dev = _results(tmp_path, "dev", right + guessed + unheard)
+    report = bench_confidence([dev], [dev], right_budget_pct=0.0)
+    assert report["test"]["wrong_flagged_pct"] == 100.0 and report["test"]["right_flagged_pct"] == 0.0
+    alone = report["signals"]
+    assert alone["acoustic"]["test"]["wrong_flagged_pct"] == 50.0 and alone["decoder"]["test"]["wrong_flagged_pct"] == 50.0
+    assert alone["combined"]["threshold"] == report["threshold"]
+    old = tmp_path / "old.json"  # results of an eval from before the decoder factor: refused
+    old.write_text(json.dumps({"utterances": [{"text": "a", "streaming": "a", "language": "en",
+                                               "streaming_confidence": [{"acoustic": 0.5, "language_match": True}]}]}))
+    with pytest.raises(Exception, match="no decoder confidence"):
+        read_results(old)

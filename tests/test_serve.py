@@ -158,6 +158,7 @@ def test_openai_transcription_of_an_example(server):
     segment = verbose.model_dump()["segments"][0]  # the runtime's end of turn, as extra segment fields
     assert segment["end_reason"] in ("silence", "end-of-input") and 0 < segment["speech_end"] < segment["end"]
     assert segment["confident"] is True and 0 < segment["acoustic_confidence"] <= 1  # runtime/confidence.py
+    assert 0 < segment["decoder_confidence"] <= 1
     with open(EXAMPLES / "en_temperature.wav", "rb") as f:
         srt = client.audio.transcriptions.create(model="nim4-edge", file=f, response_format="srt")
     assert "-->" in srt and "set the temperature to 21 degrees" in srt
@@ -285,7 +286,9 @@ def test_end_of_turn_reasons_and_speech_end_in_the_trailing_metadata(server):
         assert len(reasons) == len(speech_end_ms) == len(finals) == 2
         confident = trailing["nim4-confident"].split(",")
         acoustic = [float(x) for x in trailing["nim4-acoustic-confidence"].split(",")]
-        assert len(confident) == len(acoustic) == 2 and set(confident) <= {"0", "1"} and all(0 < a <= 1 for a in acoustic)
+        decoder = [float(x) for x in trailing["nim4-decoder-confidence"].split(",")]
+        assert len(confident) == len(acoustic) == len(decoder) == 2 and set(confident) <= {"0", "1"}
+        assert all(0 < a <= 1 for a in acoustic + decoder)
         for final, ms in zip(finals, speech_end_ms):
             assert 0 < ms < final.audio_processed * 1000  # the speech ended before the audio the final covers
         return reasons, [round(f.audio_processed * 1000) - ms for f, ms in zip(finals, speech_end_ms)]

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from nim4_edge.runtime.confidence import decoder_confidence
 from nim4_edge.runtime.decoder import DecodeResult, DecoderSession
 from nim4_edge.runtime.features import SAMPLE_RATE_HZ
 from nim4_edge.runtime.hotwords import RetrievalSession
@@ -144,6 +145,7 @@ class WindowedUtterance:
         event = self._event("final", result, stopped_by=result.stopped_by, hints=hints)
         event.end_probability = math.exp(result.end_logprob)
         event.end_score = event.end_probability  # no acoustic confidence to weigh it with
+        event.decoder_confidence = decoder_confidence(result.token_logprobs)  # no phoneme head: not judged
         event.speech_end_s = self.speech_end_frame * FRAME_SAMPLES / SAMPLE_RATE_HZ
         event.timings.final_latency_ms = (time.perf_counter() - endpoint_time) * 1000
         return [event]
