@@ -8,9 +8,9 @@ at once in numpy, the signatures a key of every indexed length would have at eve
 hashes: any substring's hash in two operations; shifts for the insertions and deletions between
 parts), and looking them up in the sorted signature array, after a first filter of single parts.
 The exact index is searched the same way in C (_exact.c, Segment.find_exact: a bitmap as the first
-filter, one call instead of ~30 numpy operations). A tolerant signature shared by more than COMMON keys is looked up again with
-a part it leaves out, as heard (_popular_variants): the lists verified stay short however popular a
-part is. A hit names a key and where it would lie; retrieval.py verifies it by edit distance.
+filter, one call instead of ~30 numpy operations). A tolerant signature shared by more than COMMON
+keys is looked up again with a part it leaves out, as heard (_popular_variants): the lists verified
+stay short however popular a part is. A hit names a key and where it would lie; retrieval.py verifies it by edit distance.
 
 Why not the Aho-Corasick automata of format 1 (measured at a million entries, docs/MEASUREMENTS.md):
 an automaton is a tree of millions of malloc'd nodes, built in Python one key at a time (~10 s),
