@@ -27,6 +27,7 @@ from pathlib import Path
 from nim4_edge.bench.evaluate import units
 from nim4_edge.bench.report import format_table
 from nim4_edge.runtime.atomic import write_bytes_atomic, write_text_atomic
+from nim4_edge.runtime.confidence import combined_confidence
 from nim4_edge.runtime.errors import Nim4Error
 
 # 0, then 1e-4 .. 1 in steps of 10^(1/20) (x1.12): the acoustic confidence is an exp of a per-phoneme
@@ -55,11 +56,11 @@ class Judged:
 
 
 def _score(acoustic: float | None, decoder: float | None, signal: str) -> float:
-    """A final's score by one signal: no acoustic score (no pronunciation) is 0, no decoder one is 1
-    (runtime/confidence.py judge)."""
-    a = -1.0 if acoustic is None else acoustic  # below every threshold: flagged
-    d = 1.0 if decoder is None else decoder
-    return {"combined": a * d if a >= 0 else a, "acoustic": a, "decoder": d}[signal]
+    """A final's score by one signal, as runtime/confidence.py judges it: no acoustic score (a text with
+    no pronunciation) is below every threshold, a decoder figure not known counts as 1."""
+    score = {"combined": combined_confidence(acoustic, decoder), "acoustic": acoustic,
+             "decoder": 1.0 if decoder is None else decoder}[signal]
+    return -1.0 if score is None else score
 
 
 def read_results(path: Path, mode: str = "streaming") -> list[Judged]:

@@ -317,8 +317,8 @@ def evaluate(recognizer, items: list[EvalItem], modes: list[str], progress=None)
                 row[mode] = text
                 # each spoken final's confidence (runtime/confidence.py): bench/confidence.py weighs them
                 row[f"{mode}_confidence"] = [{"acoustic": f.acoustic_confidence, "language_match": f.language_match,
-                                              "confident": f.confident, "decoder": f.decoder_confidence,
-                                              "utterance": f.confidence} for f in finals if f.text.strip()]
+                                              "confident": f.confident, "decoder": f.decoder_confidence}
+                                             for f in finals if f.text.strip()]
                 if not recognizer.windowed:  # a windowed-encoder family (Qwen3-ASR) has no phoneme head
                     _count_phoneme_errors(recognizer.lexicon, item, [p for f in finals for p in f.phonemes], phoneme_edits)
                 hints = list(dict.fromkeys(h for f in finals for h in f.hotwords))

@@ -11,6 +11,7 @@ from nim4_edge.cli.common import freeze_loaded_objects
 from nim4_edge.devices.config import Overrides, current_plan, recognizer_config
 from nim4_edge.runtime import sources
 from nim4_edge.runtime.bundle import BUNDLE_ENV, Bundle, resolve_bundle
+from nim4_edge.runtime.confidence import combined_confidence
 from nim4_edge.runtime.endpoint import EndpointConfig
 from nim4_edge.runtime.errors import Nim4Error
 from nim4_edge.runtime.features import SAMPLE_RATE_HZ
@@ -128,7 +129,7 @@ class EventPrinter:
                 sys.stdout.write("\r\033[K" + text[-width:])
                 self._partial_shown = True
             else:
-                score = (event.acoustic_confidence or 0.0) * (event.decoder_confidence or 1.0)
+                score = combined_confidence(event.acoustic_confidence, event.decoder_confidence) or 0.0
                 doubt = "" if event.confident is not False else f"  [not confident: {score:.2f}]"
                 sys.stdout.write("\r\033[K" + text + doubt + "\n")
                 self._partial_shown = False

@@ -51,7 +51,6 @@ class Judgement:
     acoustic_confidence: float | None  # None: no text, or no pronunciation of it
     language_match: bool
     confident: bool
-    decoder_confidence: float | None = None  # as given to judge()
 
 
 def mandarin_share(symbols: list[str]) -> float | None:
@@ -79,17 +78,23 @@ def decoder_confidence(token_logprobs: list[float]) -> float | None:
     return math.exp(min(token_logprobs)) if token_logprobs else None
 
 
+def combined_confidence(acoustic: float | None, decoder: float | None) -> float | None:
+    """acoustic x decoder confidence, what the threshold is compared with (None without an acoustic
+    score; a decoder figure not known counts as 1)."""
+    return None if acoustic is None else acoustic * (1.0 if decoder is None else decoder)
+
+
 def judge(text: str, lexicon: Lexicon, heard_ids: list[int], log_probs: np.ndarray, blank: int,
           threshold: float, decoder: float | None = None) -> Judgement:
     """text: the final's text; heard_ids: the greedy CTC reading; log_probs (T, P) of the utterance;
     decoder: its decoder confidence (None: not known, counts as 1)."""
     heard = [lexicon.inventory.symbols[i] for i in heard_ids]
     if not text.strip():
-        return Judgement(None, True, True, decoder)  # nothing to act on
+        return Judgement(None, True, True)  # nothing to act on
     said = [p for _, _, phonemes in lexicon.words(text) for p in phonemes]
     if not said:
-        return Judgement(None, True, False, decoder)  # text with no sound in the inventory
+        return Judgement(None, True, False)  # text with no sound in the inventory
     score = acoustic_confidence(log_probs, lexicon.ids(said), blank)
     text_share, heard_share = mandarin_share(said), mandarin_share(heard)
     match = heard_share is None or abs(text_share - heard_share) <= LANGUAGE_MARGIN
-    return Judgement(score, match, match and score * (1.0 if decoder is None else decoder) > threshold, decoder)
+    return Judgement(score, match, match and combined_confidence(score, decoder) > threshold)

@@ -222,10 +222,11 @@ class Utterance:
             event.text, self.setup.lexicon, self._all_log_probs(), self.setup.blank, self.setup.frame_shift_s,
             self.start_s, result.text, result.token_texts, result.token_logprobs,
             speech_onset_s=self.onset_frame * FRAME_SAMPLES / SAMPLE_RATE_HZ)
+        event.decoder_confidence = decoder_confidence(result.token_logprobs)
         judgement = judge(event.text, self.setup.lexicon, self.ctc.labels, self._all_log_probs(), self.setup.blank,
-                          self.setup.confidence_threshold, decoder_confidence(result.token_logprobs))
+                          self.setup.confidence_threshold, event.decoder_confidence)
         event.acoustic_confidence, event.language_match = judgement.acoustic_confidence, judgement.language_match
-        event.decoder_confidence, event.confident = judgement.decoder_confidence, judgement.confident
+        event.confident = judgement.confident
         event.timings.words_ms = (time.perf_counter() - t0) * 1000
         event.end_score = event.end_probability * (event.words[-1].confidence if event.words else 0.0)
         event.timings.final_latency_ms = (time.perf_counter() - endpoint_time) * 1000

@@ -15,7 +15,8 @@ import pytest
 from nim4_edge.bench.confidence import THRESHOLDS, Judged, bench_confidence, choose_threshold, read_results, write_report
 from nim4_edge.runtime.audio import load_audio
 from nim4_edge.runtime.bundle import Bundle
-from nim4_edge.runtime.confidence import DEFAULT_THRESHOLD, acoustic_confidence, decoder_confidence, judge, mandarin_share
+from nim4_edge.runtime.confidence import (DEFAULT_THRESHOLD, acoustic_confidence, combined_confidence, decoder_confidence,
+                                          judge, mandarin_share)
 from nim4_edge.runtime.encoder import EncoderSession, EncoderStream
 from nim4_edge.runtime.features import compute_fbank
 from nim4_edge.runtime.hotwords.lexicon import Lexicon
@@ -57,7 +58,9 @@ def test_a_heard_text_the_decoder_had_to_guess_is_flagged_by_the_product():
     heard_ids = list(np.argmax(heard, axis=1)[np.argmax(heard, axis=1) != 0])
     sure = judge("打开车窗", LEXICON, heard_ids, heard, 0, 0.5, decoder=0.9)
     guessed = judge("打开车窗", LEXICON, heard_ids, heard, 0, 0.5, decoder=0.3)
-    assert sure.confident and not guessed.confident and guessed.decoder_confidence == 0.3
+    assert sure.confident and not guessed.confident
+    assert combined_confidence(0.5, 0.3) == pytest.approx(0.15) and combined_confidence(0.5, None) == 0.5
+    assert combined_confidence(None, 0.3) is None
     assert sure.acoustic_confidence == guessed.acoustic_confidence > 0.9  # the head heard it either way
     assert judge("打开车窗", LEXICON, heard_ids, heard, 0, 0.5).confident  # no decoder figure: counts as 1
     assert decoder_confidence([-0.1, -2.0, -0.5]) == pytest.approx(np.exp(-2.0)) and decoder_confidence([]) is None

@@ -129,6 +129,8 @@ def test_the_exact_query_in_c_finds_what_the_numpy_signatures_say():
     assert _exact.find(heard, 0, *arrays[:2], lying, *arrays[3:]) == []
     with pytest.raises(ValueError, match="do not fit"):  # arrays that do not belong together are refused
         _exact.find(heard, 0, *arrays[:2], index.key_ids[:-1], *arrays[3:])
+    with pytest.raises(ValueError, match="find_exact"):  # one path for the exact index
+        index.find(ids)
 
 
 def test_save_load_roundtrip(tmp_path):

@@ -9,7 +9,7 @@
  * numpy code that builds the index (uint64 wraps modulo 2^64 in both), so a key's stored signature
  * is found here; a test checks the two against each other.
  *
- * Why C: the numpy version was ~30 array operations of a few hundred elements, each ~1-3 us of call
+ * Why C: the numpy version was ~30 array operations of a few hundred elements each, mostly call
  * overhead (exact query p50 86 us, p99 144 us at a million entries; aim p99 <= 50 us); here it is one
  * call. It reads only arrays the database has range-checked at load (signatures sorted, key ids in
  * range, key offsets increasing within the phonemes), and checks every index against its array

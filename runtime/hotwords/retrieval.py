@@ -482,7 +482,8 @@ def _shadowed_by(match: Match, other: Match) -> bool:
 
 
 # up to this many matches the pairs are compared in Python (an exact utterance has a few: ~10 numpy
-# calls cost more than the pairs); beyond, in numpy (a busy tolerant utterance has ~160)
+# calls cost more than the pairs); beyond, in numpy (a busy tolerant utterance has ~160). 16 is a
+# round number, not tuned
 _FEW_MATCHES = 16
 
 

@@ -10,7 +10,8 @@ parts), and looking them up in the sorted signature array, after a first filter 
 The exact index is searched the same way in C (_exact.c, Segment.find_exact: a bitmap as the first
 filter, one call instead of ~30 numpy operations). A tolerant signature shared by more than COMMON
 keys is looked up again with a part it leaves out, as heard (_popular_variants): the lists verified
-stay short however popular a part is. A hit names a key and where it would lie; retrieval.py verifies it by edit distance.
+stay short however popular a part is. A hit names a key and where it would lie; retrieval.py
+verifies it by edit distance.
 
 Why not the Aho-Corasick automata of format 1 (measured at a million entries, docs/MEASUREMENTS.md):
 an automaton is a tree of millions of malloc'd nodes, built in Python one key at a time (~10 s),
@@ -248,6 +249,8 @@ class SignatureIndex:
         """Hits in heard phoneme `ids` of a tolerant index: (key id, probe row, x) of every signature
         found, for probes whose span ends past `new_from` (the phonemes heard before were searched
         already). The exact index is searched in C (Segment.find_exact)."""
+        if not self.errors:
+            raise ValueError("the exact index is searched by Segment.find_exact (_exact.c)")
         n = len(ids)
         if not len(self.plan) or not n:
             return _EMPTY_HITS
