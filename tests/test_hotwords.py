@@ -28,7 +28,7 @@ from nim4_edge.runtime.hotwords import (  # noqa: E402
     parse_hotword_lines,
 )
 from nim4_edge.runtime.hotwords import LiveDatabase  # noqa: E402
-from nim4_edge.runtime.hotwords import _exact, signatures  # noqa: E402
+from nim4_edge.runtime.hotwords import _query, signatures  # noqa: E402
 from nim4_edge.runtime.hotwords.database import MAGIC  # noqa: E402
 from nim4_edge.runtime.hotwords.updates import update_database  # noqa: E402
 from nim4_edge.runtime.hotwords.lexicon import Lexicon, LexiconError  # noqa: E402
@@ -100,7 +100,7 @@ def test_incremental_scan_equals_whole_scan():
 
 
 def test_the_exact_query_in_c_finds_what_the_numpy_signatures_say():
-    """_exact.c hashes as signatures.py builds: every (x, length) whose numpy signature is in the
+    """_query.c hashes as signatures.py builds: every (x, length) whose numpy signature is in the
     index and whose key is what was heard, and nothing else, from a fresh start and from the middle
     (new_from); a signature whose key differs from the heard phonemes (a collision, an edited file)
     finds nothing."""
@@ -126,11 +126,9 @@ def test_the_exact_query_in_c_finds_what_the_numpy_signatures_say():
         assert set(got) == want and len(got) == len(want) and len(want) >= (12 if new_from else 14)
     arrays = [index.lengths, index.signatures, index.key_ids, index.bitmap, segment.key_starts, segment.key_ids_flat]
     lying = np.roll(index.key_ids, 1)  # every signature names another key: nothing is found
-    assert _exact.find(heard, 0, *arrays[:2], lying, *arrays[3:]) == []
+    assert _query.find_exact(heard, 0, *arrays[:2], lying, *arrays[3:]) == []
     with pytest.raises(ValueError, match="do not fit"):  # arrays that do not belong together are refused
-        _exact.find(heard, 0, *arrays[:2], index.key_ids[:-1], *arrays[3:])
-    with pytest.raises(ValueError, match="find_exact"):  # one path for the exact index
-        index.find(ids)
+        _query.find_exact(heard, 0, *arrays[:2], index.key_ids[:-1], *arrays[3:])
 
 
 def test_save_load_roundtrip(tmp_path):
@@ -483,6 +481,66 @@ def test_tolerant_retrieval_chunk_by_chunk_equals_one_pass():
     assert set(one_pass.words()) == {"Carole Quintero", "朝阳公园南门", "惠新西街"}
 
 
+def test_the_tolerant_query_in_c_finds_every_key_a_brute_force_scan_finds():
+    """_query.c's tolerant search against brute force: every key within its index's errors of some
+    heard window (edit distance with tones counted: the signatures hash tones) is found, and every
+    match it reports has the edit distances it says (tones forgiven, and counted). Names from a small
+    alphabet and edits at random, so that many keys lie near each heard window; no signature is
+    popular at this size (refinement has its own tests), so none is skipped."""
+    from rapidfuzz.distance import Levenshtein
+
+    rng = np.random.default_rng(3)
+    chars, first = list("惠新西街朝阳安宁平和兴旺福寿"), ["Carole", "James", "Mary", "Linda"]
+    last = ["Quintero", "Ashford", "Whitmore", "Oldham", "Bradley"]
+    names = {"".join(rng.choice(chars, size=int(rng.integers(2, 5)))) + str(rng.choice(["路", "公园", "大厦"]))
+             for _ in range(250)} | {f"{a} {b}" for a in first for b in last}
+    db = HotwordDatabase.build([(HotwordEntry(w), LEX.phonemes(w)) for w in sorted(names)], LEX, tolerant=True)
+    segment, toneless = db.base, LEX.toneless_ids()
+    assert all(not len(index.sub_signatures) for index in segment.tolerant)
+    symbols = sorted({p for w in names for p in LEX.phonemes(w)})
+    keys = [segment.key(k) for k in range(segment.num_keys)]
+    checked = found_with_errors = 0
+    for trial in range(60):
+        target = sorted(names)[int(rng.integers(len(names)))]
+        heard = LEX.phonemes(f"导航到{target}附近" if trial % 2 else f"call {target} please")
+        for _ in range(int(rng.integers(0, 3))):  # substitutions, deletions, insertions anywhere
+            i, kind = int(rng.integers(len(heard))), int(rng.integers(3))
+            heard[i : i + 1] = [[str(rng.choice(symbols))], [], [heard[i], str(rng.choice(symbols))]][kind]
+        code = LEX.encode(heard)
+        plain = LEX.toneless(code)
+        for index in segment.tolerant:
+            got, pending = index.search(code, 0, b"", segment.key_starts, segment.key_ids_flat, toneless)
+            assert pending == b""  # a whole utterance: no window runs past it
+            best = {}
+            for a, b, key_id, errors, distance in got:
+                assert errors == Levenshtein.distance(plain[a:b], LEX.toneless(keys[key_id])) <= index.errors
+                assert distance == Levenshtein.distance(code[a:b], keys[key_id])
+                best[key_id] = errors
+            lengths = set(index.lengths.tolist())
+            for key_id, key in enumerate(keys):
+                if len(key) not in lengths:
+                    continue
+                for a in range(len(code)):
+                    for b in range(a + max(1, len(key) - index.errors), min(len(code), a + len(key) + index.errors) + 1):
+                        if Levenshtein.distance(code[a:b], key) <= index.errors:
+                            assert key_id in best, (target, a, b, LEX.decode(key))
+                            checked += 1
+                            found_with_errors += best[key_id] > 0
+    assert checked > 60 and found_with_errors > 10  # most trials have a key to find, many heard with errors
+    index = segment.tolerant[0]
+    arrays = lambda table: (code, 0, b"", index.errors, signatures.COMMON, index.keep, table.shape[1], table,  # noqa: E731
+                            index.kinds, index.signatures, index.key_ids, index.pieces, index.piece_bits,
+                            index.sub_signatures, index.sub_key_ids, segment.key_starts, segment.key_ids_flat, toneless)
+    assert _query.find_tolerant(*arrays(index.probe_table))[0] == index.search(code, 0, b"", segment.key_starts,
+                                                                               segment.key_ids_flat, toneless)[0]
+    bad = index.probe_table.copy()
+    bad[0, 7 + 2 * index.keep] = len(index.kinds)  # a part of a kind that does not exist: refused, not read
+    with pytest.raises(ValueError, match="out of range"):
+        _query.find_tolerant(*arrays(bad))
+    with pytest.raises(ValueError, match="do not fit"):
+        _query.find_tolerant(*arrays(index.probe_table)[:10], index.key_ids[:-1], *arrays(index.probe_table)[11:])
+
+
 def test_a_tolerant_database_of_short_keys_only(tmp_path):
     """No key is long enough for the two-error index (or even the one-error one): the database still
     saves, loads and retrieves (an empty index has nothing to look up)."""
@@ -706,9 +764,9 @@ def test_shadowing_of_few_matches_in_python_equals_many_in_numpy():
         starts = rng.integers(0, 12, count)
         matches = [retrieval.Match(int(a), int(a + rng.integers(1, 8)), 0, retrieval.MatchSource.TOLERANT,
                                    errors=int(rng.integers(0, 3))) for a in starts]
-        python = retrieval._inside_longer(matches)
-        padded = retrieval._inside_longer(matches + [retrieval.Match(100 + i, 101 + i, 0, retrieval.MatchSource.BASE)
-                                                    for i in range(few)])  # past _FEW_MATCHES: numpy
+        python = retrieval._inside_longer(matches, None)
+        more = matches + [retrieval.Match(100 + i, 101 + i, 0, retrieval.MatchSource.BASE) for i in range(few)]
+        padded = retrieval._inside_longer(more, retrieval._columns(more))  # past _FEW_MATCHES: numpy
         assert python == padded[:count]
         fired += any(python)
     assert fired > 100  # the rule fires in most trials (a rule that never shadows fails here)

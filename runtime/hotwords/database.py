@@ -34,7 +34,7 @@ import numpy as np
 
 from nim4_edge.runtime.atomic import copy_prefix, remove_dead_writers_files, same_file, set_default_permissions
 from nim4_edge.runtime.errors import Nim4Error
-from nim4_edge.runtime.hotwords import _exact
+from nim4_edge.runtime.hotwords import _query
 from nim4_edge.runtime.hotwords.lexicon import Lexicon
 from nim4_edge.runtime.hotwords.signatures import MAX_KEY, SignatureIndex, mix, prefix_hashes, span_hash
 from nim4_edge.runtime.hotwords.strings import (CODE_POINT_BASE, CorruptData, StringTable, blocks, check_offsets,
@@ -154,11 +154,11 @@ class Segment:
 
     def find_exact(self, code: str, new_from: int = 0) -> list[tuple[int, int, int]]:
         """(key id, x, length) of every key heard exactly at x, for spans ending past `new_from` (the
-        phonemes before were searched already). One call into C (_exact.c: every key length at every
+        phonemes before were searched already). One call into C (_query.c: every key length at every
         position hashed, the bitmap, a binary search for the few it lets through, the key compared
         with what was heard)."""
         e = self.exact
-        return _exact.find(code, new_from, e.lengths, e.signatures, e.key_ids, e.bitmap, self.key_starts, self.key_ids_flat)
+        return _query.find_exact(code, new_from, e.lengths, e.signatures, e.key_ids, e.bitmap, self.key_starts, self.key_ids_flat)
 
     def key(self, key_id: int) -> str:
         """A key in code-point form."""

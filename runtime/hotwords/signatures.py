@@ -3,15 +3,14 @@
 A key (phoneme ids) of length L is cut into parts (PARTS); a signature is a 64-bit hash of a set of
 its parts, which set, and L. `errors` edits touch at most `errors` parts, so `parts - errors` parts of
 a key heard that badly are intact (pigeonhole), and the signature of those is found exactly; the exact
-index is the same with one part, the whole key. A heard phoneme string is searched by computing, all
-at once in numpy, the signatures a key of every indexed length would have at every position (prefix
-hashes: any substring's hash in two operations; shifts for the insertions and deletions between
-parts), and looking them up in the sorted signature array, after a first filter of single parts.
-The exact index is searched the same way in C (_exact.c, Segment.find_exact: a bitmap as the first
-filter, one call instead of ~30 numpy operations). A tolerant signature shared by more than COMMON
-keys is looked up again with a part it leaves out, as heard (_popular_variants): the lists verified
-stay short however popular a part is. A hit names a key and where it would lie; retrieval.py
-verifies it by edit distance.
+index is the same with one part, the whole key. The indexes are built here in numpy; they are
+searched in C (_query.c), which computes with the same arithmetic the signatures a key of every
+indexed length would have at every heard position (prefix hashes: any substring's hash in two
+operations; shifts for the insertions and deletions between parts), after a first filter (a bitmap
+of the exact signatures; the single parts of the tolerant ones), and looks them up in the sorted
+arrays. A tolerant signature shared by more than COMMON keys is looked up again with a part it leaves
+out, as heard (_popular_variants): the lists verified stay short however popular a part is. A
+tolerant hit names a key and where it would lie; the C code verifies it by edit distance.
 
 Why not the Aho-Corasick automata of format 1 (measured at a million entries, docs/MEASUREMENTS.md):
 an automaton is a tree of millions of malloc'd nodes, built in Python one key at a time (~10 s),
@@ -19,8 +18,8 @@ unpickled node by node at every load (~1 s, ~360 MB private memory per process);
 built by a sort, memory-mapped at load (pages shared between processes) and never grow with the
 popularity of a part, where format 1's halves listed every key sharing one half (thousands for "...西街").
 
-Hash: polynomial over phoneme id + 1 with an odd 64-bit base, modulo 2^64 (numpy's unsigned
-overflow); tolerant signatures are stored as their top 32 bits (fingerprint). A collision costs one
+Hash: polynomial over phoneme id + 1 with an odd 64-bit base, modulo 2^64 (unsigned overflow, in
+numpy and in C); tolerant signatures are stored as their top 32 bits (fingerprint). A collision costs one
 wasted verification, never a wrong result.
 """
 
@@ -31,6 +30,7 @@ from itertools import combinations
 
 import numpy as np
 
+from nim4_edge.runtime.hotwords import _query
 from nim4_edge.runtime.hotwords.strings import increasing
 
 BASE = np.uint64(0x9E3779B97F4A7C15)  # odd: invertible modulo 2^64
@@ -166,33 +166,28 @@ class SignatureIndex:
         self.sub_signatures = sub_signatures if sub_signatures is not None else np.zeros(0, np.uint32)
         self.sub_key_ids = sub_key_ids if sub_key_ids is not None else np.zeros(0, np.int32)
         self.plan = self._probes()
-        self.bitmap = _bitmap(signatures) if errors == 0 else None
-        self._layouts: dict[int, tuple] = {}  # utterance length -> its probes (_layout)
-        self._layout_bytes = 0
+        self.bitmap = _bitmap(signatures, _BITMAP_BITS) if errors == 0 else None
+        self.piece_bits = _bitmap(self.pieces, _PIECE_BITS) if errors else None
+        self.kinds, self.probe_table = self._probe_table() if errors else (None, None)
+
+    def _probe_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """The probes as _query.c reads them: the distinct (part, part length) kinds of the single-part
+        filter, and one int64 row per probe (_query.c's COL_* columns: tag, where the first chosen part
+        begins in the key, the edits left, whether the last chosen part ends the key, the key's end and
+        the span's end relative to x, how many extents the first missing part has; then per chosen part
+        its offset, length and kind; then the extents' starts and lengths, -1 padded)."""
         k = self.keep
-        cols = lambda f, width: np.array([f(p) for p in self.plan], np.int64).reshape(len(self.plan), width)  # noqa: E731
-        self.probe_lengths = cols(lambda p: [p.length], 1)[:, 0]  # the key length each probe is for
-        # for the windows a hit's key can lie in (retrieval.py): where the first chosen part begins in the
-        # key, the edits left, whether the last chosen part ends the key, and the key's end relative to x
-        self.first_starts = cols(lambda p: [p.first_start], 1)[:, 0]
-        self.spares = cols(lambda p: [p.spare], 1)[:, 0]
-        self.lasts = cols(lambda p: [p.last], 1)[:, 0].astype(bool)
-        self.key_ends = cols(lambda p: [p.offsets[-1] + p.lengths[-1] + p.tail], 1)[:, 0]
-        self._offsets = cols(lambda p: list(p.offsets), k)
-        self._part_lengths = cols(lambda p: list(p.lengths), k)
-        # single-part filter: the distinct (part, part length) kinds, and each probe slot's kind
-        slot_kinds = cols(lambda p: [c * 256 + n for c, n in zip(p.chosen, p.lengths)], k)
-        self._kinds, self._slot_kind = np.unique(slot_kinds, return_inverse=True)
-        self._slot_kind = self._slot_kind.reshape(slot_kinds.shape)
-        self._kind_length = self._kinds % 256
-        self._tag = (self.probe_lengths << 8) | cols(lambda p: [p.subset], 1)[:, 0]
-        self._span_end = (self._offsets + self._part_lengths).max(axis=1) if len(self.plan) else np.zeros(0, np.int64)
-        if errors:  # where each probe's first missing part can lie in the heard phonemes (_find_refined)
-            extents = [_missing_extents(p, self.parts, errors) for p in self.plan]
-            width = max((len(e) for e in extents), default=1)
-            self._extent_start = np.array([[a for a, _ in e] + [0] * (width - len(e)) for e in extents], np.int64).reshape(-1, width)
-            self._extent_length = np.array([[n for _, n in e] + [-1] * (width - len(e)) for e in extents],
-                                           np.int64).reshape(-1, width)
+        slot_kinds = np.array([[c * 256 + n for c, n in zip(p.chosen, p.lengths)] for p in self.plan], np.int64).reshape(-1, k)
+        kinds, slot_kind = np.unique(slot_kinds, return_inverse=True)
+        extents = [_missing_extents(p, self.parts, self.errors) for p in self.plan]
+        width = max((len(e) for e in extents), default=0)
+        rows = []
+        for p, e, kind in zip(self.plan, extents, slot_kind.reshape(-1, k).tolist()):
+            pad = [0] * (width - len(e))
+            rows.append([(p.length << 8) | p.subset, p.first_start, p.spare, p.last, p.offsets[-1] + p.lengths[-1] + p.tail,
+                         max(o + n for o, n in zip(p.offsets, p.lengths)), len(e), *p.offsets, *p.lengths, *kind,
+                         *(a for a, _ in e), *pad, *(n for _, n in e), *[-1] * len(pad)])
+        return kinds, np.array(rows, np.int64).reshape(len(rows), 7 + 3 * k + 2 * width)
 
     def _probes(self) -> list[Probe]:
         out = []
@@ -245,98 +240,17 @@ class SignatureIndex:
         return cls(errors, sigs_sorted, owners_all[order], np.unique(lengths[keep]).astype(np.int32), piece_sigs,
                    sub_sigs, sub_keys)
 
-    def find(self, ids: np.ndarray, new_from: int = 0, h=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Hits in heard phoneme `ids` of a tolerant index: (key id, probe row, x) of every signature
-        found, for probes whose span ends past `new_from` (the phonemes heard before were searched
-        already). The exact index is searched in C (Segment.find_exact)."""
-        if not self.errors:
-            raise ValueError("the exact index is searched by Segment.find_exact (_exact.c)")
-        n = len(ids)
-        if not len(self.plan) or not n:
-            return _EMPTY_HITS
-        hashes, inv = h if h is not None else prefix_hashes(ids)
-        rows, xs, _ = self._layout(n, new_from)
-        if not len(rows):
-            return _EMPTY_HITS
-        if len(self.pieces):  # every chosen part must be some key's part of that place: most probes end here
-            present = self._present(hashes, inv, n)
-            for slot in range(self.keep):  # slot by slot, each on the probes still standing
-                ok = present[self._slot_kind[rows, slot], xs + self._offsets[rows, slot]]
-                rows, xs = rows[ok], xs[ok]
-                if not len(rows):
-                    return _EMPTY_HITS
-        starts = xs[:, None] + self._offsets[rows]  # (probes, slots): where each chosen part lies
-        part_hash = span_hash(hashes, inv, starts, starts + self._part_lengths[rows])
-        q = combine([part_hash[:, t] for t in range(self.keep)], self._tag[rows])
-        order = np.argsort(q)  # sorted needles: the binary searches walk the table in order
-        q, rows, xs = q[order], rows[order], xs[order]
-        f = fingerprint(q)
-        left = np.searchsorted(self.signatures, f, "left")
-        right = np.searchsorted(self.signatures, f, "right")
-        counts = right - left
-        # a signature shared by more keys than COMMON names no one name (three fifths of "Elizabeth
-        # W. Whitmore" is "Elizabeth"): it is looked up again with the probe's missing part as heard
-        # (_find_refined)
-        hits = _expand(self.key_ids, left, counts, rows, xs)
-        popular = np.flatnonzero(counts > COMMON)
-        if len(popular) and len(self.sub_signatures):
-            refined = self._find_refined(hashes, inv, n, q[popular], rows[popular], xs[popular])
-            hits = tuple(np.concatenate([a, b]) for a, b in zip(hits, refined))
-        return hits
-
-    def _find_refined(self, hashes: np.ndarray, inv: np.ndarray, n: int, q: np.ndarray, rows: np.ndarray,
-                      xs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Hits of popular signatures: the probe's first missing part, as heard, at each extent it can
-        have (_missing_extents), whole and with each phoneme deleted, looked up with the signature."""
-        start = xs[:, None] + self._extent_start[rows]  # (probes, extents)
-        length = self._extent_length[rows]
-        ok = (length >= 0) & (start >= 0) & (start + length <= n)
-        width = int(length.max()) + 1 if len(length) else 0
-        j = np.arange(-1, width)[None, None, :]  # -1: nothing deleted; else the phoneme deleted
-        ok = ok[:, :, None] & (j < length[:, :, None])
-        a = np.where(ok, start[:, :, None], 0)
-        ell = np.where(ok, length[:, :, None], 0)
-        cut = np.clip(a + j, a, a + ell)  # the deleted phoneme's place (a when none)
-        h = joined_hash(hashes, inv, a, cut, np.minimum(cut + (j >= 0), a + ell), a + ell)
-        sub = combine([np.broadcast_to(q[:, None, None], h.shape), h], ell - (j >= 0))
-        probe = np.broadcast_to(np.arange(len(q))[:, None, None], h.shape)[ok]
-        sub = fingerprint(sub[ok])
-        left = np.searchsorted(self.sub_signatures, sub, "left")
-        counts = np.searchsorted(self.sub_signatures, sub, "right") - left
-        return _expand(self.sub_key_ids, left, counts, rows[probe], xs[probe])
-
-    def _layout(self, n: int, new_from: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(probe row, x, end of its span) of every probe that fits in n phonemes and
-        ends past new_from. Laid out once per n (kept up to _LAYOUT_BYTES per index: emptied when full,
-        so a long-running server holds a bounded amount whatever it hears), per row the x from 0 to
-        n - span without an (all rows x n) matrix; then the probes ending by new_from dropped."""
-        layout = self._layouts.get(n)
-        if layout is None:
-            counts = np.maximum(0, n - self._span_end + 1)
-            rows = np.repeat(np.arange(len(counts)), counts)
-            xs = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-            layout = (rows, xs, xs + self._span_end[rows])
-            size = 24 * len(rows)
-            if self._layout_bytes + size > _LAYOUT_BYTES:
-                self._layouts, self._layout_bytes = {}, 0
-            self._layouts[n] = layout
-            self._layout_bytes += size
-        if new_from:
-            new = layout[2] > new_from
-            return tuple(a[new] for a in layout)
-        return layout
-
-    def _present(self, hashes: np.ndarray, inv: np.ndarray, n: int) -> np.ndarray:
-        """present[kind, pos]: the heard phonemes at pos are, as that kind of part, some key's."""
-        pos = np.arange(n, dtype=np.int64)[None, :]
-        stop = np.minimum(pos + self._kind_length[:, None], n)
-        pos = np.broadcast_to(pos, stop.shape)
-        piece = combine([span_hash(hashes, inv, pos, stop)], np.broadcast_to(self._kinds[:, None], stop.shape))
-        at = np.searchsorted(self.pieces, piece.ravel())
-        at[at == len(self.pieces)] = 0
-        present = np.zeros((len(self._kinds), n + 1), bool)  # the last column: beyond the end, never
-        present[:, :n] = (self.pieces[at] == piece.ravel()).reshape(stop.shape) & (pos + self._kind_length[:, None] <= n)
-        return present
+    def search(self, code: str, new_from: int, pending: bytes, key_starts: np.ndarray, key_phonemes: np.ndarray,
+               toneless: np.ndarray) -> tuple[list[tuple[int, int, int, int, int]], bytes]:
+        """Keys of this tolerant index heard within its errors in `code`: (start, end, key id, errors with
+        tones forgiven, distance with tones) for probes whose span ends past `new_from` and for the hits
+        `pending` from the call before (windows that ran past what was heard then); and the hits
+        pending now, for the next call of the same utterance. One call into C (_query.c)."""
+        if not len(self.plan):
+            return [], b""
+        return _query.find_tolerant(code, new_from, pending, self.errors, COMMON, self.keep, self.probe_table.shape[1],
+                                    self.probe_table, self.kinds, self.signatures, self.key_ids, self.pieces,
+                                    self.piece_bits, self.sub_signatures, self.sub_key_ids, key_starts, key_phonemes, toneless)
 
     def check(self, num_keys: int) -> str | None:
         """What is out of range, or None (a file is data: an edited one fails at load, not in a query)."""
@@ -357,35 +271,22 @@ class SignatureIndex:
         return None
 
 
-# The exact index's first filter (_exact.c reads it): one bit per 2^40 signature values, set where a
+# The exact index's first filter (_query.c reads it): one bit per 2^40 signature values, set where a
 # key's signature falls (2 MB; 6% of the bits set at a million keys, so 94% of the probes that are no
 # key stop there). A binary search of the 1M signatures is ~20 reads scattered over 8 MB: measured at
 # 1M with numpy, the search was 43 of an exact query's 58 us (cProfile, 300 utterances). Built at load
-# (4 ms at 1M), never stored.
-_BITMAP_BITS = 24  # _exact.c's BITMAP_BITS
-_BITMAP_SHIFT = np.uint64(64 - _BITMAP_BITS)
-# probes kept per tolerant index, by utterance length; 24 bytes a probe, so (computed, not measured)
-# ~0.8 MB for the two-error index's 736 probe rows at 60 phonemes
-_LAYOUT_BYTES = 16 << 20
+# (4 ms at 1M), never stored. A tolerant index's single parts have one of 2^16 bits (8 KB; ~6,000
+# pieces at 1M set ~9% of them): most parts heard are no key's and stop before the search.
+_BITMAP_BITS = 24  # _query.c's BITMAP_BITS
+_PIECE_BITS = 16  # _query.c's PIECE_BITS
 
 
-def _bitmap(signatures: np.ndarray) -> np.ndarray:
-    """The bits as 64-bit words: every operation of the test stays in uint64 (no mixed-type casts)."""
-    bits = np.zeros(1 << _BITMAP_BITS, bool)
-    bits[signatures >> _BITMAP_SHIFT] = True
-    return np.packbits(bits, bitorder="little").view("<u8").astype(np.uint64)
-
-
-def _expand(key_ids: np.ndarray, left: np.ndarray, counts: np.ndarray, rows: np.ndarray, xs: np.ndarray):
-    """(key id, row, x) of every key behind signatures found `counts` times from `left`, those shared
-    by at most COMMON keys."""
-    found = np.flatnonzero((counts > 0) & (counts <= COMMON))
-    if not len(found):
-        return _EMPTY_HITS
-    counts = counts[found]
-    which = np.repeat(found, counts)
-    step = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-    return key_ids[left[which] + step], rows[which], xs[which]
+def _bitmap(signatures: np.ndarray, bits: int) -> np.ndarray:
+    """The set top `bits` bits of 64-bit signatures, as 64-bit words (every operation of the test stays
+    in uint64: no mixed-type casts)."""
+    table = np.zeros(1 << bits, bool)
+    table[signatures >> np.uint64(64 - bits)] = True
+    return np.packbits(table, bitorder="little").view("<u8").astype(np.uint64)
 
 
 def _missing_extents(p: Probe, parts: int, errors: int) -> list[tuple[int, int]]:
@@ -462,5 +363,3 @@ _32 = np.uint64(32)
 def fingerprint(signatures: np.ndarray) -> np.ndarray:
     return (signatures >> _32).astype(np.uint32)
 
-
-_EMPTY_HITS = (np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.int64))
