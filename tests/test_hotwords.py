@@ -255,9 +255,20 @@ def test_bench_hotwords_reports_measured_figures():
     assert report["tolerant_recall_heard_exactly"] == 1.0  # 300 names: no carrier syllable makes another
     assert report["ambiguity_queries"] == 40 and 0 <= report["one_error_ambiguous_share"] <= 1
     assert report["g2p_agreement_with_pypinyin"] == 1.0 and report["g2p_mismatches"] == []
+    # 300 sparse names: few ties, so the least wrong names at the recall reached are few
+    assert 0 <= report["tie_bound_wrong_names_at_measured_recall"] <= report["tolerant_false_retrievals_per_utterance"] + 0.5
+    assert "same-span ties" in table(report)
     assert report["added_found_by_running_stream"] and not report["removed_still_found"] and report["removed"] == 50
     if report["aho_corasick"] is not None:  # the baseline of format 1, where pyahocorasick is installed
         assert report["aho_corasick"]["scan_us_p50"] > 0
+
+
+def test_the_tie_bound_takes_the_cheapest_utterances_first():
+    from nim4_edge.bench.hotwords import tie_bound
+
+    costs = [3, 0, None, 1, 0]  # wrong names each utterance costs to keep its planted entry (None: not found)
+    assert tie_bound(costs, 0.4) == 0.0 and tie_bound(costs, 0.6) == 1 / 5 and tie_bound(costs, 0.8) == 4 / 5
+    assert tie_bound(costs, 1.0) == float("inf")  # one planted entry is never found
 
 
 def test_syllable_split_equals_pypinyin_strict_style():
