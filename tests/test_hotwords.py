@@ -775,8 +775,9 @@ def test_shadowing_of_few_matches_in_python_equals_many_in_numpy():
         starts = rng.integers(0, 12, count)
         matches = [retrieval.Match(int(a), int(a + rng.integers(1, 8)), 0, retrieval.MatchSource.TOLERANT,
                                    errors=int(rng.integers(0, 3))) for a in starts]
-        python = retrieval._inside_longer(matches, None)
-        more = matches + [retrieval.Match(100 + i, 101 + i, 0, retrieval.MatchSource.BASE) for i in range(few)]
+        rows = [(m.start, m.end, m.key_id, m.source, m.errors, m.segment, m.distance) for m in matches]
+        python = retrieval._inside_longer(rows, None)
+        more = rows + [(100 + i, 101 + i, 0, retrieval.MatchSource.BASE, 0, 0, 0) for i in range(few)]
         padded = retrieval._inside_longer(more, retrieval._columns(more))  # past _FEW_MATCHES: numpy
         assert python == padded[:count]
         fired += any(python)

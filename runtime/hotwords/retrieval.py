@@ -219,13 +219,8 @@ class HotwordRetriever:
         """The group's words not removed for this stream, heaviest first, at most max_group."""
         return [w for w in (segment.words[i] for i in ids) if w not in self.removed][: self.config.max_group]
 
-    def too_short(self, database: HotwordDatabase | None, match: Match) -> bool:
-        """A database key of fewer than min_syllables syllables (they match by chance; additions are trusted)."""
-        return (match.source is not MatchSource.STREAM
-                and database.segments[match.segment].key_syllables[match.key_id] < self.config.min_syllables)
-
-    def rejection(self, match: Match, segment: Segment, ids: list[int]) -> Rejection | None:
-        """REMOVED when every word of the group is gone, else None (TOO_SHORT is judged first: too_short)."""
+    def rejection(self, segment: Segment, ids: list[int]) -> Rejection | None:
+        """REMOVED when every word of a group is gone, else None (RetrievalSession._judged judges the rest)."""
         if not ids or (self.removed and not self.words_of(segment, ids)):
             return Rejection.REMOVED
         return None
@@ -261,7 +256,7 @@ class RetrievalSession:
     # tolerant: per (segment, index number) the hits whose windows ran past the phonemes heard so far
     # (SignatureIndex.search looks at them again with the next phonemes), and the best match per (segment, key)
     _pending: dict[tuple[int, int], bytes] = field(default_factory=dict)
-    _tolerant: dict[tuple[int, int], Match] = field(default_factory=dict)
+    _tolerant: dict[tuple[int, int], tuple] = field(default_factory=dict)  # a Row: Match(*row) is the match
 
     @property
     def mode(self) -> RetrievalMode:
@@ -292,8 +287,8 @@ class RetrievalSession:
                         segment.key_ids_flat, self.retriever.lexicon.toneless_ids())
                     for a, b, key_id, errors, distance in found:  # by (a, b, key): ties go to the earliest
                         best = self._tolerant.get((number, key_id))
-                        if best is None or (errors, distance) < best.score:
-                            self._tolerant[number, key_id] = Match(a, b, key_id, MatchSource.TOLERANT, errors, number, distance)
+                        if best is None or (errors, distance) < (best[_ERRORS], best[_DISTANCE]):
+                            self._tolerant[number, key_id] = (a, b, key_id, MatchSource.TOLERANT, errors, number, distance)
 
     def take_first_pass(self, transcript: str) -> None:
         """The first-pass transcript of a `first_pass` mode: what its phonemes retrieve joins the hints."""
@@ -308,92 +303,120 @@ class RetrievalSession:
         """Database keys within their index's edit distance (substitutions, insertions, deletions;
         tones forgiven) of the heard phonemes, and not matched exactly (verified as the phonemes come:
         extend_code)."""
-        exact = {(m.segment, m.key_id) for m in self.matches if m.source is MatchSource.BASE}
-        return [m for k, m in self._tolerant.items() if k not in exact]
+        return [Match(*row) for row in self._tolerant_rows()]
 
-    def _judged(self) -> list[tuple[Match, Segment | None, list[int] | None, float, Rejection | None]]:
-        """Every match with its segment, group ids, weight and why it is rejected (None: kept). Groups
-        are looked up when needed (candidates, words): the segment and ids are None for a match inside
-        a longer one or too short (weight 0.0), and, in a busy utterance, for a database match while no
-        entry is removed (its group is whole: only its weight, to rank it, is read now, for all such
-        matches at once)."""
-        matches = self.matches + (self.tolerant_matches() if self.mode.tolerant else [])
-        if not matches:
-            return []
+    def _tolerant_rows(self) -> list[tuple]:
+        exact = {(m.segment, m.key_id) for m in self.matches if m.source is MatchSource.BASE}
+        return [row for k, row in self._tolerant.items() if k not in exact]
+
+    def _judged(self) -> tuple[list[tuple], list[Rejection | None], list[float], dict[int, tuple[Segment, list[int]]]]:
+        """Every match as a row (Match's fields in order: a busy tolerant utterance has ~100 matches,
+        and judging their rows costs less than making them objects), why each is rejected (None: kept),
+        its group's weight, and the groups already looked up ({row: (segment, entry ids)}). A group is
+        read for a match that is neither inside a longer one nor too short, except in a busy utterance
+        while no entry is removed: its group is whole then, and only the weights, to rank, are read, all
+        at once (words() reads the groups of the few it returns)."""
+        rows = [(m.start, m.end, m.key_id, m.source, m.errors, m.segment, m.distance) for m in self.matches]
+        if self.mode.tolerant:
+            rows += self._tolerant_rows()
+        if not rows:
+            return [], [], [], {}
         # (start, end, errors, distance, tolerant) of every match, once, for the pairwise rules of a busy
-        # utterance (~100 matches: built per rule, the columns cost more than the rule)
-        columns = _columns(matches) if len(matches) > _FEW_MATCHES or self.mode.tolerant else None
-        whole = (len(matches) > _FEW_MATCHES and self.database is not None and not len(self.database.removed)
-                 and not self.retriever.removed)
-        out, later = [], []
-        for match, shadowed in zip(matches, _inside_longer(matches, columns)):
-            if shadowed or self.retriever.too_short(self.database, match):  # most of a busy utterance's matches:
-                out.append((match, None, None, 0.0,  # their groups are looked up only if asked for (candidates)
-                            Rejection.INSIDE_LONGER if shadowed else Rejection.TOO_SHORT))
-                continue
-            if whole and match.source is not MatchSource.STREAM:
-                later.append(len(out))
-                out.append((match, None, None, 0.0, None))
-                continue
-            segment, ids, weight = self.retriever.group_of(self.database, match)
-            out.append((match, segment, ids, weight, self.retriever.rejection(match, segment, ids)))
-        for i, weight in zip(later, _group_weights(self.database, [out[i][0] for i in later]) if later else ()):
-            out[i] = (out[i][0], None, None, weight, None)
-        beaten = _beaten_by_closer(columns, [r is None for *_, r in out]) if columns is not None else [False] * len(out)
-        return [(m, seg, ids, w, Rejection.CLOSER_MATCH if r is None and b else r)
-                for (m, seg, ids, w, r), b in zip(out, beaten)]
+        # utterance
+        columns = _columns(rows) if len(rows) > _FEW_MATCHES or self.mode.tolerant else None
+        whole = (len(rows) > _FEW_MATCHES and self.database is not None and not len(self.database.removed)
+                 and not self.retriever.removed)  # few: a group each costs less than one gather
+        short = _too_short(rows, self.database, self.retriever.config.min_syllables)
+        rejected: list[Rejection | None] = [None] * len(rows)
+        weights, groups, later = [0.0] * len(rows), {}, []
+        for i, (row, shadowed, too_short) in enumerate(zip(rows, _inside_longer(rows, columns), short)):
+            if shadowed:
+                rejected[i] = Rejection.INSIDE_LONGER
+            elif too_short:
+                rejected[i] = Rejection.TOO_SHORT
+            elif whole and row[_SOURCE] is not MatchSource.STREAM:
+                later.append(i)
+            else:
+                segment, ids, weights[i] = self.retriever.group_of(self.database, Match(*row))
+                groups[i] = (segment, ids)
+                rejected[i] = self.retriever.rejection(segment, ids)
+        for i, weight in zip(later, _group_weights(self.database, [rows[i] for i in later]) if later else ()):
+            weights[i] = weight
+        if columns is not None:
+            for i, beaten in enumerate(_beaten_by_closer(columns, [r is None for r in rejected])):
+                if beaten and rejected[i] is None:
+                    rejected[i] = Rejection.CLOSER_MATCH
+        return rows, rejected, weights, groups
 
     def candidates(self) -> list[Candidate]:
         """Every match with its words, best first; rejected ones last, each with its reason."""
+        rows, rejected, weights, groups = self._judged()
         out = []
-        for m, segment, ids, weight, r in self._judged():
-            if segment is None:
-                segment, ids, weight = self.retriever.group_of(self.database, m)
-            out.append(Candidate(m, self.retriever.words_of(segment, ids), weight, r))
-        out.sort(key=lambda c: _rank(c.match, c.weight, c.kept))
-        return out
+        for i, row in enumerate(rows):
+            match = Match(*row)
+            segment, ids, weight = (*groups[i], weights[i]) if i in groups else self.retriever.group_of(self.database, match)
+            out.append((_rank(row, weight, rejected[i] is None), Candidate(match, self.retriever.words_of(segment, ids),
+                                                                           weight, rejected[i])))
+        out.sort(key=lambda ranked: ranked[0])
+        return [c for _, c in out]
 
     def words(self) -> list[str]:
         """The kept matches' words, best first, at most top_k (only those are decoded: of ~160 matches
         in a busy tolerant utterance most are rejected, and decoding every group cost ~0.5 ms)."""
         chosen: list[str] = []
         top_k = self.retriever.config.top_k
-        kept = sorted(((m, seg, ids, w) for m, seg, ids, w, r in self._judged() if r is None),
-                      key=lambda k: _rank(k[0], k[3], True))
-        for match, segment, ids, _ in kept:
+        rows, rejected, weights, groups = self._judged()
+        kept = sorted((i for i, r in enumerate(rejected) if r is None), key=lambda i: _rank(rows[i], weights[i], True))
+        for i in kept:
             if len(chosen) >= top_k:
                 break
-            if segment is None:
-                segment, ids, _ = self.retriever.group_of(self.database, match)
+            segment, ids = groups[i] if i in groups else self.retriever.group_of(self.database, Match(*rows[i]))[:2]
             for word in self.retriever.words_of(segment, ids):
                 if word not in chosen and len(chosen) < top_k:
                     chosen.append(word)
         return chosen
 
 
-def _group_weights(database: HotwordDatabase, matches: list[Match]) -> list[float]:
+# a Row: Match's fields in order, (start, end, key_id, source, errors, segment, distance)
+_START, _END, _KEY, _SOURCE, _ERRORS, _SEGMENT, _DISTANCE = range(7)
+
+
+def _too_short(rows: list[tuple], database: HotwordDatabase | None, min_syllables: int) -> list[bool]:
+    """Database keys of fewer than min_syllables syllables (they match by chance; a stream's additions
+    are trusted), looked up per segment at once."""
+    out = [False] * len(rows)
+    for number, segment in enumerate(database.segments if database is not None else ()):
+        at = [i for i, row in enumerate(rows) if row[_SEGMENT] == number and row[_SOURCE] is not MatchSource.STREAM]
+        if at:
+            keys = np.array([rows[i][_KEY] for i in at], np.int64)
+            for i, short in zip(at, (segment.key_syllables[keys] < min_syllables).tolist()):
+                out[i] = short
+    return out
+
+
+def _group_weights(database: HotwordDatabase, rows: list[tuple]) -> list[float]:
     """The weight of each database match's group (its heaviest entry's: groups list theirs heaviest
     first), gathered per segment at once."""
-    out = [0.0] * len(matches)
+    out = [0.0] * len(rows)
     for number, segment in enumerate(database.segments):
-        at = [i for i, m in enumerate(matches) if m.segment == number]
+        at = [i for i, row in enumerate(rows) if row[_SEGMENT] == number]
         if at:
-            keys = np.array([matches[i].key_id for i in at], np.int64)
+            keys = np.array([rows[i][_KEY] for i in at], np.int64)
             for i, w in zip(at, segment.weights[segment.group_entries[segment.group_offsets[keys]]].tolist()):
                 out[i] = w
     return out
 
 
-def _rank(match: Match, weight: float, kept: bool) -> tuple:
+def _rank(row: tuple, weight: float, kept: bool) -> tuple:
     """Kept first; exact before tolerant; fewer errors, closer with tones, longer, heavier, earlier."""
-    return (not kept, match.source is MatchSource.TOLERANT, match.errors, match.distance,
-            -(match.end - match.start), -weight, match.start)
+    return (not kept, row[_SOURCE] is MatchSource.TOLERANT, row[_ERRORS], row[_DISTANCE], row[_START] - row[_END],
+            -weight, row[_START])
 
 
-def _columns(matches: list[Match]) -> np.ndarray:
+def _columns(rows: list[tuple]) -> np.ndarray:
     """(start, end, errors, distance, tolerant) of each match, as rows."""
-    return np.array([(m.start, m.end, m.errors, m.distance, m.source is MatchSource.TOLERANT) for m in matches],
-                    np.int64).reshape(len(matches), 5)
+    return np.array([(r[_START], r[_END], r[_ERRORS], r[_DISTANCE], r[_SOURCE] is MatchSource.TOLERANT) for r in rows],
+                    np.int64).reshape(len(rows), 5)
 
 
 def _beaten_by_closer(columns: np.ndarray, kept: list[bool]) -> list[bool]:
@@ -404,27 +427,32 @@ def _beaten_by_closer(columns: np.ndarray, kept: list[bool]) -> list[bool]:
     福盛中心 at one). Measured at 1M, 500 utterances against the rule without that exception (and
     without _inside_longer's): exactly heard names in tolerant mode 94.0 -> 100%, one error 92.8 ->
     91.6%, two errors 73.2 -> 81.3%, wrong names per utterance 0.73 -> 0.79."""
-    start, end, tolerant = columns[:, 0], columns[:, 1], columns[:, 4].astype(bool)
-    if not tolerant.any():
-        return [False] * len(columns)
-    score, length = columns[:, 2] * 4096 + columns[:, 3], end - start
-    # [this, other]: the other is kept, overlaps this, was heard more closely, and is not inside this
-    # with this two phonemes or more longer
-    beaten = (np.array(kept)[None, :] & (start[None, :] < end[:, None]) & (start[:, None] < end[None, :])
-              & (score[None, :] < score[:, None])
-              & ~((start[:, None] <= start[None, :]) & (end[None, :] <= end[:, None])
-                  & (length[:, None] - length[None, :] >= 2))).any(axis=1)
-    return (beaten & tolerant).tolist()
+    out = [False] * len(columns)
+    kept_rows = np.flatnonzero(kept)  # only kept matches beat, and only kept tolerant ones are beaten (a
+    this = kept_rows[columns[kept_rows, 4] == 1]  # busy utterance keeps ~30 of ~100: a matrix a tenth the size)
+    if not len(this):
+        return out
+    start, end = columns[kept_rows, 0], columns[kept_rows, 1]
+    score, length = columns[kept_rows, 2] * 4096 + columns[kept_rows, 3], end - start
+    a, b = columns[this, 0][:, None], columns[this, 1][:, None]
+    s, n = columns[this, 2] * 4096 + columns[this, 3], columns[this, 1] - columns[this, 0]
+    # [this, other]: the other overlaps this, was heard more closely, and is not inside this with this two
+    # phonemes or more longer
+    beaten = ((start[None, :] < b) & (a < end[None, :]) & (score[None, :] < s[:, None])
+              & ~((a <= start[None, :]) & (end[None, :] <= b) & (n[:, None] - length[None, :] >= 2))).any(axis=1)
+    for i in this[beaten].tolist():
+        out[i] = True
+    return out
 
 
-def _shadowed_by(match: Match, other: Match) -> bool:
+def _shadowed_by(match: tuple, other: tuple) -> bool:
     """`match` lies inside the longer `other`, heard with at most one more error than it (NIO inside
     NIO House; 康西路 inside 阳康西路 heard one phoneme off), except that a match heard exactly is never
     shadowed by a guess: a name said as it is spelt stays (the carrier's 去 is one phoneme from 桥, so
     桥明园站 at one error swallowed 明园站 heard exactly in 6% of utterances)."""
-    return (other.start <= match.start and match.end <= other.end
-            and other.end - other.start > match.end - match.start
-            and other.errors <= max(match.errors, 1) and not (match.errors == 0 and other.errors > 0))
+    start, end, errors = match[_START], match[_END], match[_ERRORS]
+    return (other[_START] <= start and end <= other[_END] and other[_END] - other[_START] > end - start
+            and other[_ERRORS] <= max(errors, 1) and not (errors == 0 and other[_ERRORS] > 0))
 
 
 # up to this many matches the pairs are compared in Python (an exact utterance has a few: ~10 numpy
@@ -433,10 +461,10 @@ def _shadowed_by(match: Match, other: Match) -> bool:
 _FEW_MATCHES = 16
 
 
-def _inside_longer(matches: list[Match], columns: np.ndarray | None) -> list[bool]:
-    """Which matches a longer one shadows (_shadowed_by); `columns`: _columns(matches), or None."""
-    if len(matches) <= _FEW_MATCHES or columns is None:
-        return [any(_shadowed_by(m, other) for other in matches) for m in matches]
+def _inside_longer(rows: list[tuple], columns: np.ndarray | None) -> list[bool]:
+    """Which matches (rows) a longer one shadows (_shadowed_by); `columns`: _columns(rows), or None."""
+    if len(rows) <= _FEW_MATCHES or columns is None:
+        return [any(_shadowed_by(m, other) for other in rows) for m in rows]
     start, end, errors = columns[:, 0], columns[:, 1], columns[:, 2]
     length = end - start
     # [this, other]: _shadowed_by(this, other)
