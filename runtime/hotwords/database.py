@@ -129,9 +129,9 @@ class Segment:
     def build(cls, words: list[str], weights: list[float], categories: list[str], keys: list[str],
               syllables: list[int], tolerant: bool) -> "Segment":
         """keys: each entry's phonemes in code-point form (Lexicon.encode)."""
-        key_ids: dict[str, int] = {}
-        key_of = np.fromiter((key_ids.setdefault(k, len(key_ids)) for k in keys), np.int64, len(keys))
-        unique = list(key_ids)
+        unique = list(dict.fromkeys(keys))  # in first-seen order; the dict's own loops are C, not a generator's
+        key_ids = dict(zip(unique, range(len(unique))))
+        key_of = np.fromiter(map(key_ids.__getitem__, keys), np.int64, len(keys))
         lengths = np.fromiter(map(len, unique), np.int64, len(unique))
         starts = np.zeros(len(unique) + 1, np.int64)
         np.cumsum(lengths, out=starts[1:])
@@ -491,11 +491,11 @@ def _segment(words: list[str], keys: list[str], syllables: list[int], weights: l
              categories: list[str] | None, tolerant: bool) -> Segment:
     """A segment of these entries, after the limits every entry must keep."""
     weights = [1.0] * len(words) if weights is None else weights
-    for word, weight, count in zip(words, weights, syllables):
-        if not 0 <= weight <= MAX_WEIGHT:
-            raise HotwordError(f"hotword {word!r}: weight {weight} is outside 0-{MAX_WEIGHT:g}")
-        if count > MAX_ENTRY_SYLLABLES:
-            raise HotwordError(f"hotword {word[:40]!r}...: more than {MAX_ENTRY_SYLLABLES} syllables")
+    w, counts = np.asarray(weights, np.float64), np.asarray(syllables, np.int64)  # checked at once, the first bad one named
+    for bad in np.flatnonzero(~((w >= 0) & (w <= MAX_WEIGHT)) | (counts > MAX_ENTRY_SYLLABLES))[:1].tolist():
+        if not 0 <= weights[bad] <= MAX_WEIGHT:
+            raise HotwordError(f"hotword {words[bad]!r}: weight {weights[bad]} is outside 0-{MAX_WEIGHT:g}")
+        raise HotwordError(f"hotword {words[bad][:40]!r}...: more than {MAX_ENTRY_SYLLABLES} syllables")
     return Segment.build(words, weights, [""] * len(words) if categories is None else categories, keys, syllables,
                          tolerant)
 

@@ -224,9 +224,9 @@ class SignatureIndex:
                 part_hash = [span_hash(h, inv, s + b[p], s + b[p + 1]) for p in range(parts)]
                 if errors:
                     for p in range(parts):
-                        pieces.append(combine([part_hash[p]], np.full(len(s), p * 256 + b[p + 1] - b[p], np.int64)))
+                        pieces.append(combine([part_hash[p]], np.int64(p * 256 + b[p + 1] - b[p])))
                 for subset, chosen in enumerate(combinations(range(parts), keep_parts)):
-                    sigs.append(combine([part_hash[c] for c in chosen], np.full(len(s), (length << 8) | subset, np.int64)))
+                    sigs.append(combine([part_hash[c] for c in chosen], np.int64((length << 8) | subset)))
                     owners.append(keys)
                     batches.append((s, b, chosen))
         sigs_all = np.concatenate(sigs) if sigs else np.zeros(0, np.uint64)
@@ -345,7 +345,7 @@ def _popular_variants(sigs: list[np.ndarray], owners: list[np.ndarray], batches:
                 a_j = a
             cut = a_j + max(j, 0)
             v = joined_hash(hashes, inv, a_j, cut, cut + (j >= 0), a_j + ell)
-            out_sigs.append(fingerprint(combine([batch_sigs[which], v], np.full(len(which), ell - (j >= 0), np.int64))))
+            out_sigs.append(fingerprint(combine([batch_sigs[which], v], np.int64(ell - (j >= 0)))))
             out_keys.append(keys[which])
     if not out_sigs:
         return np.zeros(0, np.uint32), np.zeros(0, np.int32)

@@ -32,6 +32,8 @@ class StringTable:
 
     @classmethod
     def from_strings(cls, items: list[str]) -> "StringTable":
+        if not any(items):  # e.g. a million entries without a category: no string to encode
+            return cls(b"\n" * max(0, len(items) - 1), np.arange(len(items), dtype=np.int64))
         encoded = [s.encode("utf-8") for s in items]
         starts = np.zeros(len(encoded), np.int64)
         if encoded:
