@@ -198,8 +198,7 @@ enum { COL_TAG, COL_FIRST_START, COL_SPARE, COL_LAST, COL_KEY_END, COL_SPAN_END,
 
 typedef struct { int32_t key, origin, end0, spare, flags; } Hit; /* flags: 1 edits before, 2 after */
 #define HIT_FIELDS 5 /* pending hits travel to Python and back as int32 records of these fields */
-typedef struct { int32_t a, b, key; } Window;
-typedef struct { int32_t a, b, key, errors, distance; } Found;
+typedef struct { int32_t a, b, key, errors, distance; } Found; /* a key heard in window [a, b) */
 
 typedef struct { void *data; Py_ssize_t size, capacity, item; } Vec;
 
@@ -256,17 +255,12 @@ static void prefix_distances(const uint32_t *s, int ls, const uint32_t *t, int l
 }
 
 #define CMP(u, v) if ((u) != (v)) return (u) < (v) ? -1 : 1
-static int window_order(const void *p, const void *q) {
-    const Window *x = p, *y = q;
+static int found_order(const void *p, const void *q) { /* by (a, b, key): earliest first */
+    const Found *x = p, *y = q;
     CMP(x->a, y->a);
     CMP(x->b, y->b);
     CMP(x->key, y->key);
     return 0;
-}
-
-static int found_order(const void *p, const void *q) { /* by (a, b, key), as the windows */
-    return window_order(&(Window){((Found *)p)->a, ((Found *)p)->b, ((Found *)p)->key},
-                        &(Window){((Found *)q)->a, ((Found *)q)->b, ((Found *)q)->key});
 }
 
 static int closer(const Found *x, const Found *y) { /* fewer errors, then closer with tones, then earlier */
@@ -288,8 +282,9 @@ static int set_add(uint64_t *slots, Py_ssize_t mask, uint64_t v) {
 
 
 /* find_tolerant(code, new_from, pending, errors, common, keep, width, probes int64[rows * width], kinds int64[],
- *     signatures uint32[] sorted, key_ids int32[], pieces uint64[] sorted, sub_signatures uint32[] sorted,
- *     sub_key_ids int32[], key_starts int64[keys + 1], key_phonemes uint16[], toneless uint32[])
+ *     signatures uint32[] sorted, key_ids int32[], pieces uint64[] sorted, piece_bits uint64[2^16 / 64],
+ *     sub_signatures uint32[] sorted, sub_key_ids int32[], key_starts int64[keys + 1], key_phonemes uint16[],
+ *     toneless uint32[])
  * -> ([(a, b, key id, errors tones forgiven, distance with tones)], pending): the keys of this index
  * within `errors` edits of heard windows [a, b), for probes whose span ends past new_from and for the
  * hits `pending` from the last call (phonemes up to new_from were verified then); sorted by (a, b, key).
@@ -525,8 +520,9 @@ static PyMethodDef methods[] = {
     {"find_exact", find_exact, METH_VARARGS,
      "find_exact(code, new_from, lengths, signatures, key_ids, bitmap, key_starts, key_phonemes) -> [(key id, x, length)]"},
     {"find_tolerant", find_tolerant, METH_VARARGS,
-     "find_tolerant(code, new_from, pending, errors, common, keep, probes, kinds, signatures, key_ids, pieces, "
-     "sub_signatures, sub_key_ids, key_starts, key_phonemes, toneless) -> ([(a, b, key id, errors, distance)], pending)"},
+     "find_tolerant(code, new_from, pending, errors, common, keep, width, probes, kinds, signatures, key_ids, pieces, "
+     "piece_bits, sub_signatures, sub_key_ids, key_starts, key_phonemes, toneless) -> "
+     "([(a, b, key id, errors, distance)], pending)"},
     {NULL, NULL, 0, NULL},
 };
 
