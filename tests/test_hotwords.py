@@ -764,8 +764,8 @@ def test_words_are_the_kept_candidates_words_in_order():
             assert expected, text
 
 
-def test_shadowing_of_few_matches_in_python_equals_many_in_numpy():
-    """_inside_longer compares few matches pair by pair in Python, many in numpy: the same rule."""
+def test_shadowing_of_few_matches_in_python_equals_many_in_c():
+    """_inside_longer compares few matches pair by pair in Python, many in C: the same rule."""
     from nim4_edge.runtime.hotwords import retrieval
 
     rng = np.random.default_rng(1)
@@ -778,7 +778,33 @@ def test_shadowing_of_few_matches_in_python_equals_many_in_numpy():
         rows = [(m.start, m.end, m.key_id, m.source, m.errors, m.segment, m.distance) for m in matches]
         python = retrieval._inside_longer(rows, None)
         more = rows + [(100 + i, 101 + i, 0, retrieval.MatchSource.BASE, 0, 0, 0) for i in range(few)]
-        padded = retrieval._inside_longer(more, retrieval._columns(more))  # past _FEW_MATCHES: numpy
+        padded = retrieval._inside_longer(more, retrieval._columns(more))  # past _FEW_MATCHES: C
         assert python == padded[:count]
         fired += any(python)
     assert fired > 100  # the rule fires in most trials (a rule that never shadows fails here)
+
+
+def test_the_closer_match_rule_in_c_is_the_rule_its_docstring_states():
+    """_beaten_by_closer (C) against the rule written out pair by pair: a kept tolerant match is beaten
+    by a kept match that overlaps it and was heard more closely, unless it contains that match and is
+    two phonemes or more longer."""
+    from nim4_edge.runtime.hotwords import retrieval
+
+    rng = np.random.default_rng(2)
+    fired = 0
+    for _ in range(300):
+        m = int(rng.integers(1, 40))
+        start = rng.integers(0, 20, m)
+        columns = np.stack([start, start + rng.integers(1, 9, m), rng.integers(0, 3, m), rng.integers(0, 4, m),
+                            rng.integers(0, 2, m)], 1).astype(np.int64)
+        kept = [bool(k) for k in rng.integers(0, 4, m) > 0]
+        rows = columns.tolist()
+        want = [bool(kept[i] and tolerant and any(
+                    kept[j] and a2 < b and a < b2 and (e2, d2) < (e, d) and not (a <= a2 and b2 <= b and (b - a) - (b2 - a2) >= 2)
+                    for j, (a2, b2, e2, d2, _) in enumerate(rows)))
+                for i, (a, b, e, d, tolerant) in enumerate(rows)]
+        assert retrieval._beaten_by_closer(columns, kept) == want
+        fired += any(want)
+    assert fired > 100
+    with pytest.raises(ValueError, match="one byte per match"):
+        retrieval._beaten_by_closer(columns, kept[:-1])

@@ -516,6 +516,82 @@ done:
     return out;
 }
 
+/* ---- the keep rules of retrieval.py, over a busy utterance's matches ---- */
+
+/* columns: int64 rows of (start, end, errors, distance, tolerant), one per match. */
+static int get_columns(PyObject *obj, Py_buffer *view, Py_ssize_t *m) {
+    if (get_buffer(obj, view, 8, "columns") < 0) return -1;
+    if (view->len % (5 * 8)) {
+        PyErr_SetString(PyExc_ValueError, "columns: rows of 5 int64 expected");
+        PyBuffer_Release(view);
+        return -1;
+    }
+    *m = view->len / (5 * 8);
+    return 0;
+}
+
+/* shadowed(columns) -> bytes: 1 where a longer match contains this one, heard with at most one more
+ * error than it, unless this one was heard exactly and the longer one was not (retrieval._shadowed_by). */
+static PyObject *shadowed(PyObject *self, PyObject *args) {
+    PyObject *obj, *out;
+    Py_buffer view;
+    Py_ssize_t m;
+    if (!PyArg_ParseTuple(args, "O", &obj) || get_columns(obj, &view, &m) < 0) return NULL;
+    const int64_t *c = view.buf;
+    out = PyBytes_FromStringAndSize(NULL, m);
+    if (out) {
+        char *flag = PyBytes_AS_STRING(out);
+        for (Py_ssize_t i = 0; i < m; i++) {
+            const int64_t *x = c + 5 * i;
+            const int64_t most = x[2] > 1 ? x[2] : 1;
+            flag[i] = 0;
+            for (Py_ssize_t j = 0; j < m && !flag[i]; j++) {
+                const int64_t *y = c + 5 * j;
+                flag[i] = y[0] <= x[0] && x[1] <= y[1] && y[1] - y[0] > x[1] - x[0] && y[2] <= most && !(x[2] == 0 && y[2] > 0);
+            }
+        }
+    }
+    PyBuffer_Release(&view);
+    return out;
+}
+
+/* beaten(columns, kept: bytes) -> bytes: 1 where a kept tolerant match overlaps a kept match heard more
+ * closely (errors, then distance) that it does not contain while two phonemes or more longer
+ * (retrieval._beaten_by_closer). */
+static PyObject *beaten(PyObject *self, PyObject *args) {
+    PyObject *obj, *out = NULL;
+    Py_buffer view, kept;
+    Py_ssize_t m;
+    if (!PyArg_ParseTuple(args, "Oy*", &obj, &kept)) return NULL;
+    if (get_columns(obj, &view, &m) < 0) {
+        PyBuffer_Release(&kept);
+        return NULL;
+    }
+    if (kept.len != m) {
+        PyErr_SetString(PyExc_ValueError, "kept: one byte per match expected");
+        goto release;
+    }
+    const int64_t *c = view.buf;
+    const char *is_kept = kept.buf;
+    out = PyBytes_FromStringAndSize(NULL, m);
+    if (!out) goto release;
+    char *flag = PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < m; i++) {
+        const int64_t *x = c + 5 * i;
+        flag[i] = 0;
+        if (!is_kept[i] || !x[4]) continue;
+        for (Py_ssize_t j = 0; j < m && !flag[i]; j++) {
+            const int64_t *y = c + 5 * j;
+            flag[i] = is_kept[j] && y[0] < x[1] && x[0] < y[1] && (y[2] < x[2] || (y[2] == x[2] && y[3] < x[3])) &&
+                      !(x[0] <= y[0] && y[1] <= x[1] && (x[1] - x[0]) - (y[1] - y[0]) >= 2);
+        }
+    }
+release:
+    PyBuffer_Release(&view);
+    PyBuffer_Release(&kept);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"find_exact", find_exact, METH_VARARGS,
      "find_exact(code, new_from, lengths, signatures, key_ids, bitmap, key_starts, key_phonemes) -> [(key id, x, length)]"},
@@ -523,6 +599,8 @@ static PyMethodDef methods[] = {
      "find_tolerant(code, new_from, pending, errors, common, keep, width, probes, kinds, signatures, key_ids, pieces, "
      "piece_bits, sub_signatures, sub_key_ids, key_starts, key_phonemes, toneless) -> "
      "([(a, b, key id, errors, distance)], pending)"},
+    {"shadowed", shadowed, METH_VARARGS, "shadowed(columns) -> bytes: retrieval._shadowed_by of every match"},
+    {"beaten", beaten, METH_VARARGS, "beaten(columns, kept) -> bytes: retrieval._beaten_by_closer of every match"},
     {NULL, NULL, 0, NULL},
 };
 

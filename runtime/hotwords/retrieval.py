@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from nim4_edge.runtime.hotwords import _query
 from nim4_edge.runtime.hotwords.database import HotwordDatabase, HotwordEntry, HotwordError, Segment, file_state
 from nim4_edge.runtime.hotwords.lexicon import Lexicon, LexiconError
 
@@ -427,22 +428,7 @@ def _beaten_by_closer(columns: np.ndarray, kept: list[bool]) -> list[bool]:
     福盛中心 at one). Measured at 1M, 500 utterances against the rule without that exception (and
     without _inside_longer's): exactly heard names in tolerant mode 94.0 -> 100%, one error 92.8 ->
     91.6%, two errors 73.2 -> 81.3%, wrong names per utterance 0.73 -> 0.79."""
-    out = [False] * len(columns)
-    kept_rows = np.flatnonzero(kept)  # only kept matches beat, and only kept tolerant ones are beaten (a
-    this = kept_rows[columns[kept_rows, 4] == 1]  # busy utterance keeps ~30 of ~100: a matrix a tenth the size)
-    if not len(this):
-        return out
-    start, end = columns[kept_rows, 0], columns[kept_rows, 1]
-    score, length = columns[kept_rows, 2] * 4096 + columns[kept_rows, 3], end - start
-    a, b = columns[this, 0][:, None], columns[this, 1][:, None]
-    s, n = columns[this, 2] * 4096 + columns[this, 3], columns[this, 1] - columns[this, 0]
-    # [this, other]: the other overlaps this, was heard more closely, and is not inside this with this two
-    # phonemes or more longer
-    beaten = ((start[None, :] < b) & (a < end[None, :]) & (score[None, :] < s[:, None])
-              & ~((a <= start[None, :]) & (end[None, :] <= b) & (n[:, None] - length[None, :] >= 2))).any(axis=1)
-    for i in this[beaten].tolist():
-        out[i] = True
-    return out
+    return [bool(b) for b in _query.beaten(columns, bytes(kept))]  # the pairs in C: ~100 matches, 10,000 pairs
 
 
 def _shadowed_by(match: tuple, other: tuple) -> bool:
@@ -455,9 +441,9 @@ def _shadowed_by(match: tuple, other: tuple) -> bool:
             and other[_ERRORS] <= max(errors, 1) and not (errors == 0 and other[_ERRORS] > 0))
 
 
-# up to this many matches the pairs are compared in Python (an exact utterance has a few: ~10 numpy
-# calls cost more than the pairs); beyond, in numpy (a busy tolerant utterance has ~160). 16 is a
-# round number, not tuned
+# up to this many matches the pairs are compared in Python (an exact utterance has a few: building
+# the columns costs more than the pairs); beyond, in C (_query.c: a busy tolerant utterance has ~100).
+# 16 is a round number, not tuned
 _FEW_MATCHES = 16
 
 
@@ -465,10 +451,4 @@ def _inside_longer(rows: list[tuple], columns: np.ndarray | None) -> list[bool]:
     """Which matches (rows) a longer one shadows (_shadowed_by); `columns`: _columns(rows), or None."""
     if len(rows) <= _FEW_MATCHES or columns is None:
         return [any(_shadowed_by(m, other) for other in rows) for m in rows]
-    start, end, errors = columns[:, 0], columns[:, 1], columns[:, 2]
-    length = end - start
-    # [this, other]: _shadowed_by(this, other)
-    inside = ((start[None, :] <= start[:, None]) & (end[:, None] <= end[None, :]) & (length[None, :] > length[:, None])
-              & (errors[None, :] <= np.maximum(errors, 1)[:, None])
-              & ~((errors[:, None] == 0) & (errors[None, :] > 0))).any(axis=1)
-    return inside.tolist()
+    return [bool(b) for b in _query.shadowed(columns)]  # the same rule in C, for a busy utterance
