@@ -83,7 +83,7 @@ def read_results(path: Path, mode: str = "streaming") -> list[Judged]:
         finals = tuple((f["acoustic"], f["decoder"], bool(f["language_match"])) for f in row[f"{mode}_confidence"])
         if not ref and not hyp:
             continue  # silence written as silence: nothing to judge
-        voice = next((t for t in row.get("tags", []) if t in ("joe", "gcin3", "fsdd-raw", "espeak")), Path(path).stem)
+        voice = next((t for t in row.get("tags", []) if t in HELD_OUT_VOICES + ("espeak",)), Path(path).stem)
         out.append(Judged(ref != hyp, finals, voice))
     return out
 

@@ -30,7 +30,7 @@ from rapidfuzz.distance import Levenshtein
 
 from nim4_edge.bench.report import format_table, percentile
 from nim4_edge.runtime.hotwords import (HotwordDatabase, HotwordEntry, HotwordRetriever, LiveDatabase, RetrievalConfig,
-                                       RetrievalMode)
+                                       RetrievalMode, RetrievalSession)
 from nim4_edge.runtime.hotwords.lexicon import Lexicon, pronounce_many, reference_han
 from nim4_edge.runtime.hotwords.updates import update_database
 from nim4_edge.runtime.text import has_han
@@ -175,28 +175,28 @@ def _rivals(heard: str, start: int, target_key: str, all_keys: list[str]) -> int
     return sum(1 for key, _, _ in close if key != target_key)
 
 
-def _tie_cost(retriever: HotwordRetriever, heard: str, target_key: str) -> int | None:
+def _tie_cost(session: RetrievalSession, target_key: str) -> int | None:
     """Wrong names any retriever that ranks by its score pays to keep the planted entry in this
     utterance: the other keys matched over exactly the same heard phonemes with as good a score
     (errors with tones forgiven, then distance with tones), which nothing in the phonemes tells apart
     from it (the bench's errors are drawn uniformly), or better; None when the planted key is not
-    matched at all."""
-    session = retriever.session()
-    session.extend_code(heard)
+    matched at all. `session`: the utterance's, as the timed query left it."""
     matches = session.matches + session.tolerant_matches()
-    segment = retriever.base.base
+    segment, min_syllables = session.database.base, session.retriever.config.min_syllables
     mine = [m for m in matches if m.segment == 0 and segment.key(m.key_id) == target_key]
     if not mine:
         return None
     t = min(mine, key=lambda m: m.score)
     return sum(1 for m in matches if (m.start, m.end) == (t.start, t.end) and m.key_id != t.key_id
-               and m.score <= t.score and segment.key_syllables[m.key_id] >= retriever.config.min_syllables)
+               and m.score <= t.score and segment.key_syllables[m.key_id] >= min_syllables)
 
 
 def tie_bound(costs: list[int | None], recall: float) -> float:
     """The least wrong names per utterance for `recall` of these utterances (None: never found): the
     utterances that cost fewest wrong names first (a linear programme's greedy optimum); inf when
-    the recall is out of reach."""
+    the recall is out of reach, 0 for no utterances."""
+    if not costs:
+        return 0.0
     need = int(np.ceil(recall * len(costs) - 1e-9))
     cheapest = sorted(c for c in costs if c is not None)
     return sum(cheapest[:need]) / len(costs) if need <= len(cheapest) else float("inf")
@@ -297,13 +297,14 @@ def bench_hotwords(size: int, queries: int = 500, naive_queries: int = 10, seed:
     }
 
 
-def _retrieve(retriever: HotwordRetriever, code: str) -> tuple[list[str], float]:
-    """The words one utterance retrieves (a session fed at once) and the microseconds it took."""
+def _retrieve(retriever: HotwordRetriever, code: str) -> tuple[list[str], float, RetrievalSession]:
+    """The words one utterance retrieves (a session fed at once), the microseconds it took, and the
+    session."""
     t0 = time.perf_counter()
     session = retriever.session()
     session.extend_code(code)
     got = session.words()
-    return got, (time.perf_counter() - t0) * 1e6
+    return got, (time.perf_counter() - t0) * 1e6, session
 
 
 def _run_queries(database, lexicon, plan, all_keys, naive_queries: int, tolerant: bool) -> dict:
@@ -312,12 +313,13 @@ def _run_queries(database, lexicon, plan, all_keys, naive_queries: int, tolerant
     latencies, hits, false_per_utt, naive_ms = [], 0, [], []
     err_exact_hits = err_fuzzy_hits = two_error_hits = two_error_queries = clean_fuzzy_hits = 0
     rivals = []  # per one-error utterance: other entries at least as close to the heard window as the planted one
+    ties_one, ties_two = [], []  # per one- / two-error utterance: _tie_cost
     fuzzy_latencies, fuzzy_false, rapidfuzz_ms, streamed_us, two_error_us = [], [], [], [], []
     # the exact queries in a pass of their own, as a recognizer in exact mode runs them: measured at 1M,
     # an exact query right after a tolerant one (whose arrays evict the exact index from the caches)
     # took 58 / 107 us p50 / p99, in a pass of its own 31 / 57 us (same code, same run)
     for target_key, code, _, _ in plan:
-        got, us = _retrieve(retriever, code)
+        got, us, _ = _retrieve(retriever, code)
         latencies.append(us)
         same = _same_sound(got, target_key, lexicon)
         hits += bool(same)
@@ -329,8 +331,9 @@ def _run_queries(database, lexicon, plan, all_keys, naive_queries: int, tolerant
         for heard, is_two in ((broken, False), (twice, True)):
             if heard is None:
                 continue
-            got, us = _retrieve(fuzzy, heard)
+            got, us, session = _retrieve(fuzzy, heard)
             fuzzy_latencies.append(us)
+            (ties_two if is_two else ties_one).append(_tie_cost(session, target_key))
             same = _same_sound(got, target_key, lexicon)
             fuzzy_false.append(len(set(got) - same))
             if is_two:
@@ -365,9 +368,6 @@ def _run_queries(database, lexicon, plan, all_keys, naive_queries: int, tolerant
             rivals.append(_rivals(broken, code.find(target_key), target_key, all_keys))
     # what the ties cost: wrong names pooled over one- and two-error utterances as the bench counts them,
     # at the recall measured and at issue 17's aims
-    ties_one = [_tie_cost(fuzzy, broken, key) for key, _, broken, _ in plan] if fuzzy is not None else []
-    ties_two = [_tie_cost(fuzzy, twice, key) for key, _, _, twice in plan if twice is not None] if fuzzy is not None else []
-
     def pooled(recall_one: float, recall_two: float) -> float:
         return ((tie_bound(ties_one, recall_one) * len(ties_one) + tie_bound(ties_two, recall_two) * len(ties_two))
                 / max(1, len(ties_one) + len(ties_two)))

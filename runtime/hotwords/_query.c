@@ -3,8 +3,8 @@
  *
  * Exact: every key length L the index holds, at every position x of the heard phonemes: the hash of
  * phonemes [x, x + L) (prefix hashes, polynomial in BASE modulo 2^64), made a signature as
- * signatures.combine() makes it (tag L << 8 times TAG, plus the hash times SLOT0, splitmix64's
- * finalizer), tested against the bitmap of the signatures' top bits, and looked up by binary search
+ * signatures.combine() makes it (tag L << 8 times TAG, plus the hash times SLOTS[0], splitmix64's
+ * finalizer), tested against the bitmap of the signatures' top bits, and looked up (lower_bound64)
  * in the sorted signatures for the few the bitmap lets through; a key found is compared with the
  * heard phonemes, so a hash collision (or an edited file) finds nothing.
  *
@@ -29,7 +29,8 @@
 
 #define CODE_POINT_BASE 0xE000u /* strings.py: phoneme id i <-> chr(0xE000 + i) */
 static const uint64_t BASE = 0x9E3779B97F4A7C15ull;
-static const uint64_t SLOT0 = 0xD6E8FEB86659FD93ull;
+static const uint64_t SLOTS[4] = {0xD6E8FEB86659FD93ull, 0xA0761D6478BD642Full, 0x8EBC6AF09C88C6E3ull,
+                                  0x589965CC75374CC3ull}; /* signatures._SLOTS: one multiplier per part */
 static const uint64_t TAG = 0xE7037ED1A0B428DBull;
 #define BITMAP_BITS 24 /* signatures.py _BITMAP_BITS: the exact index's bitmap holds 2^24 bits */
 #define PIECE_BITS 16 /* signatures.py _PIECE_BITS: a tolerant index's single-part bitmap, 2^16 bits */
@@ -52,6 +53,23 @@ static uint64_t mix(uint64_t x) { /* signatures.mix */
     x *= 0x94D049BB133111EBull;
     x ^= x >> 31;
     return x;
+}
+
+/* Prefix hashes of the heard phonemes: h[k] = sum_{t<k} (id_t + 1) BASE^t, inv[t] = BASE^-t and, when
+ * pw is not NULL, pw[t] = BASE^t, for t <= n (signatures.prefix_hashes): the hash of [a, b) is
+ * (h[b] - h[a]) * inv[a]. A character below the code-point base wraps around as strings.code_ids does. */
+static void hash_prefixes(int kind, const void *data, Py_ssize_t n, uint64_t *h, uint64_t *inv, uint64_t *pw) {
+    const uint64_t base_inv = inverse(BASE);
+    uint64_t power = 1;
+    h[0] = 0, inv[0] = 1;
+    if (pw) pw[0] = 1;
+    for (Py_ssize_t t = 0; t < n; t++) {
+        const uint64_t id = (uint32_t)(PyUnicode_READ(kind, data, t) - CODE_POINT_BASE);
+        h[t + 1] = h[t] + (id + 1) * power;
+        power *= BASE;
+        inv[t + 1] = inv[t] * base_inv;
+        if (pw) pw[t + 1] = power;
+    }
 }
 
 static int get_buffer(PyObject *obj, Py_buffer *view, Py_ssize_t itemsize, const char *name) {
@@ -123,8 +141,8 @@ static PyObject *find_exact(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "signatures, key ids and bitmap do not fit together");
         goto release_all;
     }
-    h = malloc((n + 1) * sizeof *h); /* h[k] = sum_{t<k} (id_t + 1) BASE^t */
-    inv = malloc((n + 1) * sizeof *inv); /* BASE^-t */
+    h = malloc((n + 1) * sizeof *h);
+    inv = malloc((n + 1) * sizeof *inv);
     out = PyList_New(0);
     if (!h || !inv || !out) {
         Py_CLEAR(out);
@@ -133,17 +151,7 @@ static PyObject *find_exact(PyObject *self, PyObject *args) {
     }
     const int kind = PyUnicode_KIND(code);
     const void *data = PyUnicode_DATA(code);
-    const uint64_t base_inv = inverse(BASE);
-    uint64_t power = 1;
-    h[0] = 0;
-    inv[0] = 1;
-    for (Py_ssize_t t = 0; t < n; t++) {
-        /* strings.code_ids: uint32 wrap-around for a character below the base, as numpy's */
-        const uint64_t id = (uint32_t)(PyUnicode_READ(kind, data, t) - CODE_POINT_BASE);
-        h[t + 1] = h[t] + (id + 1) * power;
-        power *= BASE;
-        inv[t + 1] = inv[t] * base_inv;
-    }
+    hash_prefixes(kind, data, n, h, inv, NULL);
     const int32_t *lens = lengths.buf, *keys = key_ids.buf;
     const uint64_t *sigs = signatures.buf, *bits = bitmap.buf;
     const int64_t *key_starts = starts.buf;
@@ -153,7 +161,7 @@ static PyObject *find_exact(PyObject *self, PyObject *args) {
         if (L < 1 || L > n) continue;
         const uint64_t tag = ((uint64_t)L << 8) * TAG;
         for (Py_ssize_t x = new_from - L + 1 > 0 ? new_from - L + 1 : 0; x + L <= n; x++) {
-            const uint64_t q = mix(tag + (h[x + L] - h[x]) * inv[x] * SLOT0);
+            const uint64_t q = mix(tag + (h[x + L] - h[x]) * inv[x] * SLOTS[0]);
             if (!bit_set(bits, q, BITMAP_BITS)) continue; /* most positions stop here */
             for (Py_ssize_t lo = lower_bound64(sigs, count, q); lo < count && sigs[lo] == q; lo++) {
                 if (!same_key(key_starts, num_keys, key_phonemes, phonemes.len / 2, keys[lo], kind, data, x, L)) continue;
@@ -187,8 +195,6 @@ release_lengths:
 
 /* ---- tolerant ---- */
 
-static const uint64_t SLOTS[4] = {0xD6E8FEB86659FD93ull, 0xA0761D6478BD642Full, 0x8EBC6AF09C88C6E3ull,
-                                  0x589965CC75374CC3ull}; /* signatures._SLOTS */
 #define MAX_KEEP 4 /* intact parts per probe: signatures.PARTS - errors is 1, 2 or 3 */
 
 /* The probe table's columns (signatures.SignatureIndex._probe_table), then per slot t < keep its
@@ -196,8 +202,8 @@ static const uint64_t SLOTS[4] = {0xD6E8FEB86659FD93ull, 0xA0761D6478BD642Full, 
  * extents: `extents` starts relative to x, then as many lengths (-1: none). */
 enum { COL_TAG, COL_FIRST_START, COL_SPARE, COL_LAST, COL_KEY_END, COL_SPAN_END, COL_EXTENTS, COL_SLOTS };
 
+/* A key found where a probe says it lies; pending ones travel to Python and back as these bytes. */
 typedef struct { int32_t key, origin, end0, spare, flags; } Hit; /* flags: 1 edits before, 2 after */
-#define HIT_FIELDS 5 /* pending hits travel to Python and back as int32 records of these fields */
 typedef struct { int32_t a, b, key, errors, distance; } Found; /* a key heard in window [a, b) */
 
 typedef struct { void *data; Py_ssize_t size, capacity, item; } Vec;
@@ -355,13 +361,9 @@ static PyObject *find_tolerant(PyObject *self, PyObject *args) {
     if (!h || !inv || !pw || !heard || !present) { PyErr_NoMemory(); goto done; }
     const int kind = PyUnicode_KIND(code);
     const void *data = PyUnicode_DATA(code);
-    const uint64_t base_inv = inverse(BASE);
-    h[0] = 0, inv[0] = 1, pw[0] = 1;
+    hash_prefixes(kind, data, n, h, inv, pw);
     for (Py_ssize_t t = 0; t < n; t++) {
         const uint32_t id = (uint32_t)(PyUnicode_READ(kind, data, t) - CODE_POINT_BASE);
-        h[t + 1] = h[t] + ((uint64_t)id + 1) * pw[t];
-        pw[t + 1] = pw[t] * BASE;
-        inv[t + 1] = inv[t] * base_inv;
         heard[t] = id < lut_size ? lut[id] : id; /* tones forgiven (Lexicon.toneless_ids) */
     }
 #define SPAN(a, b) ((h[b] - h[a]) * inv[a])

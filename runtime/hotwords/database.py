@@ -155,8 +155,8 @@ class Segment:
     def find_exact(self, code: str, new_from: int = 0) -> list[tuple[int, int, int]]:
         """(key id, x, length) of every key heard exactly at x, for spans ending past `new_from` (the
         phonemes before were searched already). One call into C (_query.c: every key length at every
-        position hashed, the bitmap, a binary search for the few it lets through, the key compared
-        with what was heard)."""
+        position hashed, the bitmap, a search of the sorted signatures for the few it lets through,
+        the key compared with what was heard)."""
         e = self.exact
         return _query.find_exact(code, new_from, e.lengths, e.signatures, e.key_ids, e.bitmap, self.key_starts, self.key_ids_flat)
 

@@ -382,30 +382,30 @@ class RetrievalSession:
 _START, _END, _KEY, _SOURCE, _ERRORS, _SEGMENT, _DISTANCE = range(7)
 
 
-def _too_short(rows: list[tuple], database: HotwordDatabase | None, min_syllables: int) -> list[bool]:
-    """Database keys of fewer than min_syllables syllables (they match by chance; a stream's additions
-    are trusted), looked up per segment at once."""
-    out = [False] * len(rows)
+def _per_key(database: HotwordDatabase | None, rows: list[tuple], values, default) -> list:
+    """values(segment, key ids) for each database match's key, gathered per segment at once (one numpy
+    gather, not one scalar read a row); `default` for a stream's additions."""
+    out = [default] * len(rows)
     for number, segment in enumerate(database.segments if database is not None else ()):
         at = [i for i, row in enumerate(rows) if row[_SEGMENT] == number and row[_SOURCE] is not MatchSource.STREAM]
         if at:
-            keys = np.array([rows[i][_KEY] for i in at], np.int64)
-            for i, short in zip(at, (segment.key_syllables[keys] < min_syllables).tolist()):
-                out[i] = short
+            for i, value in zip(at, values(segment, np.array([rows[i][_KEY] for i in at], np.int64)).tolist()):
+                out[i] = value
     return out
+
+
+def _too_short(rows: list[tuple], database: HotwordDatabase | None, min_syllables: int) -> list[bool]:
+    """Database keys of fewer than min_syllables syllables (they match by chance; a stream's additions
+    are trusted)."""
+    return _per_key(database, rows, lambda segment, keys: segment.key_syllables[keys] < min_syllables, False)
 
 
 def _group_weights(database: HotwordDatabase, rows: list[tuple]) -> list[float]:
-    """The weight of each database match's group (its heaviest entry's: groups list theirs heaviest
-    first), gathered per segment at once."""
-    out = [0.0] * len(rows)
-    for number, segment in enumerate(database.segments):
-        at = [i for i, row in enumerate(rows) if row[_SEGMENT] == number]
-        if at:
-            keys = np.array([rows[i][_KEY] for i in at], np.int64)
-            for i, w in zip(at, segment.weights[segment.group_entries[segment.group_offsets[keys]]].tolist()):
-                out[i] = w
-    return out
+    """The weight of each database match's group: its heaviest entry's (groups list theirs heaviest first)."""
+    def heaviest(segment: Segment, keys: np.ndarray) -> np.ndarray:
+        return segment.weights[segment.group_entries[segment.group_offsets[keys]]]
+
+    return _per_key(database, rows, heaviest, 0.0)
 
 
 def _rank(row: tuple, weight: float, kept: bool) -> tuple:
