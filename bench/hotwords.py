@@ -75,7 +75,7 @@ def _load_in_fresh_process(path: Path, lookups: int = 1000) -> tuple[float, floa
         "    key = seg.key(rng.randrange(seg.num_keys))\n"
         "    seg.find_exact(key)\n"
         "    for index in seg.tolerant:\n"
-        "        index.search(key, 0, b'', seg.key_starts, seg.key_ids_flat, toneless)\n"
+        "        index.search(key, 0, b'', b'', 0, seg.key_starts, seg.key_ids_flat, toneless)\n"
         "print(json.dumps(out + [(rss_bytes() - before) / 2**20]))\n"
     )
     out = subprocess.run([sys.executable, "-c", code, str(path), str(lookups)], capture_output=True, text=True, check=True)

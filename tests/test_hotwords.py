@@ -28,7 +28,7 @@ from nim4_edge.runtime.hotwords import (  # noqa: E402
     parse_hotword_lines,
 )
 from nim4_edge.runtime.hotwords import LiveDatabase  # noqa: E402
-from nim4_edge.runtime.hotwords import _query, signatures  # noqa: E402
+from nim4_edge.runtime.hotwords import _query, retrieval, signatures  # noqa: E402
 from nim4_edge.runtime.hotwords.database import MAGIC  # noqa: E402
 from nim4_edge.runtime.hotwords.updates import update_database  # noqa: E402
 from nim4_edge.runtime.hotwords.lexicon import Lexicon, LexiconError  # noqa: E402
@@ -521,9 +521,10 @@ def test_the_tolerant_query_in_c_finds_every_key_a_brute_force_scan_finds():
         code = LEX.encode(heard)
         plain = LEX.toneless(code)
         for index in segment.tolerant:
-            got, _ = index.search(code, 0, b"", segment.key_starts, segment.key_ids_flat, toneless)
+            got, _ = index.search(code, 0, b"", b"", 0, segment.key_starts, segment.key_ids_flat, toneless)
             best = {}
-            for a, b, key_id, errors, distance in got:
+            for a, b, key_id, source, errors, number, distance in retrieval._Table(retrieval._table_of(got)):
+                assert source is retrieval.MatchSource.TOLERANT and number == 0
                 assert errors == Levenshtein.distance(plain[a:b], LEX.toneless(keys[key_id])) <= index.errors
                 assert distance == Levenshtein.distance(code[a:b], keys[key_id])
                 best[key_id] = errors
@@ -539,17 +540,17 @@ def test_the_tolerant_query_in_c_finds_every_key_a_brute_force_scan_finds():
                             found_with_errors += best[key_id] > 0
     assert checked > 60 and found_with_errors > 10  # most trials have a key to find, many heard with errors
     index = segment.tolerant[0]
-    arrays = lambda table: (code, 0, b"", index.errors, signatures.COMMON, index.keep, table.shape[1], table,  # noqa: E731
+    arrays = lambda table: (code, 0, b"", b"", 0, index.errors, signatures.COMMON, index.keep, table.shape[1], table,  # noqa: E731
                             index.kinds, index.signatures, index.key_ids, index.pieces, index.piece_bits,
                             index.sub_signatures, index.sub_key_ids, segment.key_starts, segment.key_ids_flat, toneless)
-    assert _query.find_tolerant(*arrays(index.probe_table))[0] == index.search(code, 0, b"", segment.key_starts,
+    assert _query.find_tolerant(*arrays(index.probe_table))[0] == index.search(code, 0, b"", b"", 0, segment.key_starts,
                                                                                segment.key_ids_flat, toneless)[0]
     bad = index.probe_table.copy()
     bad[0, 7 + 2 * index.keep] = len(index.kinds)  # a part of a kind that does not exist: refused, not read
     with pytest.raises(ValueError, match="out of range"):
         _query.find_tolerant(*arrays(bad))
     with pytest.raises(ValueError, match="do not fit"):
-        _query.find_tolerant(*arrays(index.probe_table)[:10], index.key_ids[:-1], *arrays(index.probe_table)[11:])
+        _query.find_tolerant(*arrays(index.probe_table)[:12], index.key_ids[:-1], *arrays(index.probe_table)[13:])
 
 
 def test_a_tolerant_database_of_short_keys_only(tmp_path):
@@ -764,22 +765,17 @@ def test_words_are_the_kept_candidates_words_in_order():
             assert expected, text
 
 
-def test_shadowing_of_few_matches_in_python_equals_many_in_c():
-    """_inside_longer compares few matches pair by pair in Python, many in C: the same rule."""
-    from nim4_edge.runtime.hotwords import retrieval
-
+def test_shadowing_in_python_equals_shadowing_in_c():
+    """_shadowed_by, pair by pair in Python (few exact matches), and _query.shadowed (a table): the same rule."""
     rng = np.random.default_rng(1)
-    few, fired = retrieval._FEW_MATCHES, 0
+    sources, fired = list(retrieval.MatchSource), 0
     for _ in range(200):
-        count = int(rng.integers(2, few + 1))
+        count = int(rng.integers(2, 30))
         starts = rng.integers(0, 12, count)
-        matches = [retrieval.Match(int(a), int(a + rng.integers(1, 8)), 0, retrieval.MatchSource.TOLERANT,
-                                   errors=int(rng.integers(0, 3))) for a in starts]
-        rows = [(m.start, m.end, m.key_id, m.source, m.errors, m.segment, m.distance) for m in matches]
-        python = retrieval._inside_longer(rows, None)
-        more = rows + [(100 + i, 101 + i, 0, retrieval.MatchSource.BASE, 0, 0, 0) for i in range(few)]
-        padded = retrieval._inside_longer(more, retrieval._columns(more))  # past _FEW_MATCHES: C
-        assert python == padded[:count]
+        rows = [(int(a), int(a + rng.integers(1, 8)), 0, sources[int(rng.integers(3))], int(rng.integers(0, 3)), 0, 0)
+                for a in starts]
+        python = [any(retrieval._shadowed_by(row, other) for other in rows) for row in rows]
+        assert python == [bool(b) for b in _query.shadowed(retrieval._table(rows))]
         fired += any(python)
     assert fired > 100  # the rule fires in most trials (a rule that never shadows fails here)
 
@@ -788,23 +784,57 @@ def test_the_closer_match_rule_in_c_is_the_rule_its_docstring_states():
     """_beaten_by_closer (C) against the rule written out pair by pair: a kept tolerant match is beaten
     by a kept match that overlaps it and was heard more closely, unless it contains that match and is
     two phonemes or more longer."""
-    from nim4_edge.runtime.hotwords import retrieval
-
     rng = np.random.default_rng(2)
     fired = 0
     for _ in range(300):
         m = int(rng.integers(1, 40))
         start = rng.integers(0, 20, m)
-        columns = np.stack([start, start + rng.integers(1, 9, m), rng.integers(0, 3, m), rng.integers(0, 4, m),
-                            rng.integers(0, 2, m)], 1).astype(np.int64)
+        tolerant = rng.integers(0, 2, m)
+        zeros = np.zeros(m, np.int64)
+        table = np.stack([start, start + rng.integers(1, 9, m), zeros, 2 * tolerant, rng.integers(0, 3, m), zeros,
+                          rng.integers(0, 4, m)], 1).astype(np.int64)
         kept = [bool(k) for k in rng.integers(0, 4, m) > 0]
-        rows = columns.tolist()
-        want = [bool(kept[i] and tolerant and any(
+        rows = [(a, b, e, d, t) for a, b, _, t, e, _, d in table.tolist()]
+        want = [bool(kept[i] and t and any(
                     kept[j] and a2 < b and a < b2 and (e2, d2) < (e, d) and not (a <= a2 and b2 <= b and (b - a) - (b2 - a2) >= 2)
                     for j, (a2, b2, e2, d2, _) in enumerate(rows)))
-                for i, (a, b, e, d, tolerant) in enumerate(rows)]
-        assert retrieval._beaten_by_closer(columns, kept) == want
+                for i, (a, b, e, d, t) in enumerate(rows)]
+        assert retrieval._beaten_by_closer(table, kept) == want
         fired += any(want)
     assert fired > 100
-    with pytest.raises(ValueError, match="one byte per match"):
-        retrieval._beaten_by_closer(columns, kept[:-1])
+    with pytest.raises(ValueError, match="one per match"):
+        retrieval._beaten_by_closer(table, kept[:-1])
+
+
+def test_matches_judged_in_c_as_in_python():
+    """A session judges few exact matches in Python (_judged_few) and a table in C (_query.judge and
+    settle): on the same matches, random spans of a real database's keys (some too short, some inside
+    others, ties of rank), and with a stream's additions and a removed entry, the same verdicts,
+    weights and ranking."""
+    words = ["惠新西街", "惠新东街", "朝阳公园南门", "王辉", "李娜", "Carole Quintero", "Linda Ashford", "NIO House",
+             "NIO", "安宁路"]
+    db = HotwordDatabase.build([(HotwordEntry(w, weight=float(i % 3)), LEX.phonemes(w)) for i, w in enumerate(words)], LEX)
+    rng = np.random.default_rng(4)
+    checked = {r: 0 for r in retrieval.Rejection} | {None: 0}
+    for trial in range(300):
+        retriever = HotwordRetriever(db, LEX)
+        if trial % 3 == 1:
+            retriever.add([HotwordEntry("丰台站"), HotwordEntry("王辉")])
+        if trial % 3 == 2:
+            retriever.remove(["惠新东街"])
+        stream = retriever.has_additions
+        rows = []
+        for _ in range(int(rng.integers(1, 12))):
+            a = int(rng.integers(0, 10))
+            source = retrieval.MatchSource.STREAM if stream and rng.integers(3) == 0 else retrieval.MatchSource.BASE
+            keys = retriever._additions.num_keys if source is retrieval.MatchSource.STREAM else db.base.num_keys
+            rows.append((a, a + int(rng.integers(1, 5)), int(rng.integers(keys)), source, 0, 0, 0))
+        session = retriever.session()
+        few, table = session._judged_few(rows), session._judged_table(retrieval._table(rows))
+        assert few.rejected == table.rejected and few.ranked == table.ranked, rows
+        assert [w for w, r in zip(few.weights, few.rejected) if r is None] == [
+            w for w, r in zip(table.weights, table.rejected) if r is None]
+        for r in few.rejected:
+            checked[r] += 1
+    assert all(checked[r] for r in (None, retrieval.Rejection.INSIDE_LONGER, retrieval.Rejection.TOO_SHORT,
+                                    retrieval.Rejection.REMOVED)), checked

@@ -206,6 +206,11 @@ enum { COL_TAG, COL_FIRST_START, COL_SPARE, COL_LAST, COL_KEY_END, COL_SPAN_END,
 typedef struct { int32_t key, origin, end0, spare, flags; } Hit; /* flags: 1 edits before, 2 after */
 typedef struct { int32_t a, b, key, errors, distance; } Found; /* a key heard in window [a, b) */
 
+/* A match as retrieval.py's table holds it (its _table): its Row fields in order, int64 each; `source`
+ * is the index of its MatchSource in retrieval._SOURCES. find_tolerant's `best` holds these too. */
+typedef struct { int64_t start, end, key, source, errors, segment, distance; } Row;
+enum { SOURCE_BASE, SOURCE_STREAM, SOURCE_TOLERANT };
+
 typedef struct { void *data; Py_ssize_t size, capacity, item; } Vec;
 
 static void *vec_push(Vec *v) {
@@ -275,6 +280,14 @@ static int closer(const Found *x, const Found *y) { /* fewer errors, then closer
     return found_order(x, y) < 0;
 }
 
+/* The slot of key k in an open-addressing table of mask + 1 slots holding keys + 1 (0 marks an empty
+ * slot): where k is, or the empty slot where it would go. */
+static Py_ssize_t key_slot(const uint64_t *slots, Py_ssize_t mask, int32_t k) {
+    Py_ssize_t i = (Py_ssize_t)(mix((uint64_t)(uint32_t)k) & (uint64_t)mask);
+    while (slots[i] && slots[i] != (uint64_t)(uint32_t)k + 1) i = (i + 1) & mask;
+    return i;
+}
+
 /* Adds v (never 0: 0 marks an empty slot) to an open-addressing set of mask + 1 slots; 1 if it is new. */
 static int set_add(uint64_t *slots, Py_ssize_t mask, uint64_t v) {
     Py_ssize_t i = (Py_ssize_t)(mix(v) & (uint64_t)mask);
@@ -287,23 +300,26 @@ static int set_add(uint64_t *slots, Py_ssize_t mask, uint64_t v) {
 }
 
 
-/* find_tolerant(code, new_from, pending, errors, common, keep, width, probes int64[rows * width], kinds int64[],
- *     signatures uint32[] sorted, key_ids int32[], pieces uint64[] sorted, piece_bits uint64[2^16 / 64],
- *     sub_signatures uint32[] sorted, sub_key_ids int32[], key_starts int64[keys + 1], key_phonemes uint16[],
- *     toneless uint32[])
- * -> ([(a, b, key id, errors tones forgiven, distance with tones)], pending): the keys of this index
- * within `errors` edits of heard windows [a, b), for probes whose span ends past new_from and for the
- * hits `pending` from the last call (phonemes up to new_from were verified then); sorted by (a, b, key).
- * `pending` (bytes) goes back in with the next call of the same utterance. */
+/* find_tolerant(code, new_from, pending, best, segment, errors, common, keep, width, probes int64[rows * width],
+ *     kinds int64[], signatures uint32[] sorted, key_ids int32[], pieces uint64[] sorted,
+ *     piece_bits uint64[2^16 / 64], sub_signatures uint32[] sorted, sub_key_ids int32[],
+ *     key_starts int64[keys + 1], key_phonemes uint16[], toneless uint32[])
+ * -> (best, pending): the keys of this index within `errors` edits of heard windows [a, b), for probes
+ * whose span ends past new_from and for the hits `pending` from the last call (phonemes up to new_from
+ * were verified then), merged into `best`, the last call's: each key's closest window so far, as Row
+ * records of this segment (errors: tones forgiven; distance: with tones), in the order the keys were
+ * first found (a call's new keys by (a, b, key)); a key's window is replaced only by a strictly closer
+ * one (fewer errors, or as few and a smaller distance), so ties go to the earlier. Both bytes go back
+ * in with the next call of the same utterance. */
 #define MAX_KEY_PHONEMES 255 /* signatures.MAX_KEY */
 
 static PyObject *find_tolerant(PyObject *self, PyObject *args) {
-    PyObject *code, *arrays[11], *out = NULL, *matches = NULL;
-    Py_buffer pending;
-    Py_ssize_t new_from, keep, width;
+    PyObject *code, *arrays[11], *out = NULL;
+    Py_buffer pending, best;
+    Py_ssize_t new_from, segment, keep, width;
     int errors, common;
-    if (!PyArg_ParseTuple(args, "Uny*iinnOOOOOOOOOOO", &code, &new_from, &pending, &errors, &common, &keep, &width,
-                          &arrays[0], &arrays[1], &arrays[2], &arrays[3], &arrays[4], &arrays[5], &arrays[6],
+    if (!PyArg_ParseTuple(args, "Uny*y*niinnOOOOOOOOOOO", &code, &new_from, &pending, &best, &segment, &errors, &common,
+                          &keep, &width, &arrays[0], &arrays[1], &arrays[2], &arrays[3], &arrays[4], &arrays[5], &arrays[6],
                           &arrays[7], &arrays[8], &arrays[9], &arrays[10]))
         return NULL;
     static const Py_ssize_t sizes[11] = {8, 8, 4, 4, 8, 8, 4, 4, 8, 2, 4};
@@ -316,6 +332,7 @@ static PyObject *find_tolerant(PyObject *self, PyObject *args) {
     uint32_t *heard = NULL;
     uint8_t *present = NULL;
     Found *found = NULL;
+    Row *merged = NULL;
     uint64_t *seen = NULL, *key_slots = NULL; /* the windows verified; the keys matched (+ 1: 0 is empty) */
     Py_ssize_t *key_index = NULL; /* where each matched key's best is in found */
     for (; got < 11; got++)
@@ -331,6 +348,7 @@ static PyObject *find_tolerant(PyObject *self, PyObject *args) {
     const Py_ssize_t extents_max = (width - COL_SLOTS - 3 * keep) / 2;
     if (keep < 1 || keep > MAX_KEEP || errors < 1 || errors > 2 || extents_max < 0 || views[0].len % (8 * width) ||
         views[3].len / 4 != num_sigs || views[7].len / 4 != num_sub || num_keys < 0 || pending.len % sizeof(Hit) ||
+        best.len % sizeof(Row) ||
         views[5].len * 8 != (1 << PIECE_BITS)) {
         PyErr_SetString(PyExc_ValueError, "tolerant index arrays do not fit together");
         goto done;
@@ -442,8 +460,17 @@ static PyObject *find_tolerant(PyObject *self, PyObject *args) {
     int prev[MAX_KEY_PHONEMES + 1], cur[MAX_KEY_PHONEMES + 1], distance[MAX_KEY_PHONEMES + 3],
         toned_distance[MAX_KEY_PHONEMES + 3];
     Py_ssize_t num_found = 0;
+#define HIT(i) ((i) < num_old ? &old[i] : &((Hit *)hits.data)[(i) - num_old])
     for (Py_ssize_t i = 0; i < total; i++) {
-        const Hit *hit = i < num_old ? &old[i] : &((Hit *)hits.data)[i - num_old];
+        const Hit *hit = HIT(i);
+        /* the keys a few hits ahead asked for now (their offsets, then their phonemes): out of cache, one
+         * read waiting for the other was ~10% of a call with the caches emptied */
+        if (i + 16 < total && HIT(i + 16)->key >= 0 && HIT(i + 16)->key < num_keys)
+            __builtin_prefetch(&key_starts[HIT(i + 16)->key]);
+        if (i + 8 < total && HIT(i + 8)->key >= 0 && HIT(i + 8)->key < num_keys) {
+            const int64_t ahead = key_starts[HIT(i + 8)->key];
+            if (ahead >= 0 && ahead < num_phonemes) __builtin_prefetch(&key_phonemes[ahead]);
+        }
         const Py_ssize_t verified_to = i < num_old ? new_from : 0;
         const int32_t k = hit->key;
         int lk = 0, beyond = 0;
@@ -477,12 +504,13 @@ static PyObject *find_tolerant(PyObject *self, PyObject *args) {
             for (int e = 0; e < num_ends; e++) {
                 const int lw = ends[e] - (int)a, d = distance[lw];
                 if (d > errors) continue;
-                /* with tones: ranks matches of equal errors (the few close ones, so the whole programme) */
+                /* with tones: ranks matches of equal errors. Banded first (most differ by a tone or two from
+                 * their toneless distance), the whole programme when the band falls short: exact either way */
                 for (int t = 0; t < lw; t++) toned[t] = (uint32_t)(PyUnicode_READ(kind, data, a + t) - CODE_POINT_BASE);
-                prefix_distances(toned, lw, toned_key, lk, lw + lk, prev, cur, toned_distance);
+                prefix_distances(toned, lw, toned_key, lk, errors + 2, prev, cur, toned_distance);
+                if (toned_distance[lw] > errors + 2) prefix_distances(toned, lw, toned_key, lk, lw + lk, prev, cur, toned_distance);
                 const Found match = {(int32_t)a, ends[e], k, d, toned_distance[lw]};
-                Py_ssize_t slot = (Py_ssize_t)(mix((uint64_t)(uint32_t)k) & (uint64_t)(key_capacity - 1));
-                while (key_slots[slot] && key_slots[slot] != (uint64_t)(uint32_t)k + 1) slot = (slot + 1) & (key_capacity - 1);
+                const Py_ssize_t slot = key_slot(key_slots, key_capacity - 1, k);
                 if (!key_slots[slot]) { /* the key's first match: found[index - 1] */
                     key_slots[slot] = (uint64_t)(uint32_t)k + 1;
                     key_index[slot] = num_found;
@@ -498,99 +526,259 @@ static PyObject *find_tolerant(PyObject *self, PyObject *args) {
             *keep_hit = *hit;
         }
     }
+#undef HIT
     if (num_found) qsort(found, num_found, sizeof *found, found_order);
-    matches = PyList_New(num_found);
-    if (!matches) goto done;
-    for (Py_ssize_t i = 0; i < num_found; i++) {
-        PyObject *match = Py_BuildValue("(iiiii)", found[i].a, found[i].b, found[i].key, found[i].errors, found[i].distance);
-        if (!match) goto done;
-        PyList_SET_ITEM(matches, i, match);
+    /* merged into the best so far: the keys table is rebuilt over best's keys, then this call's */
+    const Row *before = best.buf;
+    const Py_ssize_t num_before = best.len / sizeof(Row);
+    Py_ssize_t merge_capacity = 64, num_merged = 0;
+    while (merge_capacity < 2 * (num_before + num_found)) merge_capacity *= 2;
+    free(key_slots), free(key_index);
+    key_slots = calloc(merge_capacity, sizeof *key_slots);
+    key_index = malloc(merge_capacity * sizeof *key_index);
+    merged = malloc((num_before + num_found + 1) * sizeof *merged);
+    if (!key_slots || !key_index || !merged) { PyErr_NoMemory(); goto done; }
+    for (Py_ssize_t i = 0; i < num_before + num_found; i++) {
+        Row row;
+        if (i < num_before) {
+            row = before[i];
+        } else {
+            const Found *f = &found[i - num_before];
+            row = (Row){f->a, f->b, f->key, SOURCE_TOLERANT, f->errors, segment, f->distance};
+        }
+        if (row.key < 0 || row.key >= num_keys || row.source != SOURCE_TOLERANT || row.segment != segment) {
+            PyErr_SetString(PyExc_ValueError, "tolerant best matches are not this segment's keys");
+            goto done;
+        }
+        const Py_ssize_t slot = key_slot(key_slots, merge_capacity - 1, (int32_t)row.key);
+        if (!key_slots[slot]) {
+            key_slots[slot] = (uint64_t)(uint32_t)row.key + 1;
+            key_index[slot] = num_merged;
+            merged[num_merged++] = row;
+        } else {
+            Row *m = &merged[key_index[slot]];
+            if (row.errors < m->errors || (row.errors == m->errors && row.distance < m->distance)) *m = row;
+        }
     }
-    out = Py_BuildValue("(Oy#)", matches, left_over.size ? (const char *)left_over.data : "", /* NULL: None */
+    out = Py_BuildValue("(y#y#)", num_merged ? (const char *)merged : "", num_merged * (Py_ssize_t)sizeof(Row),
+                        left_over.size ? (const char *)left_over.data : "", /* NULL: None */
                         left_over.size * (Py_ssize_t)sizeof(Hit));
 done:
-    Py_XDECREF(matches);
     free(h), free(inv), free(pw), free(heard), free(present);
-    free(hits.data), free(left_over.data), free(found), free(seen), free(key_slots),
+    free(hits.data), free(left_over.data), free(found), free(merged), free(seen), free(key_slots),
         free(key_index);
     for (int i = 0; i < got; i++) PyBuffer_Release(&views[i]);
     PyBuffer_Release(&pending);
+    PyBuffer_Release(&best);
     return out;
 }
 
-/* ---- the keep rules of retrieval.py, over a busy utterance's matches ---- */
+/* ---- the keep rules of retrieval.py, over an utterance's matches as a table (Row records) ---- */
 
-/* columns: int64 rows of (start, end, errors, distance, tolerant), one per match. */
-static int get_columns(PyObject *obj, Py_buffer *view, Py_ssize_t *m) {
-    if (get_buffer(obj, view, 8, "columns") < 0) return -1;
-    if (view->len % (5 * 8)) {
-        PyErr_SetString(PyExc_ValueError, "columns: rows of 5 int64 expected");
+/* A match's verdict: retrieval._VERDICTS[v] is its Rejection (KEPT: None). */
+enum { KEPT, INSIDE_LONGER, TOO_SHORT, REMOVED, CLOSER_MATCH };
+
+static int get_table(PyObject *obj, Py_buffer *view, Py_ssize_t *m) {
+    if (get_buffer(obj, view, 8, "table") < 0) return -1;
+    if (view->len % sizeof(Row)) {
+        PyErr_SetString(PyExc_ValueError, "table: rows of 7 int64 expected");
         PyBuffer_Release(view);
         return -1;
     }
-    *m = view->len / (5 * 8);
+    *m = view->len / sizeof(Row);
     return 0;
 }
 
-/* shadowed(columns) -> bytes: 1 where a longer match contains this one, heard with at most one more
- * error than it, unless this one was heard exactly and the longer one was not (retrieval._shadowed_by). */
+/* Whether a longer match y contains x, heard with at most one more error than it, unless x was heard
+ * exactly and y was not (retrieval._shadowed_by). */
+static int shadows(const Row *y, const Row *x) {
+    const int64_t most = x->errors > 1 ? x->errors : 1;
+    return y->start <= x->start && x->end <= y->end && y->end - y->start > x->end - x->start && y->errors <= most &&
+           !(x->errors == 0 && y->errors > 0);
+}
+
+static int shadowed_at(const Row *rows, Py_ssize_t m, Py_ssize_t i) {
+    for (Py_ssize_t j = 0; j < m; j++)
+        if (shadows(&rows[j], &rows[i])) return 1;
+    return 0;
+}
+
+/* shadowed(table) -> bytes: 1 where a longer match shadows this one. */
 static PyObject *shadowed(PyObject *self, PyObject *args) {
     PyObject *obj, *out;
     Py_buffer view;
     Py_ssize_t m;
-    if (!PyArg_ParseTuple(args, "O", &obj) || get_columns(obj, &view, &m) < 0) return NULL;
-    const int64_t *c = view.buf;
+    if (!PyArg_ParseTuple(args, "O", &obj) || get_table(obj, &view, &m) < 0) return NULL;
     out = PyBytes_FromStringAndSize(NULL, m);
-    if (out) {
-        char *flag = PyBytes_AS_STRING(out);
-        for (Py_ssize_t i = 0; i < m; i++) {
-            const int64_t *x = c + 5 * i;
-            const int64_t most = x[2] > 1 ? x[2] : 1;
-            flag[i] = 0;
-            for (Py_ssize_t j = 0; j < m && !flag[i]; j++) {
-                const int64_t *y = c + 5 * j;
-                flag[i] = y[0] <= x[0] && x[1] <= y[1] && y[1] - y[0] > x[1] - x[0] && y[2] <= most && !(x[2] == 0 && y[2] > 0);
-            }
+    if (out)
+        for (Py_ssize_t i = 0; i < m; i++) PyBytes_AS_STRING(out)[i] = (char)shadowed_at(view.buf, m, i);
+    PyBuffer_Release(&view);
+    return out;
+}
+
+/* One segment's arrays, as judge reads them. */
+typedef struct { Py_buffer syllables, offsets, entries, weights; int got; } SegmentViews;
+
+/* judge(table, min_syllables, segments: [(key_syllables int16[], group_offsets int64[keys + 1],
+ *     group_entries int32[], weights float32[])]) -> (verdicts bytearray, weights bytearray of float64):
+ * INSIDE_LONGER for a match a longer one shadows, else TOO_SHORT for a database key of fewer than
+ * min_syllables syllables, else REMOVED for a key with no entry left in its group; a database match's
+ * weight is its group's heaviest entry's (groups list theirs heaviest first). A stream's additions
+ * (SOURCE_STREAM) are KEPT with weight 0: retrieval.py reads their groups. */
+static PyObject *judge(PyObject *self, PyObject *args) {
+    PyObject *obj, *segments_obj, *out = NULL, *verdicts = NULL, *weights = NULL;
+    Py_buffer view;
+    Py_ssize_t m, min_syllables, num_segments = 0;
+    SegmentViews segs[2] = {{.got = 0}, {.got = 0}};
+    if (!PyArg_ParseTuple(args, "OnO!", &obj, &min_syllables, &PyList_Type, &segments_obj)) return NULL;
+    if (get_table(obj, &view, &m) < 0) return NULL;
+    if (PyList_GET_SIZE(segments_obj) > 2) {
+        PyErr_SetString(PyExc_ValueError, "segments: a database has one or two");
+        goto done;
+    }
+    for (; num_segments < PyList_GET_SIZE(segments_obj); num_segments++) {
+        PyObject *t = PyList_GET_ITEM(segments_obj, num_segments), *a[4];
+        SegmentViews *v = &segs[num_segments];
+        if (!PyArg_ParseTuple(t, "OOOO", &a[0], &a[1], &a[2], &a[3])) goto done;
+        if (get_buffer(a[0], &v->syllables, 2, "key_syllables") < 0) goto done;
+        v->got = 1;
+        if (get_buffer(a[1], &v->offsets, 8, "group_offsets") < 0) goto done;
+        v->got = 2;
+        if (get_buffer(a[2], &v->entries, 4, "group_entries") < 0) goto done;
+        v->got = 3;
+        if (get_buffer(a[3], &v->weights, 4, "weights") < 0) goto done;
+        v->got = 4;
+        if (v->offsets.len / 8 != v->syllables.len / 2 + 1) {
+            PyErr_SetString(PyExc_ValueError, "group offsets and key syllables do not fit together");
+            goto done;
         }
+    }
+    verdicts = PyByteArray_FromStringAndSize(NULL, m);
+    weights = PyByteArray_FromStringAndSize(NULL, m * (Py_ssize_t)sizeof(double));
+    if (!verdicts || !weights) goto done;
+    const Row *rows = view.buf;
+    char *verdict = PyByteArray_AS_STRING(verdicts);
+    double *weight = (double *)PyByteArray_AS_STRING(weights);
+    for (Py_ssize_t i = 0; i < m; i++) {
+        const Row *r = &rows[i];
+        verdict[i] = KEPT, weight[i] = 0;
+        if (shadowed_at(rows, m, i)) {
+            verdict[i] = INSIDE_LONGER;
+            continue;
+        }
+        if (r->source == SOURCE_STREAM) continue;
+        if (r->segment < 0 || r->segment >= num_segments) {
+            PyErr_SetString(PyExc_ValueError, "a match names a segment not given");
+            goto done;
+        }
+        const SegmentViews *v = &segs[r->segment];
+        const int16_t *syllables = v->syllables.buf;
+        const int64_t *offsets = v->offsets.buf;
+        const int32_t *entries = v->entries.buf;
+        const float *entry_weights = v->weights.buf;
+        if (r->key < 0 || r->key >= v->syllables.len / 2) {
+            PyErr_SetString(PyExc_ValueError, "a match names a key that does not exist");
+            goto done;
+        }
+        if (syllables[r->key] < min_syllables) {
+            verdict[i] = TOO_SHORT;
+            continue;
+        }
+        const int64_t first = offsets[r->key];
+        if (first >= offsets[r->key + 1]) {
+            verdict[i] = REMOVED; /* no entry left (retrieval.HotwordRetriever.rejection) */
+            continue;
+        }
+        if (first < 0 || first >= v->entries.len / 4 || entries[first] < 0 || entries[first] >= v->weights.len / 4) {
+            PyErr_SetString(PyExc_ValueError, "a key's group is out of range");
+            goto done;
+        }
+        weight[i] = entry_weights[entries[first]];
+    }
+    out = PyTuple_Pack(2, verdicts, weights);
+done:
+    Py_XDECREF(verdicts);
+    Py_XDECREF(weights);
+    for (Py_ssize_t s = 0; s < 2; s++) {
+        if (segs[s].got > 0) PyBuffer_Release(&segs[s].syllables);
+        if (segs[s].got > 1) PyBuffer_Release(&segs[s].offsets);
+        if (segs[s].got > 2) PyBuffer_Release(&segs[s].entries);
+        if (segs[s].got > 3) PyBuffer_Release(&segs[s].weights);
     }
     PyBuffer_Release(&view);
     return out;
 }
 
-/* beaten(columns, kept: bytes) -> bytes: 1 where a kept tolerant match overlaps a kept match heard more
- * closely (errors, then distance) that it does not contain while two phonemes or more longer
+/* Whether kept tolerant match x is beaten by kept match y: y overlaps it and was heard more closely
+ * (errors, then distance), and x does not contain y while two phonemes or more longer
  * (retrieval._beaten_by_closer). */
-static PyObject *beaten(PyObject *self, PyObject *args) {
-    PyObject *obj, *out = NULL;
-    Py_buffer view, kept;
+static int beats(const Row *y, const Row *x) {
+    return y->start < x->end && x->start < y->end &&
+           (y->errors < x->errors || (y->errors == x->errors && y->distance < x->distance)) &&
+           !(x->start <= y->start && y->end <= x->end && (x->end - x->start) - (y->end - y->start) >= 2);
+}
+
+typedef struct { const Row *row; double weight; Py_ssize_t index; } Ranked;
+
+static int rank_order(const void *p, const void *q) { /* retrieval._rank of kept matches, then row order */
+    const Ranked *a = p, *b = q;
+    CMP(a->row->source == SOURCE_TOLERANT, b->row->source == SOURCE_TOLERANT);
+    CMP(a->row->errors, b->row->errors);
+    CMP(a->row->distance, b->row->distance);
+    CMP(a->row->start - a->row->end, b->row->start - b->row->end);
+    CMP(-a->weight, -b->weight);
+    CMP(a->row->start, b->row->start);
+    CMP(a->index, b->index);
+    return 0;
+}
+
+/* settle(table, verdicts, weights float64) -> (verdicts bytes, [kept row indices, best first]):
+ * CLOSER_MATCH for each kept tolerant match a kept match beats (kept as the verdicts given say), then
+ * the kept ranked by retrieval._rank. */
+static PyObject *settle(PyObject *self, PyObject *args) {
+    PyObject *obj, *out = NULL, *verdicts = NULL, *ranked = NULL;
+    Py_buffer view, given, weights;
     Py_ssize_t m;
-    if (!PyArg_ParseTuple(args, "Oy*", &obj, &kept)) return NULL;
-    if (get_columns(obj, &view, &m) < 0) {
-        PyBuffer_Release(&kept);
+    Ranked *kept = NULL;
+    if (!PyArg_ParseTuple(args, "Oy*y*", &obj, &given, &weights)) return NULL;
+    if (get_table(obj, &view, &m) < 0) {
+        PyBuffer_Release(&given), PyBuffer_Release(&weights);
         return NULL;
     }
-    if (kept.len != m) {
-        PyErr_SetString(PyExc_ValueError, "kept: one byte per match expected");
-        goto release;
+    if (given.len != m || weights.len != m * (Py_ssize_t)sizeof(double)) {
+        PyErr_SetString(PyExc_ValueError, "verdicts and weights: one per match expected");
+        goto done;
     }
-    const int64_t *c = view.buf;
-    const char *is_kept = kept.buf;
-    out = PyBytes_FromStringAndSize(NULL, m);
-    if (!out) goto release;
-    char *flag = PyBytes_AS_STRING(out);
+    const Row *rows = view.buf;
+    const char *was = given.buf;
+    const double *weight = weights.buf;
+    verdicts = PyBytes_FromStringAndSize(was, m);
+    kept = malloc((m ? m : 1) * sizeof *kept);
+    if (!verdicts || !kept) { PyErr_NoMemory(); goto done; }
+    char *verdict = PyBytes_AS_STRING(verdicts);
+    Py_ssize_t num_kept = 0;
     for (Py_ssize_t i = 0; i < m; i++) {
-        const int64_t *x = c + 5 * i;
-        flag[i] = 0;
-        if (!is_kept[i] || !x[4]) continue;
-        for (Py_ssize_t j = 0; j < m && !flag[i]; j++) {
-            const int64_t *y = c + 5 * j;
-            flag[i] = is_kept[j] && y[0] < x[1] && x[0] < y[1] && (y[2] < x[2] || (y[2] == x[2] && y[3] < x[3])) &&
-                      !(x[0] <= y[0] && y[1] <= x[1] && (x[1] - x[0]) - (y[1] - y[0]) >= 2);
-        }
+        if (was[i] != KEPT) continue;
+        for (Py_ssize_t j = 0; rows[i].source == SOURCE_TOLERANT && j < m && verdict[i] == KEPT; j++)
+            if (was[j] == KEPT && beats(&rows[j], &rows[i])) verdict[i] = CLOSER_MATCH;
+        if (verdict[i] == KEPT) kept[num_kept++] = (Ranked){&rows[i], weight[i], i};
     }
-release:
+    qsort(kept, num_kept, sizeof *kept, rank_order);
+    ranked = PyList_New(num_kept);
+    if (!ranked) goto done;
+    for (Py_ssize_t i = 0; i < num_kept; i++) {
+        PyObject *index = PyLong_FromSsize_t(kept[i].index);
+        if (!index) goto done;
+        PyList_SET_ITEM(ranked, i, index);
+    }
+    out = PyTuple_Pack(2, verdicts, ranked);
+done:
+    Py_XDECREF(verdicts);
+    Py_XDECREF(ranked);
+    free(kept);
     PyBuffer_Release(&view);
-    PyBuffer_Release(&kept);
+    PyBuffer_Release(&given);
+    PyBuffer_Release(&weights);
     return out;
 }
 
@@ -598,11 +786,11 @@ static PyMethodDef methods[] = {
     {"find_exact", find_exact, METH_VARARGS,
      "find_exact(code, new_from, lengths, signatures, key_ids, bitmap, key_starts, key_phonemes) -> [(key id, x, length)]"},
     {"find_tolerant", find_tolerant, METH_VARARGS,
-     "find_tolerant(code, new_from, pending, errors, common, keep, width, probes, kinds, signatures, key_ids, pieces, "
-     "piece_bits, sub_signatures, sub_key_ids, key_starts, key_phonemes, toneless) -> "
-     "([(a, b, key id, errors, distance)], pending)"},
-    {"shadowed", shadowed, METH_VARARGS, "shadowed(columns) -> bytes: retrieval._shadowed_by of every match"},
-    {"beaten", beaten, METH_VARARGS, "beaten(columns, kept) -> bytes: retrieval._beaten_by_closer of every match"},
+     "find_tolerant(code, new_from, pending, best, errors, common, keep, width, probes, kinds, signatures, key_ids, "
+     "pieces, piece_bits, sub_signatures, sub_key_ids, key_starts, key_phonemes, toneless) -> (best, pending)"},
+    {"shadowed", shadowed, METH_VARARGS, "shadowed(table) -> bytes: retrieval._shadowed_by of every match"},
+    {"judge", judge, METH_VARARGS, "judge(table, min_syllables, segments) -> (verdicts, weights)"},
+    {"settle", settle, METH_VARARGS, "settle(table, verdicts, weights) -> (verdicts, kept indices best first)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -254,10 +254,11 @@ class RetrievalSession:
     code: str = ""
     matches: list[Match] = field(default_factory=list)
     transcript_words: list[str] = field(default_factory=list)  # retrieved from the first-pass transcript
-    # tolerant: per (segment, index number) the hits whose windows ran past the phonemes heard so far
-    # (SignatureIndex.search looks at them again with the next phonemes), and the best match per (segment, key)
+    # tolerant, per (segment, index number): the hits whose windows ran past the phonemes heard so far
+    # (SignatureIndex.search looks at them again with the next phonemes), and each key's closest window
+    # (rows of a _table); bytes from C, handed back to it with the next phonemes
     _pending: dict[tuple[int, int], bytes] = field(default_factory=dict)
-    _tolerant: dict[tuple[int, int], tuple] = field(default_factory=dict)  # a Row: Match(*row) is the match
+    _tolerant: dict[tuple[int, int], bytes] = field(default_factory=dict)
 
     @property
     def mode(self) -> RetrievalMode:
@@ -283,13 +284,10 @@ class RetrievalSession:
                 self.matches.append(Match(x, x + length, key_id, source, segment=number))
             if tolerant and source is MatchSource.BASE:
                 for index_number, index in enumerate(segment.tolerant):
-                    found, self._pending[number, index_number] = index.search(
-                        self.code, old, self._pending.get((number, index_number), b""), segment.key_starts,
-                        segment.key_ids_flat, self.retriever.lexicon.toneless_ids())
-                    for a, b, key_id, errors, distance in found:  # by (a, b, key): ties go to the earliest
-                        best = self._tolerant.get((number, key_id))
-                        if best is None or (errors, distance) < (best[_ERRORS], best[_DISTANCE]):
-                            self._tolerant[number, key_id] = (a, b, key_id, MatchSource.TOLERANT, errors, number, distance)
+                    at = number, index_number
+                    self._tolerant[at], self._pending[at] = index.search(
+                        self.code, old, self._pending.get(at, b""), self._tolerant.get(at, b""), number,
+                        segment.key_starts, segment.key_ids_flat, self.retriever.lexicon.toneless_ids())
 
     def take_first_pass(self, transcript: str) -> None:
         """The first-pass transcript of a `first_pass` mode: what its phonemes retrieve joins the hints."""
@@ -304,60 +302,78 @@ class RetrievalSession:
         """Database keys within their index's edit distance (substitutions, insertions, deletions;
         tones forgiven) of the heard phonemes, and not matched exactly (verified as the phonemes come:
         extend_code)."""
-        return [Match(*row) for row in self._tolerant_rows()]
+        return [Match(*row) for row in _Table(self._tolerant_table())]
 
-    def _tolerant_rows(self) -> list[tuple]:
-        exact = {(m.segment, m.key_id) for m in self.matches if m.source is MatchSource.BASE}
-        return [row for k, row in self._tolerant.items() if k not in exact]
+    def _tolerant_table(self) -> np.ndarray:
+        """The tolerant matches of keys not matched exactly, as a _table."""
+        table = _table_of(b"".join(self._tolerant.values()))
+        exact = [(m.segment, m.key_id) for m in self.matches if m.source is MatchSource.BASE]
+        if exact and len(table):  # a few keys: compared one by one (np.isin costs ~25 us)
+            other = np.ones(len(table), bool)
+            for segment, key_id in exact:
+                other &= (table[:, _KEY] != key_id) | (table[:, _SEGMENT] != segment)
+            table = table[other]
+        return table
 
-    def _judged(self) -> tuple[list[tuple], list[Rejection | None], list[float], dict[int, tuple[Segment, list[int]]]]:
-        """Every match as a row (Match's fields in order: a busy tolerant utterance has ~100 matches,
-        and judging their rows costs less than making them objects), why each is rejected (None: kept),
-        its group's weight, and the groups already looked up ({row: (segment, entry ids)}). A group is
-        read for a match that is neither inside a longer one nor too short, except in a busy utterance
-        while no entry is removed: its group is whole then, and only the weights, to rank, are read, all
-        at once (words() reads the groups of the few it returns)."""
+    def _judged(self) -> "_Judgement":
+        """Every match judged. Few exact matches (an exact query has a few) one by one in Python; many,
+        or any tolerant ones (a busy tolerant utterance has ~150: making each a Python object cost more
+        than the rules), as a table in C (_query.judge and settle), where a group is read only for a
+        stream's additions or while entries are removed (else it is whole: the weights, to rank, are
+        read in C, and words() reads the groups of the few it returns)."""
         rows = [(m.start, m.end, m.key_id, m.source, m.errors, m.segment, m.distance) for m in self.matches]
+        if not self.mode.tolerant and len(rows) <= _FEW_MATCHES:
+            return self._judged_few(rows)
+        table = _table(rows)
         if self.mode.tolerant:
-            rows += self._tolerant_rows()
-        if not rows:
-            return [], [], [], {}
-        # (start, end, errors, distance, tolerant) of every match, once, for the pairwise rules of a busy
-        # utterance
-        columns = _columns(rows) if len(rows) > _FEW_MATCHES or self.mode.tolerant else None
-        whole = (len(rows) > _FEW_MATCHES and self.database is not None and not len(self.database.removed)
-                 and not self.retriever.removed)  # few: a group each costs less than one gather
-        short = _too_short(rows, self.database, self.retriever.config.min_syllables)
+            table = np.concatenate([table, self._tolerant_table()]) if rows else self._tolerant_table()
+        return self._judged_table(table)
+
+    def _judged_few(self, rows: list[tuple]) -> "_Judgement":
+        min_syllables, segments = self.retriever.config.min_syllables, self.database.segments if self.database else ()
         rejected: list[Rejection | None] = [None] * len(rows)
-        weights, groups, later = [0.0] * len(rows), {}, []
-        for i, (row, shadowed, too_short) in enumerate(zip(rows, _inside_longer(rows, columns), short)):
-            if shadowed:
+        weights, groups = [0.0] * len(rows), {}
+        for i, row in enumerate(rows):
+            if any(_shadowed_by(row, other) for other in rows):
                 rejected[i] = Rejection.INSIDE_LONGER
-            elif too_short:
-                rejected[i] = Rejection.TOO_SHORT
-            elif whole and row[_SOURCE] is not MatchSource.STREAM:
-                later.append(i)
+            elif row[_SOURCE] is not MatchSource.STREAM and segments[row[_SEGMENT]].key_syllables[row[_KEY]] < min_syllables:
+                rejected[i] = Rejection.TOO_SHORT  # a database key that short matches by chance (additions are trusted)
             else:
                 segment, ids, weights[i] = self.retriever.group_of(self.database, Match(*row))
                 groups[i] = (segment, ids)
                 rejected[i] = self.retriever.rejection(segment, ids)
-        for i, weight in zip(later, _group_weights(self.database, [rows[i] for i in later]) if later else ()):
-            weights[i] = weight
-        if columns is not None:
-            for i, beaten in enumerate(_beaten_by_closer(columns, [r is None for r in rejected])):
-                if beaten and rejected[i] is None:
-                    rejected[i] = Rejection.CLOSER_MATCH
-        return rows, rejected, weights, groups
+        ranked = sorted((i for i, r in enumerate(rejected) if r is None), key=lambda i: _rank(rows[i], weights[i], True))
+        return _Judgement(rows, rejected, weights, groups, ranked)
+
+    def _judged_table(self, table: np.ndarray) -> "_Judgement":
+        database, retriever = self.database, self.retriever
+        segments = [(s.key_syllables, s.group_offsets, s.group_entries, s.weights)
+                    for s in (database.segments if database is not None else ())]
+        verdicts, weights = _query.judge(table, retriever.config.min_syllables, segments)
+        weight = memoryview(weights).cast("d")
+        groups = {}
+        whole = database is not None and not len(database.removed) and not retriever.removed
+        if not whole or retriever.has_additions:  # groups to read, in Python
+            rows = _Table(table)
+            for i, verdict in enumerate(verdicts):
+                if verdict == _KEPT and (not whole or table[i, _SOURCE] == _SOURCE_NUMBER[MatchSource.STREAM]):
+                    segment, ids, weight[i] = retriever.group_of(database, Match(*rows[i]))
+                    groups[i] = (segment, ids)
+                    if retriever.rejection(segment, ids) is not None:
+                        verdicts[i] = _VERDICTS.index(Rejection.REMOVED)
+        verdicts, ranked = _query.settle(table, verdicts, weights)  # _beaten_by_closer's rule, then _rank
+        return _Judgement(_Table(table), [_VERDICTS[v] for v in verdicts], weight.tolist(), groups, ranked)
 
     def candidates(self) -> list[Candidate]:
         """Every match with its words, best first; rejected ones last, each with its reason."""
-        rows, rejected, weights, groups = self._judged()
+        judged = self._judged()
         out = []
-        for i, row in enumerate(rows):
+        for i, row in enumerate(judged.rows):
             match = Match(*row)
-            segment, ids, weight = (*groups[i], weights[i]) if i in groups else self.retriever.group_of(self.database, match)
-            out.append((_rank(row, weight, rejected[i] is None), Candidate(match, self.retriever.words_of(segment, ids),
-                                                                           weight, rejected[i])))
+            segment, ids, weight = ((*judged.groups[i], judged.weights[i]) if i in judged.groups
+                                    else self.retriever.group_of(self.database, match))
+            out.append((_rank(row, weight, judged.rejected[i] is None),
+                        Candidate(match, self.retriever.words_of(segment, ids), weight, judged.rejected[i])))
         out.sort(key=lambda ranked: ranked[0])
         return [c for _, c in out]
 
@@ -366,46 +382,55 @@ class RetrievalSession:
         in a busy tolerant utterance most are rejected, and decoding every group cost ~0.5 ms)."""
         chosen: list[str] = []
         top_k = self.retriever.config.top_k
-        rows, rejected, weights, groups = self._judged()
-        kept = sorted((i for i, r in enumerate(rejected) if r is None), key=lambda i: _rank(rows[i], weights[i], True))
-        for i in kept:
+        judged = self._judged()
+        for i in judged.ranked:
             if len(chosen) >= top_k:
                 break
-            segment, ids = groups[i] if i in groups else self.retriever.group_of(self.database, Match(*rows[i]))[:2]
+            segment, ids = (judged.groups[i] if i in judged.groups
+                            else self.retriever.group_of(self.database, Match(*judged.rows[i]))[:2])
             for word in self.retriever.words_of(segment, ids):
                 if word not in chosen and len(chosen) < top_k:
                     chosen.append(word)
         return chosen
 
 
-# a Row: Match's fields in order, (start, end, key_id, source, errors, segment, distance)
-_START, _END, _KEY, _SOURCE, _ERRORS, _SEGMENT, _DISTANCE = range(7)
+# a Row: Match's fields in order
+_ROW_FIELDS = ("start", "end", "key_id", "source", "errors", "segment", "distance")
+_START, _END, _KEY, _SOURCE, _ERRORS, _SEGMENT, _DISTANCE = range(len(_ROW_FIELDS))
+_SOURCES = (MatchSource.BASE, MatchSource.STREAM, MatchSource.TOLERANT)  # a _table's source column: the index here
+_SOURCE_NUMBER = {source: number for number, source in enumerate(_SOURCES)}
+# a match's verdict, as _query.c numbers it (KEPT, INSIDE_LONGER, TOO_SHORT, REMOVED, CLOSER_MATCH)
+_VERDICTS = (None, Rejection.INSIDE_LONGER, Rejection.TOO_SHORT, Rejection.REMOVED, Rejection.CLOSER_MATCH)
+_KEPT = _VERDICTS.index(None)
 
 
-def _per_key(database: HotwordDatabase | None, rows: list[tuple], values, default) -> list:
-    """values(segment, key ids) for each database match's key, gathered per segment at once (one numpy
-    gather, not one scalar read a row); `default` for a stream's additions."""
-    out = [default] * len(rows)
-    for number, segment in enumerate(database.segments if database is not None else ()):
-        at = [i for i, row in enumerate(rows) if row[_SEGMENT] == number and row[_SOURCE] is not MatchSource.STREAM]
-        if at:
-            for i, value in zip(at, values(segment, np.array([rows[i][_KEY] for i in at], np.int64)).tolist()):
-                out[i] = value
-    return out
+def _table(rows: list[tuple]) -> np.ndarray:
+    """Rows as an int64 array, one row each, the source as its index in _SOURCES (_query.c reads it)."""
+    return np.array([(*r[:_SOURCE], _SOURCE_NUMBER[r[_SOURCE]], *r[_SOURCE + 1 :]) for r in rows],
+                    np.int64).reshape(len(rows), len(_ROW_FIELDS))
 
 
-def _too_short(rows: list[tuple], database: HotwordDatabase | None, min_syllables: int) -> list[bool]:
-    """Database keys of fewer than min_syllables syllables (they match by chance; a stream's additions
-    are trusted)."""
-    return _per_key(database, rows, lambda segment, keys: segment.key_syllables[keys] < min_syllables, False)
+def _table_of(data: bytes) -> np.ndarray:
+    """The rows SignatureIndex.search returns (bytes) as a _table."""
+    return np.frombuffer(data, np.int64).reshape(-1, len(_ROW_FIELDS))
 
 
-def _group_weights(database: HotwordDatabase, rows: list[tuple]) -> list[float]:
-    """The weight of each database match's group: its heaviest entry's (groups list theirs heaviest first)."""
-    def heaviest(segment: Segment, keys: np.ndarray) -> np.ndarray:
-        return segment.weights[segment.group_entries[segment.group_offsets[keys]]]
+class _Table:
+    """A _table read as rows: row i as a Row (Match(*row) is the match), made when asked for."""
 
-    return _per_key(database, rows, heaviest, 0.0)
+    def __init__(self, table: np.ndarray):
+        self.table = table
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, i: int) -> tuple:
+        row = self.table[i].tolist()
+        row[_SOURCE] = _SOURCES[row[_SOURCE]]
+        return tuple(row)
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
 
 
 def _rank(row: tuple, weight: float, kept: bool) -> tuple:
@@ -414,13 +439,20 @@ def _rank(row: tuple, weight: float, kept: bool) -> tuple:
             -weight, row[_START])
 
 
-def _columns(rows: list[tuple]) -> np.ndarray:
-    """(start, end, errors, distance, tolerant) of each match, as rows."""
-    return np.array([(r[_START], r[_END], r[_ERRORS], r[_DISTANCE], r[_SOURCE] is MatchSource.TOLERANT) for r in rows],
-                    np.int64).reshape(len(rows), 5)
+@dataclass
+class _Judgement:
+    """An utterance's matches judged: rows (Match's fields in order), why each is rejected (None: kept),
+    its group's weight, the groups already read ({row: (segment, entry ids)}), and the kept rows, best
+    first (_rank; ties in row order)."""
+
+    rows: list[tuple] | _Table
+    rejected: list[Rejection | None]
+    weights: list[float]
+    groups: dict[int, tuple[Segment, list[int]]]
+    ranked: list[int]
 
 
-def _beaten_by_closer(columns: np.ndarray, kept: list[bool]) -> list[bool]:
+def _beaten_by_closer(table: np.ndarray, kept: list[bool]) -> list[bool]:
     """Tolerant matches that overlap a kept match heard more closely: not kept (a wrong tone or one
     phoneme off a name heard exactly is another name, not a second guess), unless the match contains
     that one and is two phonemes or more longer: then both are kept, the longer name's extra syllable
@@ -428,7 +460,8 @@ def _beaten_by_closer(columns: np.ndarray, kept: list[bool]) -> list[bool]:
     福盛中心 at one). Measured at 1M, 500 utterances against the rule without that exception (and
     without _inside_longer's): exactly heard names in tolerant mode 94.0 -> 100%, one error 92.8 ->
     91.6%, two errors 73.2 -> 81.3%, wrong names per utterance 0.73 -> 0.79."""
-    return [bool(b) for b in _query.beaten(columns, bytes(kept))]  # the pairs in C: ~100 matches, 10,000 pairs
+    verdicts, _ = _query.settle(table, bytes(_KEPT if k else _KEPT + 1 for k in kept), bytes(8 * len(kept)))
+    return [v == _VERDICTS.index(Rejection.CLOSER_MATCH) for v in verdicts]  # in C: ~150 matches, 22,500 pairs
 
 
 def _shadowed_by(match: tuple, other: tuple) -> bool:
@@ -441,14 +474,7 @@ def _shadowed_by(match: tuple, other: tuple) -> bool:
             and other[_ERRORS] <= max(errors, 1) and not (errors == 0 and other[_ERRORS] > 0))
 
 
-# up to this many matches the pairs are compared in Python (an exact utterance has a few: building
-# the columns costs more than the pairs); beyond, in C (_query.c: a busy tolerant utterance has ~100).
+# up to this many exact matches they are judged one by one in Python (an exact utterance has a few:
+# building the table costs more than the pairs); beyond, as a table (_query.c compares the pairs).
 # 16 is a round number, not tuned
 _FEW_MATCHES = 16
-
-
-def _inside_longer(rows: list[tuple], columns: np.ndarray | None) -> list[bool]:
-    """Which matches (rows) a longer one shadows (_shadowed_by); `columns`: _columns(rows), or None."""
-    if len(rows) <= _FEW_MATCHES or columns is None:
-        return [any(_shadowed_by(m, other) for other in rows) for m in rows]
-    return [bool(b) for b in _query.shadowed(columns)]  # the same rule in C, for a busy utterance

@@ -240,15 +240,17 @@ class SignatureIndex:
         return cls(errors, sigs_sorted, owners_all[order], np.unique(lengths[keep]).astype(np.int32), piece_sigs,
                    sub_sigs, sub_keys)
 
-    def search(self, code: str, new_from: int, pending: bytes, key_starts: np.ndarray, key_phonemes: np.ndarray,
-               toneless: np.ndarray) -> tuple[list[tuple[int, int, int, int, int]], bytes]:
-        """Keys of this tolerant index heard within its errors in `code`: (start, end, key id, errors with
-        tones forgiven, distance with tones) for probes whose span ends past `new_from` and for the hits
-        `pending` from the call before (windows that ran past what was heard then); and the hits
-        pending now, for the next call of the same utterance. One call into C (_query.c)."""
+    def search(self, code: str, new_from: int, pending: bytes, best: bytes, segment: int, key_starts: np.ndarray,
+               key_phonemes: np.ndarray, toneless: np.ndarray) -> tuple[bytes, bytes]:
+        """Keys of this tolerant index heard within its errors in `code`, for probes whose span ends past
+        `new_from` and for the hits `pending` from the call before (windows that ran past what was heard
+        then), merged into `best` (the call before's; b"" at first): each key's closest window, as
+        retrieval.py's table rows of segment number `segment`, in the order keys were first found; and
+        the hits pending now. Both go back in with the next call of the same utterance. One call into C
+        (_query.c)."""
         if not len(self.plan):
-            return [], b""
-        return _query.find_tolerant(code, new_from, pending, self.errors, COMMON, self.keep, self.probe_table.shape[1],
+            return best, b""
+        return _query.find_tolerant(code, new_from, pending, best, segment, self.errors, COMMON, self.keep, self.probe_table.shape[1],
                                     self.probe_table, self.kinds, self.signatures, self.key_ids, self.pieces,
                                     self.piece_bits, self.sub_signatures, self.sub_key_ids, key_starts, key_phonemes, toneless)
 
