@@ -16,6 +16,9 @@
  * arithmetic (uint64 wraps modulo 2^64 in both), so a key's stored signature is found here; tests
  * check the two against each other and against brute force.
  *
+ * Keep rules (judge, settle): retrieval.py's rules over an utterance's matches as a table of Row
+ * records (a busy tolerant utterance has ~150; as Python objects they cost more than the search).
+ *
  * Why C: in numpy each query was tens of array operations of a few hundred elements each, mostly call
  * overhead (exact p99 144 us, tolerant p99 4.6-5.8 ms at a million entries; aims 50 us and 1 ms).
  * Both read only arrays the database has range-checked at load (signatures sorted, key ids in range,

@@ -458,7 +458,7 @@ def _beaten_by_closer(table: np.ndarray, kept: list[bool]) -> list[bool]:
     that one and is two phonemes or more longer: then both are kept, the longer name's extra syllable
     heard nearly right is evidence the reader of the prompt can weigh (天福盛中心 at two errors around
     福盛中心 at one). Measured at 1M, 500 utterances against the rule without that exception (and
-    without _inside_longer's): exactly heard names in tolerant mode 94.0 -> 100%, one error 92.8 ->
+    without _shadowed_by's): exactly heard names in tolerant mode 94.0 -> 100%, one error 92.8 ->
     91.6%, two errors 73.2 -> 81.3%, wrong names per utterance 0.73 -> 0.79."""
     verdicts, _ = _query.settle(table, bytes(_KEPT if k else _KEPT + 1 for k in kept), bytes(8 * len(kept)))
     return [v == _VERDICTS.index(Rejection.CLOSER_MATCH) for v in verdicts]  # in C: ~150 matches, 22,500 pairs
