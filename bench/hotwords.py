@@ -178,9 +178,10 @@ def _rivals(heard: str, start: int, target_key: str, all_keys: list[str]) -> int
 def _tie_cost(session: RetrievalSession, target_key: str) -> int | None:
     """Wrong names any retriever that ranks by its score pays to keep the planted entry in this
     utterance: the other keys matched over exactly the same heard phonemes with as good a score
-    (errors with tones forgiven, then distance with tones), which nothing in the phonemes tells apart
-    from it (the bench's errors are drawn uniformly), or better; None when the planted key is not
-    matched at all. `session`: the utterance's, as the timed query left it."""
+    (errors with tones forgiven, then distance with tones), or better: the score does not tell them
+    apart (each kind of error is drawn uniformly; ties between two kinds differ only in a likelihood
+    fitted to the bench's generator, docs/MEASUREMENTS.md); None when the planted key is not matched
+    at all. `session`: the utterance's, as the timed query left it."""
     matches = session.matches + session.tolerant_matches()
     segment, min_syllables = session.database.base, session.retriever.config.min_syllables
     mine = [m for m in matches if m.segment == 0 and segment.key(m.key_id) == target_key]

@@ -521,7 +521,8 @@ def test_the_tolerant_query_in_c_finds_every_key_a_brute_force_scan_finds():
         code = LEX.encode(heard)
         plain = LEX.toneless(code)
         for index in segment.tolerant:
-            got, _ = index.search(code, 0, b"", b"", 0, segment.key_starts, segment.key_ids_flat, toneless)
+            got, pending = index.search(code, 0, b"", b"", 0, segment.key_starts, segment.key_ids_flat, toneless)
+            assert pending == b""  # a whole utterance: no window runs past it
             best = {}
             for a, b, key_id, source, errors, number, distance in retrieval._Table(retrieval._table_of(got)):
                 assert source is retrieval.MatchSource.TOLERANT and number == 0
@@ -766,7 +767,8 @@ def test_words_are_the_kept_candidates_words_in_order():
 
 
 def test_shadowing_in_python_equals_shadowing_in_c():
-    """_shadowed_by, pair by pair in Python (few exact matches), and _query.shadowed (a table): the same rule."""
+    """_shadowed_by, pair by pair in Python (few exact matches), and _query.judge's INSIDE_LONGER (a
+    table; as a stream's additions, which it judges by span alone): the same rule."""
     rng = np.random.default_rng(1)
     sources, fired = list(retrieval.MatchSource), 0
     for _ in range(200):
@@ -775,15 +777,23 @@ def test_shadowing_in_python_equals_shadowing_in_c():
         rows = [(int(a), int(a + rng.integers(1, 8)), 0, sources[int(rng.integers(3))], int(rng.integers(0, 3)), 0, 0)
                 for a in starts]
         python = [any(retrieval._shadowed_by(row, other) for other in rows) for row in rows]
-        assert python == [bool(b) for b in _query.shadowed(retrieval._table(rows))]
+        table = retrieval._table(rows)
+        table[:, retrieval._SOURCE] = retrieval._SOURCE_NUMBER[retrieval.MatchSource.STREAM]
+        verdicts, _ = _query.judge(table, 0, [])
+        assert python == [v == retrieval._VERDICTS.index(retrieval.Rejection.INSIDE_LONGER) for v in verdicts]
         fired += any(python)
     assert fired > 100  # the rule fires in most trials (a rule that never shadows fails here)
 
 
 def test_the_closer_match_rule_in_c_is_the_rule_its_docstring_states():
-    """_beaten_by_closer (C) against the rule written out pair by pair: a kept tolerant match is beaten
-    by a kept match that overlaps it and was heard more closely, unless it contains that match and is
-    two phonemes or more longer."""
+    """_query.settle's closer-match rule against the rule written out pair by pair (retrieval.py states it
+    at _judged_table): a kept tolerant match is beaten by a kept match that overlaps it and was heard
+    more closely, unless it contains that match and is two phonemes or more longer."""
+    def beaten(table, kept):
+        rejected = bytes(retrieval._KEPT if k else retrieval._VERDICTS.index(retrieval.Rejection.TOO_SHORT) for k in kept)
+        verdicts, _ = _query.settle(table, rejected, bytes(8 * len(kept)))
+        return [v == retrieval._VERDICTS.index(retrieval.Rejection.CLOSER_MATCH) for v in verdicts]
+
     rng = np.random.default_rng(2)
     fired = 0
     for _ in range(300):
@@ -799,11 +809,11 @@ def test_the_closer_match_rule_in_c_is_the_rule_its_docstring_states():
                     kept[j] and a2 < b and a < b2 and (e2, d2) < (e, d) and not (a <= a2 and b2 <= b and (b - a) - (b2 - a2) >= 2)
                     for j, (a2, b2, e2, d2, _) in enumerate(rows)))
                 for i, (a, b, e, d, t) in enumerate(rows)]
-        assert retrieval._beaten_by_closer(table, kept) == want
+        assert beaten(table, kept) == want
         fired += any(want)
     assert fired > 100
     with pytest.raises(ValueError, match="one per match"):
-        retrieval._beaten_by_closer(table, kept[:-1])
+        beaten(table, kept[:-1])
 
 
 def test_matches_judged_in_c_as_in_python():

@@ -606,19 +606,6 @@ static int shadowed_at(const Row *rows, Py_ssize_t m, Py_ssize_t i) {
     return 0;
 }
 
-/* shadowed(table) -> bytes: 1 where a longer match shadows this one. */
-static PyObject *shadowed(PyObject *self, PyObject *args) {
-    PyObject *obj, *out;
-    Py_buffer view;
-    Py_ssize_t m;
-    if (!PyArg_ParseTuple(args, "O", &obj) || get_table(obj, &view, &m) < 0) return NULL;
-    out = PyBytes_FromStringAndSize(NULL, m);
-    if (out)
-        for (Py_ssize_t i = 0; i < m; i++) PyBytes_AS_STRING(out)[i] = (char)shadowed_at(view.buf, m, i);
-    PyBuffer_Release(&view);
-    return out;
-}
-
 /* One segment's arrays, as judge reads them. */
 typedef struct { Py_buffer syllables, offsets, entries, weights; int got; } SegmentViews;
 
@@ -642,6 +629,10 @@ static PyObject *judge(PyObject *self, PyObject *args) {
     for (; num_segments < PyList_GET_SIZE(segments_obj); num_segments++) {
         PyObject *t = PyList_GET_ITEM(segments_obj, num_segments), *a[4];
         SegmentViews *v = &segs[num_segments];
+        if (!PyTuple_Check(t)) {
+            PyErr_SetString(PyExc_TypeError, "segments: a tuple of four arrays each");
+            goto done;
+        }
         if (!PyArg_ParseTuple(t, "OOOO", &a[0], &a[1], &a[2], &a[3])) goto done;
         if (get_buffer(a[0], &v->syllables, 2, "key_syllables") < 0) goto done;
         v->got = 1;
@@ -714,7 +705,7 @@ done:
 
 /* Whether kept tolerant match x is beaten by kept match y: y overlaps it and was heard more closely
  * (errors, then distance), and x does not contain y while two phonemes or more longer
- * (retrieval._beaten_by_closer). */
+ * (retrieval.py's closer-match rule, at _judged_table). */
 static int beats(const Row *y, const Row *x) {
     return y->start < x->end && x->start < y->end &&
            (y->errors < x->errors || (y->errors == x->errors && y->distance < x->distance)) &&
@@ -762,8 +753,9 @@ static PyObject *settle(PyObject *self, PyObject *args) {
     Py_ssize_t num_kept = 0;
     for (Py_ssize_t i = 0; i < m; i++) {
         if (was[i] != KEPT) continue;
-        for (Py_ssize_t j = 0; rows[i].source == SOURCE_TOLERANT && j < m && verdict[i] == KEPT; j++)
-            if (was[j] == KEPT && beats(&rows[j], &rows[i])) verdict[i] = CLOSER_MATCH;
+        if (rows[i].source == SOURCE_TOLERANT) /* only a guess is beaten; exact matches stay */
+            for (Py_ssize_t j = 0; j < m && verdict[i] == KEPT; j++)
+                if (was[j] == KEPT && beats(&rows[j], &rows[i])) verdict[i] = CLOSER_MATCH;
         if (verdict[i] == KEPT) kept[num_kept++] = (Ranked){&rows[i], weight[i], i};
     }
     qsort(kept, num_kept, sizeof *kept, rank_order);
@@ -791,7 +783,6 @@ static PyMethodDef methods[] = {
     {"find_tolerant", find_tolerant, METH_VARARGS,
      "find_tolerant(code, new_from, pending, best, errors, common, keep, width, probes, kinds, signatures, key_ids, "
      "pieces, piece_bits, sub_signatures, sub_key_ids, key_starts, key_phonemes, toneless) -> (best, pending)"},
-    {"shadowed", shadowed, METH_VARARGS, "shadowed(table) -> bytes: retrieval._shadowed_by of every match"},
     {"judge", judge, METH_VARARGS, "judge(table, min_syllables, segments) -> (verdicts, weights)"},
     {"settle", settle, METH_VARARGS, "settle(table, verdicts, weights) -> (verdicts, kept indices best first)"},
     {NULL, NULL, 0, NULL},

@@ -492,10 +492,12 @@ def _segment(words: list[str], keys: list[str], syllables: list[int], weights: l
     """A segment of these entries, after the limits every entry must keep."""
     weights = [1.0] * len(words) if weights is None else weights
     w, counts = np.asarray(weights, np.float64), np.asarray(syllables, np.int64)  # checked at once, the first bad one named
-    for bad in np.flatnonzero(~((w >= 0) & (w <= MAX_WEIGHT)) | (counts > MAX_ENTRY_SYLLABLES))[:1].tolist():
-        if not 0 <= weights[bad] <= MAX_WEIGHT:
-            raise HotwordError(f"hotword {words[bad]!r}: weight {weights[bad]} is outside 0-{MAX_WEIGHT:g}")
-        raise HotwordError(f"hotword {words[bad][:40]!r}...: more than {MAX_ENTRY_SYLLABLES} syllables")
+    bad = np.flatnonzero(~((w >= 0) & (w <= MAX_WEIGHT)) | (counts > MAX_ENTRY_SYLLABLES))
+    if len(bad):
+        i = int(bad[0])
+        if not 0 <= weights[i] <= MAX_WEIGHT:
+            raise HotwordError(f"hotword {words[i]!r}: weight {weights[i]} is outside 0-{MAX_WEIGHT:g}")
+        raise HotwordError(f"hotword {words[i][:40]!r}...: more than {MAX_ENTRY_SYLLABLES} syllables")
     return Segment.build(words, weights, [""] * len(words) if categories is None else categories, keys, syllables,
                          tolerant)
 
