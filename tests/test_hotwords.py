@@ -587,6 +587,47 @@ def test_fast_g2p_equals_pypinyin_own_call():
     assert differ == []
 
 
+def test_a_names_key_from_cached_words_equals_its_phonemes_encoded():
+    """Lexicon.key joins cached per-word codes; it must give what encoding the whole name's phonemes
+    gives, with the same error for what cannot be pronounced, also when a word is seen a second time
+    and digits read in Mandarin in one name and in English in the next."""
+    from nim4_edge.bench.hotwords import generate_entries
+
+    texts = generate_entries(2000, seed=7) + [
+        "蔚来ES8", "Route 66", "66", "3号楼", "ES8", "Ωmega Road", "don't stop", "x", "北京123456789", "Route 1234567",
+        "CRV 2024 重庆", "重庆朝阳路", "银行行长", "", "!!!", "𠀀", "𠀀路"]
+    fast, whole = Lexicon(), Lexicon()
+    for text in texts + texts[::-1]:  # the second time from the word cache
+        try:
+            want = (whole.encode(whole.phonemes(text)), whole.syllables(whole.phonemes(text)))
+        except LexiconError as e:
+            want = str(e)
+        try:
+            got = fast.key(text)
+        except LexiconError as e:
+            got = str(e)
+        assert got == want, text
+    assert len(fast._word_keys) < len(texts)  # names share words
+
+
+def test_powers_by_blocks_equal_the_sequential_product():
+    """signatures.powers beyond one block multiplies block powers by small ones: modulo 2^64 that
+    is the sequential product, to the last element."""
+    for n in (1, 4095, 4096, 4097, 3 * 4096 + 5):
+        p, q = signatures.powers(n)
+        want_p = np.multiply.accumulate(np.r_[np.uint64(1), np.full(n - 1, signatures.BASE, np.uint64)])
+        assert (p == want_p).all() and len(p) == len(q) == n
+        with np.errstate(over="ignore"):
+            assert (p * q == 1).all()  # BASE^k x BASE^-k
+
+
+def test_a_word_with_a_line_break_is_refused_in_one_line():
+    with pytest.raises(HotwordError, match="holds a line break"):
+        HotwordDatabase.build_columns(["惠新西街", "张江\n高科"], ["ab", "cd"], [4, 4], LEX.inventory)
+    db = _db()
+    assert db.base.find_words(["惠新西街\n", "惠新西街"])[0] is None
+
+
 def _entries(*words):
     return [HotwordEntry(w) for w in words]
 
@@ -767,7 +808,7 @@ def test_words_are_the_kept_candidates_words_in_order():
 
 
 def test_shadowing_in_python_equals_shadowing_in_c():
-    """_shadowed_by, pair by pair in Python (few exact matches), and _query.judge's INSIDE_LONGER (a
+    """_inside_a_longer, in Python (few exact matches), and _query.judge's INSIDE_LONGER (a
     table; as a stream's additions, which it judges by span alone): the same rule."""
     rng = np.random.default_rng(1)
     sources, fired = list(retrieval.MatchSource), 0
@@ -776,7 +817,7 @@ def test_shadowing_in_python_equals_shadowing_in_c():
         starts = rng.integers(0, 12, count)
         rows = [(int(a), int(a + rng.integers(1, 8)), 0, sources[int(rng.integers(3))], int(rng.integers(0, 3)), 0, 0)
                 for a in starts]
-        python = [any(retrieval._shadowed_by(row, other) for other in rows) for row in rows]
+        python = [retrieval._inside_a_longer(row, rows) for row in rows]
         table = retrieval._table(rows)
         table[:, retrieval._SOURCE] = retrieval._SOURCE_NUMBER[retrieval.MatchSource.STREAM]
         verdicts, _ = _query.judge(table, 0, [])

@@ -592,12 +592,9 @@ static int get_table(PyObject *obj, Py_buffer *view, Py_ssize_t *m) {
     return 0;
 }
 
-/* Whether a longer match y contains x, heard with at most one more error than it, unless x was heard
- * exactly and y was not (retrieval._shadowed_by). */
+/* Whether a longer match y contains x, heard with no more errors than it (retrieval._inside_a_longer). */
 static int shadows(const Row *y, const Row *x) {
-    const int64_t most = x->errors > 1 ? x->errors : 1;
-    return y->start <= x->start && x->end <= y->end && y->end - y->start > x->end - x->start && y->errors <= most &&
-           !(x->errors == 0 && y->errors > 0);
+    return y->start <= x->start && x->end <= y->end && y->end - y->start > x->end - x->start && y->errors <= x->errors;
 }
 
 static int shadowed_at(const Row *rows, Py_ssize_t m, Py_ssize_t i) {

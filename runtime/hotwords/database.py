@@ -187,7 +187,9 @@ class Segment:
         """The entry id of each word, or None."""
         if not words or not len(self):
             return [None] * len(words)
-        hashes = word_hashes(StringTable.from_strings(words))
+        # no stored word holds a line break (the table's separator): such a word hashes without it, and
+        # the comparison below finds it nowhere
+        hashes = word_hashes(StringTable.from_strings([w.replace("\n", "") for w in words]))
         at = np.searchsorted(self.word_sorted_hashes, hashes)
         out: list[int | None] = []
         for word, h, i in zip(words, hashes.tolist(), at.tolist()):
@@ -498,8 +500,12 @@ def _segment(words: list[str], keys: list[str], syllables: list[int], weights: l
         if not 0 <= weights[i] <= MAX_WEIGHT:
             raise HotwordError(f"hotword {words[i]!r}: weight {weights[i]} is outside 0-{MAX_WEIGHT:g}")
         raise HotwordError(f"hotword {words[i][:40]!r}...: more than {MAX_ENTRY_SYLLABLES} syllables")
-    return Segment.build(words, weights, [""] * len(words) if categories is None else categories, keys, syllables,
-                         tolerant)
+    categories = [""] * len(words) if categories is None else categories
+    for strings, what in ((words, "hotword"), (categories, "category")):
+        if "\n".join(strings).count("\n") != len(strings) - 1:  # the tables separate strings by line breaks
+            bad = next(s for s in strings if "\n" in s)
+            raise HotwordError(f"{what} {bad[:40]!r} holds a line break: one hotword per line, without breaks")
+    return Segment.build(words, weights, categories, keys, syllables, tolerant)
 
 
 def _keyed_segment(keyed: list[tuple[HotwordEntry, str, int]], tolerant: bool) -> Segment:

@@ -33,6 +33,8 @@ _TOKEN = re.compile(rf"[{HAN_CHARACTER_CLASS}]+|[A-Za-z]+(?:'[A-Za-z]+)?|\d+")
 _HAN_RUN = re.compile(rf"[{HAN_CHARACTER_CLASS}]+")
 _STRESS = re.compile(r"\d")
 _ARPABET_VOWELS = frozenset("AA AE AH AO AW AY EH ER EY IH IY OW OY UH UW".split())
+_HAN, _LATIN, _MANDARIN_NUMBER, _ENGLISH_NUMBER = range(4)  # how Lexicon.key reads a word
+_WORD_KEYS_KEPT = 1 << 18  # words whose key Lexicon.key keeps (~60 MB at most)
 
 # Place-name readings pypinyin gets wrong without the district context (our table, checked by hand).
 PLACE_PHRASES = {"朝阳": [["cháo"], ["yáng"]]}
@@ -102,6 +104,8 @@ class Lexicon:
         # distinct names share a few thousand words
         self._han_word = lru_cache(maxsize=1 << 16)(self._han_word_uncached)
         self._english = lru_cache(maxsize=1 << 16)(self._english_uncached)
+        # (code, syllables) per word for key(): a name's key is its words' codes joined
+        self._word_keys: dict[tuple[str, int], tuple[str, int] | None] = {}
 
     # --- per script ---------------------------------------------------------------------------
 
@@ -169,14 +173,60 @@ class Lexicon:
                 for i, phonemes in enumerate(self._han(token)):
                     yield start + i, start + i + 1, list(phonemes)
             elif token.isdigit():
-                if mandarin_digits:
-                    phonemes = [p for d in token for p in split_syllable(MANDARIN_DIGITS[int(d)])]
-                else:
-                    words = english_number(int(token)).split() if len(token) <= 6 else [_ONES[int(d)] for d in token]
-                    phonemes = [p for w in words for p in self._cmu(w)]
-                yield start, match.end(), phonemes
+                yield start, match.end(), self._number(token, mandarin_digits)
             else:
                 yield start, match.end(), list(self._english(token))
+
+    def key(self, text: str) -> tuple[str, int]:
+        """(encode(phonemes(text)), syllables(phonemes(text))), from a cache of each word's code and
+        syllable count: a hotword list's names share their words, and the per-phoneme work (encode, the
+        inventory check, counting nuclei) was ~60% of a name's cost. The same result and errors."""
+        parts, syllables, mandarin_digits = [], 0, None
+        for match in _TOKEN.finditer(text):
+            token = match.group()
+            if _HAN_RUN.fullmatch(token):
+                words = [(word, _HAN) for word in _pinyin_tables().cut(token)]
+            elif token.isdigit():
+                if mandarin_digits is None:
+                    mandarin_digits = bool(_HAN_RUN.search(text))
+                words = [(token, _MANDARIN_NUMBER if mandarin_digits else _ENGLISH_NUMBER)]
+            else:
+                words = [(token, _LATIN)]
+            for word in words:
+                found = self._word_keys.get(word, False)
+                if found is False:
+                    if len(self._word_keys) >= _WORD_KEYS_KEPT:
+                        self._word_keys.clear()
+                    found = self._word_keys[word] = self._word_key(*word)
+                if found is None:  # a sound outside the inventory: phonemes() raises, naming it
+                    return self._key_of_phonemes(text)
+                parts.append(found[0])
+                syllables += found[1]
+        if not any(parts):
+            return self._key_of_phonemes(text)  # raises: nothing pronounceable
+        return "".join(parts), syllables
+
+    def _key_of_phonemes(self, text: str) -> tuple[str, int]:
+        phonemes = self.phonemes(text)
+        return self.encode(phonemes), self.syllables(phonemes)
+
+    def _word_key(self, word: str, kind: int) -> tuple[str, int] | None:
+        """A word's (code, syllables), or None when one of its sounds is outside the inventory."""
+        if kind == _HAN:
+            phonemes = [p for syllable in self._han_word(word) for p in syllable]
+        elif kind == _LATIN:
+            phonemes = list(self._english(word))
+        else:
+            phonemes = self._number(word, kind == _MANDARIN_NUMBER)
+        if any(p not in self._ids for p in phonemes):
+            return None
+        return self.encode(phonemes), self.syllables(phonemes)
+
+    def _number(self, digits: str, mandarin: bool) -> list[str]:
+        if mandarin:
+            return [p for d in digits for p in split_syllable(MANDARIN_DIGITS[int(d)])]
+        words = english_number(int(digits)).split() if len(digits) <= 6 else [_ONES[int(d)] for d in digits]
+        return [p for w in words for p in self._cmu(w)]
 
     def words(self, text: str) -> list[tuple[int, int, list[str]]]:
         """(start, end, phonemes) per word of `text`: each Han character and each English word or
@@ -232,8 +282,7 @@ def _pronounce_chunk(args: tuple[tuple[str, ...], PhonemeInventory, bool]) -> li
     out = []
     for text in texts:
         try:
-            phonemes = lexicon.phonemes(text)
-            out.append((lexicon.encode(phonemes), lexicon.syllables(phonemes)) if as_keys else phonemes)
+            out.append(lexicon.key(text) if as_keys else lexicon.phonemes(text))
         except LexiconError as e:
             out.append(e)
     return out
@@ -252,8 +301,8 @@ def pronounce_many(texts: list[str], inventory: PhonemeInventory, jobs: int = 0,
                    progress=None, as_keys: bool = False) -> list:
     """Phonemes (or the LexiconError) of every text, in order, on `jobs` processes (0 = all cores);
     with `as_keys`, (key in code-point form, syllables) instead of phonemes: one string per entry
-    crosses between processes, not a list of ten. 1M generated names: 5.8 s on 2 processes
-    (`nim4-edge bench hotwords --size 1000000`)."""
+    crosses between processes, not a list of ten. 1M generated names: 4.5 s on 2 processes
+    (`nim4-edge bench hotwords --size 1000000`, 12-04)."""
     jobs = jobs or os.cpu_count() or 1
     pieces = [(tuple(texts[i : i + chunk]), inventory, as_keys) for i in range(0, len(texts), chunk)]
     results: list = []
@@ -277,8 +326,8 @@ class _PinyinTables:
     dictionary's prefixes, `pypinyin.seg.mmseg`), then a phrase's reading from the phrase dictionary,
     else each character's first reading. pypinyin's per-call converter pipeline (style plugins, mixins,
     a deep copy of every phrase reading) is most of its cost; this skips it, not a rule of it. Measured
-    on 1M generated names, 2 processes: 72.1 s through pypinyin's call, 5.8 s this way, 100.000% equal
-    (`nim4-edge bench hotwords --size 1000000`)."""
+    on 1M generated names, 2 processes: 72.5 s through pypinyin's call, 4.5 s this way (names keyed
+    from cached words, `Lexicon.key`), 100.000% equal (`nim4-edge bench hotwords --size 1000000`, 12-04)."""
 
     def __init__(self):
         _pypinyin()  # first: our place-name readings go into pypinyin's phrase dictionary
