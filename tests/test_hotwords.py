@@ -681,6 +681,16 @@ def test_cli_add_and_remove(tmp_path):
     assert proc.returncode == 2 and "no such hotword database" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_a_removal_from_a_database_never_added_to(tmp_path):
+    # its changes segment is empty: every table of it holds no string
+    path = tmp_path / "hw.db"
+    _db().save(path)
+    spoken = LEX.phonemes("去朝阳公园")
+    assert "朝阳公园" in HotwordRetriever(HotwordDatabase.load(path), LEX).retrieve(spoken)
+    assert update_database(path, remove=["朝阳公园"])["removed"] == 1
+    assert "朝阳公园" not in HotwordRetriever(HotwordDatabase.load(path), LEX).retrieve(spoken)
+
+
 def test_a_running_stream_picks_up_an_update_at_its_next_utterance(tmp_path):
     path = tmp_path / "hw.db"
     _db().save(path)

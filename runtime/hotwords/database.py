@@ -502,7 +502,7 @@ def _segment(words: list[str], keys: list[str], syllables: list[int], weights: l
         raise HotwordError(f"hotword {words[i][:40]!r}...: more than {MAX_ENTRY_SYLLABLES} syllables")
     categories = [""] * len(words) if categories is None else categories
     for strings, what in ((words, "hotword"), (categories, "category")):
-        if "\n".join(strings).count("\n") != len(strings) - 1:  # the tables separate strings by line breaks
+        if "\n".join(strings).count("\n") > max(0, len(strings) - 1):  # the tables separate strings by line breaks
             bad = next(s for s in strings if "\n" in s)
             raise HotwordError(f"{what} {bad[:40]!r} holds a line break: one hotword per line, without breaks")
     return Segment.build(words, weights, categories, keys, syllables, tolerant)
