@@ -410,7 +410,7 @@ _ROW_FIELDS = ("start", "end", "key_id", "source", "errors", "segment", "distanc
 _START, _END, _KEY, _SOURCE, _ERRORS, _SEGMENT, _DISTANCE = range(len(_ROW_FIELDS))
 _SOURCES = (MatchSource.BASE, MatchSource.STREAM, MatchSource.TOLERANT)  # a _table's source column: the index here
 _SOURCE_NUMBER = {source: number for number, source in enumerate(_SOURCES)}
-# a match's verdict, as _query.c numbers it (KEPT, INSIDE_LONGER, TOO_SHORT, REMOVED, CLOSER_MATCH)
+# a match's verdict, as _keep.c numbers it (KEPT, INSIDE_LONGER, TOO_SHORT, REMOVED, CLOSER_MATCH)
 _VERDICTS = (None, Rejection.INSIDE_LONGER, Rejection.TOO_SHORT, Rejection.REMOVED, Rejection.CLOSER_MATCH)
 _KEPT = _VERDICTS.index(None)
 
@@ -477,6 +477,6 @@ def _inside_a_longer(match: tuple, rows: list[tuple]) -> bool:
 
 
 # up to this many exact matches they are judged one by one in Python (an exact utterance has a few:
-# building the table costs more than the pairs); beyond, as a table (_query.c compares the pairs).
+# building the table costs more than the pairs); beyond, as a table (_keep.c compares the pairs).
 # 16 is a round number, not tuned
 _FEW_MATCHES = 16
