@@ -622,8 +622,10 @@ def test_powers_by_blocks_equal_the_sequential_product():
 
 
 def test_a_word_with_a_line_break_is_refused_in_one_line():
-    with pytest.raises(HotwordError, match="holds a line break"):
+    with pytest.raises(HotwordError, match="hotword '张江\\\\n高科' holds a line break"):
         HotwordDatabase.build_columns(["惠新西街", "张江\n高科"], ["ab", "cd"], [4, 4], LEX.inventory)
+    with pytest.raises(HotwordError, match="category 'x\\\\ny' holds a line break"):
+        HotwordDatabase.build_columns(["惠新西街", "张江"], ["ab", "cd"], [4, 4], LEX.inventory, categories=["poi", "x\ny"])
     db = _db()
     assert db.base.find_words(["惠新西街\n", "惠新西街"])[0] is None
 

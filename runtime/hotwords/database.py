@@ -37,8 +37,8 @@ from nim4_edge.runtime.errors import Nim4Error
 from nim4_edge.runtime.hotwords import _query
 from nim4_edge.runtime.hotwords.lexicon import Lexicon
 from nim4_edge.runtime.hotwords.signatures import MAX_KEY, SignatureIndex, mix, prefix_hashes, span_hash
-from nim4_edge.runtime.hotwords.strings import (CODE_POINT_BASE, CorruptData, StringTable, blocks, check_offsets,
-                                                code_ids, ids_code, increasing, require)
+from nim4_edge.runtime.hotwords.strings import (CODE_POINT_BASE, CorruptData, LineBreakError, StringTable, blocks,
+                                                check_offsets, code_ids, ids_code, increasing, require)
 from nim4_edge.runtime.phonemes import PhonemeInventory
 
 MAGIC = b"NIM4HOTW"
@@ -501,11 +501,11 @@ def _segment(words: list[str], keys: list[str], syllables: list[int], weights: l
             raise HotwordError(f"hotword {words[i]!r}: weight {weights[i]} is outside 0-{MAX_WEIGHT:g}")
         raise HotwordError(f"hotword {words[i][:40]!r}...: more than {MAX_ENTRY_SYLLABLES} syllables")
     categories = [""] * len(words) if categories is None else categories
-    for strings, what in ((words, "hotword"), (categories, "category")):
-        if "\n".join(strings).count("\n") > max(0, len(strings) - 1):  # the tables separate strings by line breaks
-            bad = next(s for s in strings if "\n" in s)
-            raise HotwordError(f"{what} {bad[:40]!r} holds a line break: one hotword per line, without breaks")
-    return Segment.build(words, weights, categories, keys, syllables, tolerant)
+    try:
+        return Segment.build(words, weights, categories, keys, syllables, tolerant)
+    except LineBreakError as e:  # the tables separate their strings by line breaks
+        what = "hotword" if "\n" in "".join(words) else "category"
+        raise HotwordError(f"{what} {e}: one hotword per line, without breaks") from None
 
 
 def _keyed_segment(keyed: list[tuple[HotwordEntry, str, int]], tolerant: bool) -> Segment:

@@ -330,7 +330,7 @@ class RetrievalSession:
         return self._judged_table(np.concatenate([_table(rows), tolerant]) if rows else tolerant)
 
     def _judged_few(self, rows: list[tuple]) -> "_Judgement":
-        # an exact query's whole judgement: every step here is a few hundred nanoseconds of a ~12 us query
+        # an exact query's whole judgement, on its hot path: ~5 us of a ~15 us warm exact query at 1M (12-03)
         min_syllables, segments = self.retriever.config.min_syllables, self.database.segments if self.database else ()
         rejected: list[Rejection | None] = [None] * len(rows)
         weights, groups, kept = [0.0] * len(rows), {}, []

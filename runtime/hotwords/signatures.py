@@ -221,7 +221,7 @@ class SignatureIndex:
               h=None, max_key: int = MAX_KEY) -> "SignatureIndex":
         """Over keys laid end to end in `ids` (key k: ids[starts[k] : starts[k] + lengths[k]]);
         keys shorter than `min_key` (or than the parts) or longer than `max_key` are left out. `h`: prefix_hashes(ids), when the
-        caller builds several indexes over the same keys (its hashes of a 10M-phoneme array are one pass over it)."""
+        caller builds several indexes over the same keys (hashed once for all of them)."""
         parts = PARTS[errors]
         keep_parts = parts - errors
         keep = np.flatnonzero((lengths >= max(min_key, parts)) & (lengths <= min(max_key, MAX_KEY)))

@@ -22,6 +22,14 @@ def ids_code(ids: np.ndarray) -> str:
     return (ids.astype("<u4") + _BASE).tobytes().decode("utf-32-le")
 
 
+class LineBreakError(ValueError):
+    """A string given to a StringTable holds its separator, a line break."""
+
+    def __init__(self, string: str):
+        super().__init__(f"{string[:40]!r} holds a line break")
+        self.string = string
+
+
 class StringTable:
     """Many strings as one UTF-8 blob (newline-separated) and where each starts: a million Python str
     objects would cost ~70 MB more and slow the load; loaded, the blob is a view of the mapped file."""
@@ -38,7 +46,7 @@ class StringTable:
         starts = np.zeros(len(items), np.int64)
         separators = np.flatnonzero(np.frombuffer(blob, np.uint8) == 10)
         if len(separators) != len(items) - 1:
-            raise ValueError("a string of the table holds a line break")
+            raise LineBreakError(next(item for item in items if "\n" in item))
         starts[1:] = separators + 1
         return cls(blob, starts)
 
