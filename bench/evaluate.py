@@ -241,19 +241,54 @@ def transcribe_offline(recognizer, audio: np.ndarray) -> tuple[str, list, list[f
 MODES = {"streaming": transcribe_streaming, "offline": transcribe_offline}
 
 
-def _count_phoneme_errors(lexicon, item: EvalItem, heard: list[str], into: dict[str, list[int]]) -> None:
+def _count_phoneme_errors(lexicon, item: EvalItem, heard: list[str], into: dict[str, list[int]],
+                          edits_by_kind: "PhonemeEdits") -> None:
     if not item.text.strip():
         return
     try:
-        reference = lexicon.encode(lexicon.phonemes(item.text))
+        reference_phonemes = lexicon.phonemes(item.text)
     except LexiconError:
         return  # nothing pronounceable in the reference: no phoneme figure for it
-
-    edits = Levenshtein.distance(reference, lexicon.encode(heard))
+    reference, code = lexicon.encode(reference_phonemes), lexicon.encode(heard)
+    edits = Levenshtein.editops(reference, code)
+    edits_by_kind.add(reference_phonemes, heard, edits)
     for tag in ["", *item.tags]:
         counts = into.setdefault(tag, [0, 0])
-        counts[0] += edits
+        counts[0] += len(edits)
         counts[1] += len(reference)
+
+
+@dataclass
+class PhonemeEdits:
+    """The phoneme head's edits against the lexicon's reference phonemes, by kind and phoneme (one
+    minimal alignment each utterance: rapidfuzz's editops): `eval --phoneme-edits FILE` writes them,
+    and `bench hotwords --edit-rates FILE` draws its errors from them as the head makes them."""
+
+    reference: dict[str, int] = field(default_factory=dict)  # phoneme -> times in the references
+    deleted: dict[str, int] = field(default_factory=dict)  # reference phoneme -> times the head dropped it
+    inserted: dict[str, int] = field(default_factory=dict)  # heard phoneme -> times the head added it
+    substituted: dict[str, int] = field(default_factory=dict)  # "reference heard" -> times
+    utterances: int = 0
+
+    def add(self, reference: list[str], heard: list[str], edits) -> None:
+        self.utterances += 1
+        for p in reference:
+            self.reference[p] = self.reference.get(p, 0) + 1
+        for op in edits:
+            if op.tag == "delete":
+                key, into = reference[op.src_pos], self.deleted
+            elif op.tag == "insert":
+                key, into = heard[op.dest_pos], self.inserted
+            else:
+                key, into = f"{reference[op.src_pos]} {heard[op.dest_pos]}", self.substituted
+            into[key] = into.get(key, 0) + 1
+
+    def to_json(self) -> dict:
+        by_count = lambda d: dict(sorted(d.items(), key=lambda kv: (-kv[1], kv[0])))  # noqa: E731
+        return {"format": "nim4-edge phoneme edits 1", "utterances": self.utterances,
+                "reference_phonemes": sum(self.reference.values()), "reference": by_count(self.reference),
+                "deleted": by_count(self.deleted), "inserted": by_count(self.inserted),
+                "substituted": by_count(self.substituted)}
 
 
 def evaluate(recognizer, items: list[EvalItem], modes: list[str], progress=None) -> dict:
@@ -269,6 +304,7 @@ def evaluate(recognizer, items: list[EvalItem], modes: list[str], progress=None)
         encoder_ms = chunks = decode_ms = tokens = 0.0
         hint_hits = [0, 0]  # entity utterances whose entity was among the final's hints, of all
         phoneme_edits: dict[str, list[int]] = {}  # tag ("" = all) -> [edits, reference phonemes]
+        edits_by_kind = PhonemeEdits()
         for n, (item, row) in enumerate(zip(items, details)):
             if item.audio not in audio_cache:
                 try:
@@ -320,7 +356,8 @@ def evaluate(recognizer, items: list[EvalItem], modes: list[str], progress=None)
                                               "confident": f.confident, "decoder": f.decoder_confidence}
                                              for f in finals if f.text.strip()]
                 if not recognizer.windowed:  # a windowed-encoder family (Qwen3-ASR) has no phoneme head
-                    _count_phoneme_errors(recognizer.lexicon, item, [p for f in finals for p in f.phonemes], phoneme_edits)
+                    _count_phoneme_errors(recognizer.lexicon, item, [p for f in finals for p in f.phonemes], phoneme_edits,
+                                          edits_by_kind)
                 hints = list(dict.fromkeys(h for f in finals for h in f.hotwords))
                 if item.entity:
                     row[f"{mode}_hints"] = hints
@@ -336,6 +373,7 @@ def evaluate(recognizer, items: list[EvalItem], modes: list[str], progress=None)
         per = {tag: round(100.0 * e / n, 2) for tag, (e, n) in sorted(phoneme_edits.items()) if n}
         figures["phoneme_error_rate"] = per.pop("", None)
         figures["phoneme_error_rate_by_tag"] = per
+        figures["phoneme_edits"] = edits_by_kind.to_json() if edits_by_kind.utterances else None
         if latencies:
             figures["final_latency_ms_p50"] = round(float(np.percentile(latencies, 50)), 1)
             figures["final_latency_ms_p95"] = round(float(np.percentile(latencies, 95)), 1)

@@ -4,8 +4,10 @@ Entries are generated: Mandarin place names (2-3 characters + a suffix such as �
 and English names (first name, optional middle initial, a surname like Ashford or Whitmore; 40%).
 Utterances plant one entry in a carrier phrase ("导航到 X", "call X please"); phonemes come from the
 lexicon (a perfect phoneme head: this measures the database, not the model), with one or two phoneme
-errors injected for the tolerant figures. Per query: latency of the lookup + filtering, recall of the
-planted entry (or a homophone of it), and other entries retrieved (false retrievals). Baselines in
+errors injected for the tolerant figures (uniform: any symbol, any tone; with `--edit-rates`, the
+same utterances once more with errors drawn as a phoneme head made them on held-out speech). Per
+query: latency of the lookup + filtering, recall of the planted entry (or a homophone of it), and
+other entries retrieved (false retrievals). Baselines in
 the same run, on a few of the same queries: a naive substring test of every key, rapidfuzz over every
 key for the one right window, and an Aho-Corasick automaton over the same keys (the index of format
 1: its build, pickled load and exact query). g2p is checked against pypinyin's own call on every name.
@@ -29,6 +31,7 @@ from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
 from nim4_edge.bench.report import format_table, percentile
+from nim4_edge.runtime.errors import Nim4Error
 from nim4_edge.runtime.hotwords import (HotwordDatabase, HotwordEntry, HotwordRetriever, LiveDatabase, RetrievalConfig,
                                        RetrievalMode, RetrievalSession)
 from nim4_edge.runtime.hotwords.lexicon import Lexicon, pronounce_many, reference_han
@@ -98,6 +101,88 @@ def inject_error(phonemes: list[str], start: int, end: int, rng: random.Random, 
     else:
         out[i] = rng.choice([s for s in symbols if s != out[i]])
     return out
+
+
+class EditRates:
+    """Phoneme errors drawn as a phoneme head makes them: its edits on held-out speech, counted by
+    `nim4-edge eval --phoneme-edits FILE` (deletions and substitutions per reference phoneme,
+    insertions per heard one). Rates are add-half smoothed, the same estimator for every count, so
+    an edit never seen keeps a small chance: deleting x (del x + 1/2) / (n x + 1); x heard as y
+    (sub x y + 1/(2S)) / (n x + 1), S the inventory's symbols; y inserted before a phoneme
+    (ins y + 1/2) / (N + S), N the reference phonemes. `draw` picks one edit in a span with
+    probability proportional to its rate. Why a second error model: inject_error's uniform edits
+    (any symbol, any other tone) are ones a head almost never makes (docs/MEASUREMENTS.md), and a
+    retriever's recall on them says little about the errors it meets."""
+
+    FORMAT = "nim4-edge phoneme edits 1"
+
+    def __init__(self, counts: dict, symbols: list[str], source: str = "edit rates"):
+        def table(name: str, pairs: bool = False) -> dict:
+            value = counts.get(name)
+            if not isinstance(value, dict) or not all(isinstance(v, int) and v >= 0 for v in value.values()):
+                raise Nim4Error(f"{source}: '{name}' must map phonemes to counts; write the file with "
+                                f"`nim4-edge eval --phoneme-edits FILE`")
+            for key in value:
+                phonemes = key.split(" ") if pairs else [key]
+                if pairs and len(phonemes) != 2:
+                    raise Nim4Error(f"{source}: {key!r} in '{name}' is not 'REFERENCE HEARD' (two phonemes); write "
+                                    f"the file with `nim4-edge eval --phoneme-edits FILE`")
+                for phoneme in phonemes:
+                    if phoneme not in known:
+                        raise Nim4Error(f"{source}: phoneme {phoneme!r} in '{name}' is not in the lexicon's "
+                                        f"inventory; count the edits with this version's `nim4-edge eval --phoneme-edits`")
+            return value
+
+        known = set(symbols)
+        if not isinstance(counts, dict) or counts.get("format") != self.FORMAT:
+            raise Nim4Error(f"{source}: not a phoneme edits file ('format' is not {self.FORMAT!r}); write one with "
+                            f"`nim4-edge eval --testset HELD_OUT.jsonl --phoneme-edits FILE`")
+        self.reference, self.deleted = table("reference"), table("deleted")
+        self.inserted, substituted = table("inserted"), table("substituted", pairs=True)
+        self.phonemes = sum(self.reference.values())
+        if not self.phonemes:
+            raise Nim4Error(f"{source}: no reference phonemes counted; evaluate a test set with transcripts")
+        self.symbols, self.utterances = list(symbols), counts.get("utterances")
+        self.substituted: dict[str, dict[str, int]] = {}
+        for pair, n in substituted.items():
+            x, y = pair.split(" ")
+            self.substituted.setdefault(x, {})[y] = n
+        s = len(self.symbols)
+        ins = [(self.inserted.get(y, 0) + 0.5) / (self.phonemes + s) for y in self.symbols]
+        self._ins, self._ins_total = ins, sum(ins)
+        self._rows: dict[str, tuple] = {}  # reference phoneme -> (deletion, substitutions' weights, their total)
+
+    @classmethod
+    def load(cls, path: Path, symbols: list[str]) -> "EditRates":
+        try:
+            counts = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise Nim4Error(f"{path}: cannot read the edit rates ({e}); write them with "
+                            f"`nim4-edge eval --testset HELD_OUT.jsonl --phoneme-edits {path}`") from None
+        return cls(counts, symbols, str(path))
+
+    def _row(self, x: str) -> tuple:
+        row = self._rows.get(x)
+        if row is None:
+            n, seen, s = self.reference.get(x, 0) + 1, self.substituted.get(x, {}), len(self.symbols)
+            subs = [0.0 if y == x else (seen.get(y, 0) + 0.5 / s) / n for y in self.symbols]
+            row = self._rows[x] = ((self.deleted.get(x, 0) + 0.5) / n, subs, sum(subs))
+        return row
+
+    def draw(self, phonemes: list[str], start: int, end: int, rng: random.Random) -> list[str]:
+        """`phonemes` with one edit inside [start, end): where, then which, each by its rate."""
+        rows = [self._row(x) for x in phonemes[start:end]]
+        i = rng.choices(range(len(rows)), [d + t + self._ins_total for d, _, t in rows])[0]
+        deletion, subs, sub_total = rows[i]
+        out, at = list(phonemes), start + i
+        u = rng.random() * (deletion + sub_total + self._ins_total)
+        if u < deletion:
+            del out[at]
+        elif u < deletion + sub_total:
+            out[at] = rng.choices(self.symbols, subs)[0]
+        else:
+            out.insert(at, rng.choices(self.symbols, self._ins)[0])
+        return out
 
 
 STREAM_STEP = 4  # phonemes per step of the streamed queries: about what a 640 ms encoder chunk adds
@@ -240,8 +325,11 @@ def _updates(path: Path, lexicon: Lexicon, count: int, seed: int, jobs: int) -> 
 
 
 def bench_hotwords(size: int, queries: int = 500, naive_queries: int = 10, seed: int = 0, jobs: int = 0,
-                   tolerant: bool = True, updates: int = 10000, agreement: bool = True) -> dict:
+                   tolerant: bool = True, updates: int = 10000, agreement: bool = True,
+                   edit_rates: Path | None = None) -> dict:
     lexicon = Lexicon()
+    symbols = [s for s in lexicon.inventory.symbols[2:]]
+    rates = EditRates.load(edit_rates, symbols) if edit_rates is not None else None  # a bad file fails first
     words = generate_entries(size, seed)
     t0 = time.perf_counter()
     keys = pronounce_many(words, lexicon.inventory, jobs, as_keys=True)
@@ -254,8 +342,8 @@ def bench_hotwords(size: int, queries: int = 500, naive_queries: int = 10, seed:
     all_keys = [database.base.key(k) for k in range(database.base.num_keys)]  # for the baselines only
     del keys
     rng = random.Random(seed + 1)
-    plan = []  # (target, phonemes, code, broken code, two-error code or None)
-    symbols = [s for s in lexicon.inventory.symbols[2:]]
+    plan = []  # (target key, code, broken code, two-error code or None)
+    spoken = []  # (phonemes, where the target starts, its length) of each planned utterance
     for _ in range(queries):
         target = words[rng.randrange(len(words))]
         carrier = ("导航到{}", "我要去{}附近") if has_han(target[0]) else ("call {} please", "navigate to {} now")
@@ -269,6 +357,15 @@ def bench_hotwords(size: int, queries: int = 500, naive_queries: int = 10, seed:
             two = inject_error(phonemes, start, start + len(target_key), rng, symbols)
             twice = lexicon.encode(inject_error(two, start, start + len(target_key) - 1, rng, symbols))
         plan.append((target_key, code, broken, twice))
+        spoken.append((phonemes, start, len(target_key)))
+    # the same utterances with errors as the head makes them (another generator: the plan above is unchanged)
+    rates_rng, rate_plan = random.Random(seed + 2), []
+    for (target_key, code, _, _), (phonemes, start, length) in zip(plan, spoken) if rates and tolerant else ():
+        broken, twice = rates.draw(phonemes, start, start + length, rates_rng), None
+        if length >= 10:
+            two = rates.draw(phonemes, start, start + length, rates_rng)
+            twice = lexicon.encode(rates.draw(two, start, start + length + len(two) - len(phonemes), rates_rng))
+        rate_plan.append((target_key, code, lexicon.encode(broken), twice))
     automaton = _aho_corasick_baseline(all_keys, [p[1] for p in plan[:100]])
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.db"
@@ -278,6 +375,7 @@ def bench_hotwords(size: int, queries: int = 500, naive_queries: int = 10, seed:
         load_s, rss_mb, rss_used_mb = _load_in_fresh_process(path)
         database = HotwordDatabase.load(path)
         report = _run_queries(database, lexicon, plan, all_keys, naive_queries, tolerant)
+        report |= _recall_with_rates(database, lexicon, rate_plan, rates, edit_rates) if rate_plan else {}
         report |= _updates(path, lexicon, min(updates, size // 2), seed, jobs) if updates else {}
     return {
         "entries": size,
@@ -306,6 +404,26 @@ def _retrieve(retriever: HotwordRetriever, code: str) -> tuple[list[str], float,
     session.extend_code(code)
     got = session.words()
     return got, (time.perf_counter() - t0) * 1e6, session
+
+
+def _recall_with_rates(database, lexicon, plan, rates: EditRates, source: Path) -> dict:
+    """Tolerant recall and wrong names on the utterances whose errors `rates` drew (not timed)."""
+    fuzzy = HotwordRetriever(database, lexicon, RetrievalConfig(mode=RetrievalMode.TOLERANT))
+    hits, wrong = {False: [0, 0], True: [0, 0]}, []
+    for target_key, _, broken, twice in plan:
+        for heard, is_two in ((broken, False), (twice, True)):
+            if heard is not None:
+                got = _retrieve(fuzzy, heard)[0]
+                same = _same_sound(got, target_key, lexicon)
+                hits[is_two][0] += bool(same)
+                hits[is_two][1] += 1
+                wrong.append(len(set(got) - same))
+    return {"edit_rates": str(source), "edit_rates_utterances": rates.utterances,
+            "edit_rates_phonemes": rates.phonemes,
+            "head_errors_one_error_recall_tolerant": hits[False][0] / max(1, hits[False][1]),
+            "head_errors_two_error_queries": hits[True][1],
+            "head_errors_two_error_recall_tolerant": hits[True][0] / max(1, hits[True][1]),
+            "head_errors_false_retrievals_per_utterance": float(np.mean(wrong)) if wrong else None}
 
 
 def _run_queries(database, lexicon, plan, all_keys, naive_queries: int, tolerant: bool) -> dict:
@@ -445,6 +563,14 @@ def table(report: dict) -> str:
             [f"one error: utterances with another entry as close as the planted one (of {report['ambiguity_queries']})",
              f"{100 * report['one_error_ambiguous_share']:.0f}% (mean {report['one_error_rivals_mean']:.1f} such entries)"],
             ["rapidfuzz over all keys, one window", f"{report['rapidfuzz_all_keys_one_window_ms_p50']:.1f} ms"],
+        ]
+    if "head_errors_one_error_recall_tolerant" in report:
+        rows += [
+            [f"errors as the phoneme head makes them ({report['edit_rates_phonemes']} phonemes counted): "
+             "recall one / two errors", f"{100 * report['head_errors_one_error_recall_tolerant']:.1f}% / "
+             f"{100 * report['head_errors_two_error_recall_tolerant']:.1f}% of {report['head_errors_two_error_queries']}"],
+            ["errors as the phoneme head makes them: tolerant false retrievals per utterance",
+             f"{report['head_errors_false_retrievals_per_utterance']:.2f}"],
         ]
     if "add_seconds" in report:
         rows += [

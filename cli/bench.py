@@ -56,7 +56,10 @@ def cmd_bench_vad(args) -> int:
 
 
 def cmd_bench_hotwords(args) -> int:
-    report = bench_hotwords.bench_hotwords(args.size, queries=args.queries, tolerant=not args.exact_only)
+    if args.edit_rates is not None and args.exact_only:
+        raise Nim4Error("--edit-rates measures tolerant retrieval: drop --exact-only")
+    report = bench_hotwords.bench_hotwords(args.size, queries=args.queries, tolerant=not args.exact_only,
+                                           edit_rates=args.edit_rates)
     return print_report(report, bench_hotwords.table)
 
 
@@ -167,6 +170,10 @@ def add_commands(sub) -> None:
     b.add_argument("--size", type=int, default=1_000_000)
     b.add_argument("--queries", type=int, default=500)
     b.add_argument("--exact-only", action="store_true", help="build without the tolerant indexes (signatures of 2 of 3 and 3 of 5 parts)")
+    b.add_argument("--edit-rates", type=Path, metavar="FILE",
+                   help="also draw the errors as a phoneme head makes them, from its edits on held-out speech "
+                        "(`nim4-edge eval --testset HELD_OUT.jsonl --phoneme-edits FILE`), and report tolerant "
+                        "recall and false retrievals on those utterances too")
     b.set_defaults(func=cmd_bench_hotwords)
     b = bench.add_parser("qwen3-asr", help="the Qwen3-ASR path at the real 0.6B / 1.7B shape, random weights: "
                                            "import, parity, encoder ms per update, decoder tok/s, RTF, RSS, Orin projection",

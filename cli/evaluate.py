@@ -40,8 +40,9 @@ def build_manifest_hotwords(items, directory: Path, extra: Path | None, tolerant
 
 
 def cmd_eval(args) -> int:
-    if args.out:
-        check_output_file(args.out, "--out")
+    for option, path in (("--out", args.out), ("--phoneme-edits", args.phoneme_edits)):
+        if path:
+            check_output_file(path, option)
     items = read_manifest(args.testset)
     if args.tags:
         wanted = set(args.tags.split(","))
@@ -81,8 +82,19 @@ def cmd_eval(args) -> int:
     summary["hotwords"] = ("manifest" + (f" + {args.extra_hotwords}" if args.extra_hotwords else "")
                            if args.manifest_hotwords else (str(args.hotwords) if args.hotwords else None))
     details = summary.pop("utterances")
+    # the edit counts are long (a few hundred phoneme pairs): in --out and --phoneme-edits, not on stdout
+    edits = {mode: figures.pop("phoneme_edits", None) for mode, figures in summary["modes"].items()}
+    if args.phoneme_edits:
+        mode = modes[0]
+        if edits[mode] is None:
+            raise Nim4Error(f"{args.testset}: no utterance with a transcript was decoded by a phoneme head, so there are "
+                            f"no phoneme edits to write to {args.phoneme_edits}")
+        write_text_atomic(args.phoneme_edits, json.dumps(edits[mode] | {"mode": mode, "testset": str(args.testset),
+                                                                        "bundle": summary["bundle"]},
+                                                         ensure_ascii=False, indent=1) + "\n")
     if args.out:
-        write_text_atomic(args.out, json.dumps(summary | {"utterances": details}, ensure_ascii=False, indent=1) + "\n")
+        write_text_atomic(args.out, json.dumps(summary | {"phoneme_edits": edits, "utterances": details},
+                                               ensure_ascii=False, indent=1) + "\n")
     print(json.dumps(summary, ensure_ascii=False))
     rows = report_rows(summary)
     print(format_table(list(rows[0]), [list(r.values()) for r in rows]), file=sys.stderr)
@@ -109,5 +121,9 @@ def add_commands(sub) -> None:
     p.add_argument("--tags", help="only utterances with any of these comma-separated tags")
     p.add_argument("--limit", type=int, default=0, help="only the first N utterances")
     p.add_argument("--out", type=Path, help="also write the figures and every hypothesis to this JSON file")
+    p.add_argument("--phoneme-edits", type=Path, metavar="FILE",
+                   help="write the phoneme head's edits against the references (deletions, insertions and "
+                        "substitutions per phoneme, the first of --modes) to this JSON file, for "
+                        "`bench hotwords --edit-rates FILE`; use a held-out split, e.g. the corpus's --seed 2 test set")
     add_recognizer_flags(p)
     p.set_defaults(func=cmd_eval)

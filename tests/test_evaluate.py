@@ -95,9 +95,10 @@ def test_eval_command_runs_both_modes_and_reports_missing_audio(demo_bundle, tmp
     rows = [{"audio": "a.wav", "text": "call Jon", "entity": "Jon", "tags": ["en"]},
             {"audio": "missing.wav", "text": "yes"}]
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    out = tmp_path / "r.json"
+    out, edits = tmp_path / "r.json", tmp_path / "edits.json"
     proc = subprocess.run([sys.executable, "-m", "nim4_edge.cli", "eval", "--bundle", str(demo_bundle),
-                           "--testset", str(manifest), "--out", str(out), "--partial-every", "0"],
+                           "--testset", str(manifest), "--out", str(out), "--partial-every", "0",
+                           "--phoneme-edits", str(edits)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
@@ -111,6 +112,28 @@ def test_eval_command_runs_both_modes_and_reports_missing_audio(demo_bundle, tmp
     saved = json.loads(out.read_text(encoding="utf-8"))
     assert "missing.wav" in saved["utterances"][1]["error"]
     assert "WER en %" in proc.stderr  # the readable table
+    # the head's edits by kind, of the first mode: as many as its phoneme error rate counts
+    counted = json.loads(edits.read_text(encoding="utf-8"))
+    assert counted["format"] == "nim4-edge phoneme edits 1" and counted["utterances"] == 1
+    assert counted["mode"] == "streaming" and "phoneme_edits" not in summary["modes"]["streaming"]
+    n = sum(sum(counted[kind].values()) for kind in ("deleted", "inserted", "substituted"))
+    assert n > 0 and abs(100 * n / counted["reference_phonemes"] - summary["modes"]["streaming"]["phoneme_error_rate"]) < 0.01
+    assert saved["phoneme_edits"]["offline"]["format"] == counted["format"]
+
+
+def test_phoneme_edits_are_counted_by_kind_and_phoneme():
+    from rapidfuzz.distance import Levenshtein
+
+    from nim4_edge.bench.evaluate import PhonemeEdits
+
+    edits = PhonemeEdits()
+    reference, heard = ["sh", "i4", "AA", "N"], ["sh", "i2", "AA", "N", "d"]
+    edits.add(reference, heard, Levenshtein.editops("abcd", "aecdf"))  # i4 -> i2, d inserted
+    edits.add(["AA", "N"], ["AA"], Levenshtein.editops("cd", "c"))  # N dropped
+    saved = edits.to_json()
+    assert saved["reference"] == {"AA": 2, "N": 2, "i4": 1, "sh": 1} and saved["reference_phonemes"] == 6
+    assert saved["substituted"] == {"i4 i2": 1} and saved["inserted"] == {"d": 1} and saved["deleted"] == {"N": 1}
+    assert saved["utterances"] == 2
 
 
 def test_eval_command_rejects_a_bad_manifest(demo_bundle, tmp_path):

@@ -242,11 +242,13 @@ def test_runtime_puts_retrieved_hotwords_into_the_final_prompt(demo_bundle, tmp_
     assert "奇名甲, 奇名乙" in suffix, suffix
 
 
-def test_bench_hotwords_reports_measured_figures():
+def test_bench_hotwords_reports_measured_figures(tmp_path):
     from nim4_edge.bench.hotwords import bench_hotwords, generate_entries, table
 
     assert len(set(generate_entries(500))) == 500
-    report = bench_hotwords(300, queries=40, naive_queries=5, updates=50)
+    rates = tmp_path / "edits.json"
+    rates.write_text(json.dumps(_edit_counts(deleted={"d": 50}, substituted={"b d": 20}, inserted={"AA": 5})), encoding="utf-8")
+    report = bench_hotwords(300, queries=40, naive_queries=5, updates=50, edit_rates=rates)
     assert report["entries"] == 300 and report["recall_exact"] == 1.0
     assert report["query_us_p50"] > 0 and report["load_seconds"] > 0 and report["naive_substring_ms_p50"] > 0
     assert "false retrievals" in table(report)
@@ -259,8 +261,53 @@ def test_bench_hotwords_reports_measured_figures():
     assert 0 <= report["tie_bound_wrong_names_at_measured_recall"] <= report["tolerant_false_retrievals_per_utterance"] + 0.5
     assert "same-span ties" in table(report)
     assert report["added_found_by_running_stream"] and not report["removed_still_found"] and report["removed"] == 50
+    # the same utterances with the errors the rates draw: recall and wrong names on them too
+    assert report["head_errors_one_error_recall_tolerant"] > 0.8 and report["head_errors_two_error_queries"] > 0
+    assert report["head_errors_false_retrievals_per_utterance"] >= 0 and "phoneme head makes them" in table(report)
     if report["aho_corasick"] is not None:  # the baseline of format 1, where pyahocorasick is installed
         assert report["aho_corasick"]["scan_us_p50"] > 0
+
+
+def _edit_counts(**kinds) -> dict:
+    counts = {"format": "nim4-edge phoneme edits 1", "utterances": 10, "reference": {"AA": 1000, "d": 1000, "b": 1000},
+              "deleted": {}, "inserted": {}, "substituted": {}}
+    return counts | kinds
+
+
+def test_edit_rates_draw_errors_as_the_head_made_them():
+    import random
+
+    from nim4_edge.bench.hotwords import EditRates
+
+    symbols = list(LEX.inventory.symbols[2:])
+    rng = random.Random(0)
+    dropped = EditRates(_edit_counts(deleted={"d": 900}), symbols)  # the head drops d 9 times in 10
+    draws = [dropped.draw(["AA", "d", "AA"], 0, 3, rng) for _ in range(300)]
+    assert all(len(d) in (2, 3, 4) for d in draws)
+    assert sum(d == ["AA", "AA"] for d in draws) > 250  # smoothing leaves the rest a small chance
+    swapped = EditRates(_edit_counts(substituted={"b d": 500}), symbols)
+    draws = [swapped.draw(["sh", "b", "AA", "b"], 1, 2, rng) for _ in range(300)]  # only the first b may change
+    assert sum(d == ["sh", "d", "AA", "b"] for d in draws) > 250
+    assert all(d[0] == "sh" and d[-1] == "b" for d in draws)
+
+
+def test_edit_rates_refuse_a_file_that_is_not_one(tmp_path):
+    from nim4_edge.bench.hotwords import EditRates
+    from nim4_edge.runtime.errors import Nim4Error
+
+    symbols = list(LEX.inventory.symbols[2:])
+    path = tmp_path / "e.json"
+    for counts, message in ((["not", "a", "dict"], "not a phoneme edits file"),
+                            (_edit_counts(deleted={"zz9": 3}), "phoneme 'zz9' in 'deleted'"),
+                            (_edit_counts(substituted={"b d": -1}), "'substituted' must map phonemes to counts"),
+                            (_edit_counts(substituted={"b d AA": 1}), "is not 'REFERENCE HEARD'"),
+                            (_edit_counts(reference={}), "no reference phonemes")):
+        path.write_text(json.dumps(counts), encoding="utf-8")
+        with pytest.raises(Nim4Error, match=message):
+            EditRates.load(path, symbols)
+    path.write_text("{", encoding="utf-8")
+    with pytest.raises(Nim4Error, match="--phoneme-edits"):
+        EditRates.load(path, symbols)
 
 
 def test_the_tie_bound_takes_the_cheapest_utterances_first():
