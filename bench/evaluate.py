@@ -284,7 +284,9 @@ class PhonemeEdits:
             into[key] = into.get(key, 0) + 1
 
     def to_json(self) -> dict:
-        by_count = lambda d: dict(sorted(d.items(), key=lambda kv: (-kv[1], kv[0])))  # noqa: E731
+        def by_count(counts: dict[str, int]) -> dict[str, int]:  # the most frequent first
+            return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
         return {"format": "nim4-edge phoneme edits 1", "utterances": self.utterances,
                 "reference_phonemes": sum(self.reference.values()), "reference": by_count(self.reference),
                 "deleted": by_count(self.deleted), "inserted": by_count(self.inserted),

@@ -117,6 +117,8 @@ class EditRates:
     FORMAT = "nim4-edge phoneme edits 1"
 
     def __init__(self, counts: dict, symbols: list[str], source: str = "edit rates"):
+        known = set(symbols)
+
         def table(name: str, pairs: bool = False) -> dict:
             value = counts.get(name)
             if not isinstance(value, dict) or not all(isinstance(v, int) and v >= 0 for v in value.values()):
@@ -133,7 +135,6 @@ class EditRates:
                                         f"inventory; count the edits with this version's `nim4-edge eval --phoneme-edits`")
             return value
 
-        known = set(symbols)
         if not isinstance(counts, dict) or counts.get("format") != self.FORMAT:
             raise Nim4Error(f"{source}: not a phoneme edits file ('format' is not {self.FORMAT!r}); write one with "
                             f"`nim4-edge eval --testset HELD_OUT.jsonl --phoneme-edits FILE`")
